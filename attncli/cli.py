@@ -1,0 +1,178 @@
+"""The attncli command line: parse options, call readers, the pipeline and a view.
+
+No arithmetic lives here. numpy and Rich are imported inside the commands so
+that ``--help`` and ``--version`` start fast.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+from attncli import __version__
+
+EXIT_OK = 0
+EXIT_MISMATCH = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+# What Python's docs recommend after a closed pipe (and what Typer itself uses for EPIPE).
+EXIT_BROKEN_PIPE = 1
+
+
+class OneLineErrorGroup(TyperGroup):
+    """Report usage errors (unknown option, missing argument…) as one ``Error:`` line, exit 2,
+    instead of Click's usage block or Typer's Rich panel."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            _write_error("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as error:
+            # Typer vendors Click's exceptions privately; these two attributes are their interface.
+            if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
+                raise
+            command = getattr(getattr(error, "ctx", None), "command_path", None) or "attncli"
+            _write_error(f"{error.format_message()} (see '{command} --help')")
+            sys.exit(error.exit_code)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+app = typer.Typer(
+    cls=OneLineErrorGroup,
+    help="See and check the arithmetic of attention, step by step.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+
+
+class OutputFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+def _write_error(message: str) -> None:
+    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.flush()
+
+
+def _fail(source: str, message: str) -> NoReturn:
+    _write_error(f"{source}: {message}")
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"attncli {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """See and check the arithmetic of attention, step by step."""
+
+
+PrecisionOption = Annotated[
+    int, typer.Option("--precision", min=0, max=17, help="Decimals shown in tables.")
+]
+FormatOption = Annotated[
+    OutputFormat, typer.Option("--format", "-f", help="table (Rich tables) or json (all digits, for pipelines).")
+]
+
+
+@app.command()
+def compute(
+    file: Annotated[str, typer.Argument(help="A JSON problem document, or - for standard input.", show_default=False)],
+    heads: Annotated[int | None, typer.Option("--heads", min=1, help="Number of heads (overrides the document).")] = None,
+    scale: Annotated[
+        str | None,
+        typer.Option("--scale", help="sqrt (1/sqrt(head_dim), the default), none (1), or a positive number."),
+    ] = None,
+    causal: Annotated[
+        bool, typer.Option("--causal", help="Query i sees keys 0..i only (replaces the document's mask).")
+    ] = False,
+    step: Annotated[
+        list[str] | None,
+        typer.Option("--step", "-s", help="Show only this step (repeatable): q k v scores logits softmax concat output."),
+    ] = None,
+    output_format: FormatOption = OutputFormat.table,
+    precision: PrecisionOption = 4,
+) -> None:
+    """Compute attention for FILE and show every intermediate step."""
+    from attncli.errors import ProblemError
+    from attncli.pipeline import attention
+    from attncli.problem import problem_from_document
+    from attncli.readers import read_json_document, source_name
+
+    source = source_name(file)
+    try:
+        document = read_json_document(file)
+        problem = problem_from_document(document, heads=heads, scale=scale, causal=causal)
+        trace = attention(problem)
+        steps = trace.select(step)
+    except ProblemError as error:
+        _fail(source, error.message)
+    for warning in trace.warnings:
+        sys.stderr.write(f"Warning: {source}: {warning}\n")
+    _show(trace, steps, output_format, precision)
+
+
+@app.command()
+def demo(
+    output_format: FormatOption = OutputFormat.table,
+    precision: PrecisionOption = 4,
+) -> None:
+    """Walk through the classic worked example, step by step."""
+    from attncli.demo import CLASSIC_DOCUMENT, walkthrough
+    from attncli.pipeline import attention
+    from attncli.problem import problem_from_document
+
+    problem = problem_from_document(CLASSIC_DOCUMENT)
+    trace = attention(problem)
+    if output_format is OutputFormat.json:
+        _show(trace, trace.select(None), output_format, precision)
+        return
+    from attncli.view import demo_renderables, print_renderables
+
+    sections, warning = walkthrough(problem, trace)
+    print_renderables(demo_renderables(sections, warning, precision))
+
+
+def _show(trace: Any, steps: list, output_format: OutputFormat, precision: int) -> None:
+    if output_format is OutputFormat.json:
+        from attncli.export import trace_to_json
+
+        sys.stdout.write(trace_to_json(trace, steps))
+        return
+    from attncli.view import print_renderables, trace_renderables
+
+    print_renderables(trace_renderables(trace, steps, precision))
+
+
+def main() -> None:
+    """Console-script entry point: run the app; a closed pipe ends quietly."""
+    try:
+        app()
+    except BrokenPipeError:
+        # Python's documented recipe: silence the flush at exit that would fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
+    except KeyboardInterrupt:
+        _write_error("interrupted")
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,416 @@
+"""Turn a problem document (parsed JSON: dicts, lists, numbers) into a validated Problem.
+
+Everything a user can get wrong about shapes, types and options is caught here,
+so the pipeline can assume consistent float64 arrays. Pure Python and numpy: no I/O.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from attncli.errors import ProblemError
+
+MATRIX_KEYS = (
+    "x", "context",
+    "w_query", "w_key", "w_value",
+    "b_query", "b_key", "b_value",
+    "w_out", "b_out",
+)
+OPTION_KEYS = ("heads", "scale", "mask")
+# "about" lets a document describe itself (samples do); it is never computed with.
+KNOWN_KEYS = MATRIX_KEYS + OPTION_KEYS + ("about",)
+REQUIRED_KEYS = ("x", "w_query", "w_key", "w_value")
+SCALE_RULES = ("sqrt", "none")
+
+_ROLE = {
+    "x": "the input, (seq_len, d_model) or (batch, seq_len, d_model)",
+    "w_query": "the query weights, (d_model, heads*head_dim)",
+    "w_key": "the key weights, (d_model, heads*head_dim)",
+    "w_value": "the value weights, (d_model, heads*head_dim_v)",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Validated arrays and options for one attention computation.
+
+    Arrays are float64 and always carry a batch axis here, whether or not the
+    document had one (``batched`` says which); per-head weights are already
+    laid side by side, head h in columns ``h*head_dim:(h+1)*head_dim``.
+
+    - ``x``: (batch, q_len, d_model); ``context``: (batch, k_len, d_context),
+      the very same array as ``x`` for self-attention.
+    - ``w_query``, ``w_key``: (d_model | d_context, heads*head_dim);
+      ``w_value``: (d_context, heads*head_dim_v); biases (width,) or None.
+    - ``w_out``: (heads*head_dim_v, d_out) or None; ``b_out``: (d_out,) or None.
+    - ``mask``: bool (batch | 1, heads | 1, q_len, k_len), True = may attend, or None.
+    - ``scale``: "sqrt", "none" or a positive float that multiplies the scores.
+    - ``mask_rule``: None, "causal" or "array".
+    """
+
+    x: np.ndarray
+    context: np.ndarray
+    w_query: np.ndarray
+    w_key: np.ndarray
+    w_value: np.ndarray
+    b_query: np.ndarray | None
+    b_key: np.ndarray | None
+    b_value: np.ndarray | None
+    w_out: np.ndarray | None
+    b_out: np.ndarray | None
+    heads: int
+    scale: str | float
+    mask: np.ndarray | None
+    mask_rule: str | None
+    batched: bool
+    cross: bool
+
+    @property
+    def head_dim(self) -> int:
+        return self.w_query.shape[1] // self.heads
+
+    @property
+    def head_dim_v(self) -> int:
+        return self.w_value.shape[1] // self.heads
+
+    @property
+    def scale_factor(self) -> float:
+        """The number the scores are multiplied by."""
+        if self.scale == "sqrt":
+            return 1.0 / math.sqrt(self.head_dim)
+        if self.scale == "none":
+            return 1.0
+        return float(self.scale)
+
+
+def problem_from_document(
+    document: Any,
+    *,
+    heads: int | None = None,
+    scale: str | float | None = None,
+    causal: bool = False,
+) -> Problem:
+    """Validate a parsed problem document and return a Problem.
+
+    ``heads``, ``scale`` and ``causal`` are command-line overrides: when given
+    they replace the document's ``heads``, ``scale`` and ``mask``.
+    Raises ProblemError naming the matrix and what is wrong.
+    """
+    if not isinstance(document, dict):
+        raise ProblemError(
+            f"expected a JSON object with x, w_query, w_key and w_value, got {_describe(document)}"
+        )
+    _reject_unknown_keys(document)
+    for key in REQUIRED_KEYS:
+        if key not in document:
+            raise ProblemError(f"missing {key} ({_ROLE[key]})")
+
+    x = _array(document, "x", (2, 3))
+    batched = x.ndim == 3
+    x3 = x if batched else x[None]
+    cross = document.get("context") is not None
+    if cross:
+        context = _array(document, "context", (2, 3))
+        if context.ndim != x.ndim:
+            raise ProblemError(
+                f"context has {context.ndim} axes but x has {x.ndim}: give both a batch axis or neither",
+                {"x": x.shape, "context": context.shape},
+            )
+        context3 = context if batched else context[None]
+        if context3.shape[0] != x3.shape[0]:
+            raise ProblemError(
+                f"context has a batch of {context3.shape[0]} but x has {x3.shape[0]}",
+                {"x": x.shape, "context": context.shape},
+            )
+        context_name = "context"
+    else:
+        context3 = x3
+        context_name = "x"
+
+    per_head_counts: dict[str, int] = {}
+    weights: dict[str, np.ndarray] = {}
+    for key in ("w_query", "w_key", "w_value"):
+        weight = _array(document, key, (2, 3))
+        if weight.ndim == 3:
+            per_head_counts[key] = weight.shape[0]
+            # (heads, d_in, head_dim) -> (d_in, heads*head_dim), head h in the h-th block
+            weight = weight.transpose(1, 0, 2).reshape(weight.shape[1], -1)
+        weights[key] = weight
+    heads = _resolve_heads(document.get("heads") if heads is None else heads, per_head_counts)
+
+    _check_rows(weights["w_query"], "w_query", x3, "x")
+    _check_rows(weights["w_key"], "w_key", context3, context_name)
+    _check_rows(weights["w_value"], "w_value", context3, context_name)
+    q_width, k_width = weights["w_query"].shape[1], weights["w_key"].shape[1]
+    if q_width != k_width:
+        raise ProblemError(
+            f"w_query has {q_width} columns but w_key has {k_width}: "
+            "queries and keys must have the same width to be multiplied",
+            {"w_query": weights["w_query"].shape, "w_key": weights["w_key"].shape},
+        )
+    for key in ("w_query", "w_value"):
+        _check_divisible(weights[key], key, heads)
+
+    biases = {
+        name: _bias(document, name, weights[weight_name].shape[1], weight_name, heads)
+        for name, weight_name in (("b_query", "w_query"), ("b_key", "w_key"), ("b_value", "w_value"))
+    }
+
+    w_out = b_out = None
+    if document.get("w_out") is not None:
+        w_out = _array(document, "w_out", (2,))
+        concat_width = weights["w_value"].shape[1]
+        if w_out.shape[0] != concat_width:
+            raise ProblemError(
+                f"w_out has {w_out.shape[0]} rows but the heads concatenated have width "
+                f"{concat_width} (heads × head_dim_v = {heads} × {concat_width // heads})",
+                {"w_out": w_out.shape, "w_value": weights["w_value"].shape},
+            )
+        b_out = _bias(document, "b_out", w_out.shape[1], "w_out", None)
+    elif document.get("b_out") is not None:
+        raise ProblemError("b_out is given without w_out")
+
+    scale_value = parse_scale(document.get("scale", "sqrt") if scale is None else scale)
+    mask_value = "causal" if causal else document.get("mask")
+    mask, mask_rule = _mask(mask_value, x3.shape[0], heads, x3.shape[1], context3.shape[1])
+
+    return Problem(
+        x=x3,
+        context=context3,
+        w_query=weights["w_query"],
+        w_key=weights["w_key"],
+        w_value=weights["w_value"],
+        b_query=biases["b_query"],
+        b_key=biases["b_key"],
+        b_value=biases["b_value"],
+        w_out=w_out,
+        b_out=b_out,
+        heads=heads,
+        scale=scale_value,
+        mask=mask,
+        mask_rule=mask_rule,
+        batched=batched,
+        cross=cross,
+    )
+
+
+def parse_scale(value: Any) -> str | float:
+    """Return "sqrt", "none" or a positive finite float; a numeric string counts as a number."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in SCALE_RULES:
+            return word
+        try:
+            value = float(word)
+        except ValueError:
+            hint = _closest(word, SCALE_RULES)
+            raise ProblemError(
+                f"scale is {value!r}; use \"sqrt\" (1/sqrt(head_dim)), \"none\" (1) "
+                f"or a positive number{hint}"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProblemError(
+            f"scale is {_describe(value)}; use \"sqrt\", \"none\" or a positive number"
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ProblemError(f"scale is {value!r}; it must be a positive finite number")
+    return float(value)
+
+
+def _reject_unknown_keys(document: dict) -> None:
+    unknown = [key for key in document if key not in KNOWN_KEYS]
+    if unknown:
+        key = unknown[0]
+        others = f" (and {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
+        raise ProblemError(f"unknown key {key!r}{others}{_closest(key, KNOWN_KEYS)}")
+
+
+def _closest(word: str, choices: tuple[str, ...]) -> str:
+    matches = difflib.get_close_matches(str(word).lower(), choices, n=1, cutoff=0.5)
+    return f"; did you mean {matches[0]!r}?" if matches else ""
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = value if len(value) <= 20 else value[:17] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def _index(path: list[int]) -> str:
+    return "".join(f"[{i}]" for i in path)
+
+
+def _nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, ...]) -> tuple[int, ...]:
+    """Shape of a nested list whose leaves are of the allowed types; raise on anything else."""
+    if not isinstance(value, list):
+        if type(value) in allowed:
+            return ()
+        raise ProblemError(f"{name}{_index(path)} is {_describe(value)}, expected a number")
+    if not value:
+        return (0,)
+    # A row of plain numbers is the common case: check it in one pass, not one call per cell.
+    if set(map(type, value)) <= set(allowed):
+        return (len(value),)
+    shapes = [_nested_shape(name, item, path + [i], allowed) for i, item in enumerate(value)]
+    first = shapes[0]
+    for i, shape in enumerate(shapes):
+        if shape != first:
+            if len(shape) == 1 and len(first) == 1:
+                where = f"{name}{_index(path)}" if path else name
+                raise ProblemError(
+                    f"{where}: row {i} has {shape[0]} values but row 0 has {first[0]}"
+                )
+            raise ProblemError(
+                f"{name}{_index(path + [i])} has shape {_shape_text(shape)} "
+                f"but {name}{_index(path + [0])} has {_shape_text(first)}"
+            )
+    return (len(value),) + first
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "×".join(map(str, shape)) if shape else "a single number"
+
+
+def _array(document: dict, name: str, ranks: tuple[int, ...]) -> np.ndarray:
+    """The document's value for ``name`` as a finite float64 array of one of ``ranks``."""
+    value = document[name]
+    shape = _nested_shape(name, value, [], (int, float))
+    if len(shape) not in ranks:
+        wanted = " or ".join(f"{rank}-D" for rank in ranks)
+        got = "a single number" if not shape else f"a {len(shape)}-D array of shape {_shape_text(shape)}"
+        raise ProblemError(f"{name} must be a {wanted} array, got {got}", {name: shape})
+    if 0 in shape:
+        raise ProblemError(f"{name} is empty (shape {_shape_text(shape)})", {name: shape})
+    array = np.array(value, dtype=np.float64)
+    _check_finite_cells(name, array)
+    return array
+
+
+def _check_finite_cells(name: str, array: np.ndarray) -> None:
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        where = tuple(int(i) for i in bad[0])
+        what = "NaN" if np.isnan(array[where]) else "infinite (beyond ±1.8e308)"
+        raise ProblemError(f"{name}{_index(list(where))} is {what}; every value must be a finite number")
+
+
+def _resolve_heads(value: Any, per_head_counts: dict[str, int]) -> int:
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ProblemError(f"heads is {_describe(value)}; it must be a whole number of at least 1")
+        if value < 1:
+            raise ProblemError(f"heads is {int(value)}; it must be at least 1")
+        value = int(value)
+    counts = set(per_head_counts.values())
+    if len(counts) > 1:
+        listed = ", ".join(f"{key} holds {count}" for key, count in per_head_counts.items())
+        raise ProblemError(f"the per-head weights disagree on the number of heads: {listed}")
+    if counts:
+        (count,) = counts
+        if value is not None and value != count:
+            key = next(iter(per_head_counts))
+            raise ProblemError(f"heads is {value} but {key} holds {count} heads")
+        return count
+    return 1 if value is None else value
+
+
+def _check_rows(weight: np.ndarray, name: str, source: np.ndarray, source_name: str) -> None:
+    if weight.shape[0] != source.shape[2]:
+        raise ProblemError(
+            f"{name} has {weight.shape[0]} rows but {source_name} has {source.shape[2]} columns",
+            {name: weight.shape, source_name: source.shape},
+        )
+
+
+def _check_divisible(weight: np.ndarray, name: str, heads: int) -> None:
+    width = weight.shape[1]
+    if width % heads:
+        working = [h for h in range(1, width + 1) if width % h == 0]
+        raise ProblemError(
+            f"{name} has {width} columns, which do not split into {heads} heads "
+            f"(head counts that would: {', '.join(map(str, working))})",
+            {name: weight.shape},
+        )
+
+
+def _bias(document: dict, name: str, width: int, weight_name: str, heads: int | None) -> np.ndarray | None:
+    if document.get(name) is None:
+        return None
+    bias = _array(document, name, (1, 2) if heads else (1,))
+    if bias.ndim == 2:
+        # per head, (heads, head_dim): laid side by side like the per-head weights
+        if bias.shape[0] != heads:
+            raise ProblemError(
+                f"{name} has {bias.shape[0]} rows but there are {heads} heads",
+                {name: bias.shape},
+            )
+        bias = bias.reshape(-1)
+    if bias.shape[0] != width:
+        raise ProblemError(
+            f"{name} has {bias.shape[0]} values but {weight_name} has {width} columns",
+            {name: bias.shape},
+        )
+    return bias
+
+
+def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[np.ndarray | None, str | None]:
+    """The mask as bool (batch | 1, heads | 1, q_len, k_len), True = may attend, and its rule."""
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        if value.strip().lower() == "causal":
+            # query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does
+            return np.tri(q_len, k_len, dtype=bool)[None, None], "causal"
+        raise ProblemError(
+            f"mask is {value!r}; use \"causal\" or an array of 0/1 (1 = may attend){_closest(value, ('causal',))}"
+        )
+    shape = _nested_shape("mask", value, [], (bool, int, float))
+    if len(shape) not in (2, 3, 4):
+        raise ProblemError(
+            f"mask must be 2-D (q_len, k_len), 3-D (batch, q_len, k_len) or 4-D "
+            f"(batch, heads, q_len, k_len), got shape {_shape_text(shape)}",
+            {"mask": shape},
+        )
+    array = np.array(value, dtype=np.float64)
+    bad = np.argwhere((array != 0) & (array != 1))
+    if len(bad):
+        where = tuple(int(i) for i in bad[0])
+        raise ProblemError(
+            f"mask{_index(list(where))} is {array[where]!r}; a mask holds 0/1 or false/true (1 = may attend)"
+        )
+    allowed = array.astype(bool)
+    if allowed.ndim == 2:
+        allowed = allowed[None, None]
+    elif allowed.ndim == 3:
+        allowed = allowed[:, None]
+    fits = (
+        allowed.shape[0] in (1, batch)
+        and allowed.shape[1] in (1, heads)
+        and allowed.shape[2:] == (q_len, k_len)
+    )
+    if not fits:
+        expected = {
+            2: ((q_len, k_len), "q_len, k_len"),
+            3: ((batch, q_len, k_len), "batch, q_len, k_len"),
+            4: ((batch, heads, q_len, k_len), "batch, heads, q_len, k_len"),
+        }[len(shape)]
+        raise ProblemError(
+            f"mask has shape {_shape_text(shape)} but the scores need "
+            f"{_shape_text(expected[0])} ({expected[1]})",
+            {"mask": shape},
+        )
+    return allowed, "array"
