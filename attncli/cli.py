@@ -39,6 +39,10 @@ class OneLineErrorGroup(TyperGroup):
             # Typer vendors Click's exceptions privately; these two attributes are their interface.
             if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
                 raise
+            if type(error).__name__ == "NoArgsIsHelpError":
+                # bare `attncli`: the help itself is the message, as Click gives it
+                sys.stderr.write(error.format_message() + "\n")
+                sys.exit(EXIT_BAD_INPUT)
             command = getattr(getattr(error, "ctx", None), "command_path", None) or "attncli"
             _write_error(f"{error.format_message()} (see '{command} --help')")
             sys.exit(error.exit_code)
@@ -57,7 +61,7 @@ app = typer.Typer(
 )
 
 
-class OutputFormat(str, enum.Enum):
+class OutputFormat(enum.StrEnum):
     table = "table"
     json = "json"
 
@@ -88,27 +92,42 @@ def _root(
 
 
 PrecisionOption = Annotated[
-    int, typer.Option("--precision", min=0, max=17, help="Decimals shown in tables.")
+    int, typer.Option("--precision", min=0, max=17, metavar="N", help="Decimals shown in tables.")
 ]
 FormatOption = Annotated[
-    OutputFormat, typer.Option("--format", "-f", help="table (Rich tables) or json (all digits, for pipelines).")
+    OutputFormat,
+    typer.Option(
+        "--format", "-f", metavar="table|json", help="table (Rich tables) or json (all digits, for pipelines)."
+    ),
 ]
 
 
 @app.command()
 def compute(
-    file: Annotated[str, typer.Argument(help="A JSON problem document, or - for standard input.", show_default=False)],
-    heads: Annotated[int | None, typer.Option("--heads", min=1, help="Number of heads (overrides the document).")] = None,
+    file: Annotated[
+        str,
+        typer.Argument(metavar="FILE", help="A JSON problem document, or - for standard input.", show_default=False),
+    ],
+    heads: Annotated[
+        int | None, typer.Option("--heads", min=1, metavar="N", help="Number of heads (overrides the document).")
+    ] = None,
     scale: Annotated[
         str | None,
-        typer.Option("--scale", help="sqrt (1/sqrt(head_dim), the default), none (1), or a positive number."),
+        typer.Option(
+            "--scale", metavar="RULE", help="sqrt (1/sqrt(head_dim), the default), none (1), or a positive number."
+        ),
     ] = None,
     causal: Annotated[
         bool, typer.Option("--causal", help="Query i sees keys 0..i only (replaces the document's mask).")
     ] = False,
     step: Annotated[
         list[str] | None,
-        typer.Option("--step", "-s", help="Show only this step (repeatable): q k v scores logits softmax concat output."),
+        typer.Option(
+            "--step",
+            "-s",
+            metavar="NAME",
+            help="Show only this step (repeatable): q k v scores logits softmax concat output.",
+        ),
     ] = None,
     output_format: FormatOption = OutputFormat.table,
     precision: PrecisionOption = 4,

@@ -84,10 +84,10 @@ def attention(problem: Problem) -> Trace:
             if bias is not None:
                 projected += bias
             arrays[name] = split_heads(projected, heads)
-            _check_finite(name, arrays[name])
+            _check_finite(name, arrays[name], problem)
 
         arrays["scores"] = arrays["q"] @ arrays["k"].swapaxes(-1, -2)
-        _check_finite("scores", arrays["scores"])
+        _check_finite("scores", arrays["scores"], problem)
 
         allowed = problem.mask
         logits = arrays["scores"]
@@ -99,7 +99,7 @@ def attention(problem: Problem) -> Trace:
                 logits = logits * factor
             if allowed is not None:
                 logits = np.where(allowed, logits, -np.inf)
-            _check_finite("logits", logits, allowed)
+            _check_finite("logits", logits, problem, allowed)
             arrays["logits"] = logits
 
         arrays["softmax"] = masked_softmax(logits, allowed)
@@ -112,7 +112,7 @@ def attention(problem: Problem) -> Trace:
         else:
             output = concat
         arrays["output"] = output
-        _check_finite("output", output)
+        _check_finite("output", output, problem)
 
     steps = {
         name: _step(name, arrays[name], problem)
@@ -122,28 +122,44 @@ def attention(problem: Problem) -> Trace:
     return Trace(steps=steps, meta=_meta(problem, factor), warnings=_masked_row_warnings(problem))
 
 
-def _check_finite(name: str, array: np.ndarray, allowed: np.ndarray | None = None) -> None:
+def _check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.ndarray | None = None) -> None:
     finite = np.isfinite(array)
     if allowed is not None:
         finite |= ~allowed
     if not finite.all():
-        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+        where = np.argwhere(~finite)[0]
+        axes = _present_axes(name, problem)
+        position = ", ".join(
+            f"{axis} {int(index)}" for axis, index in zip(AXES[name], where, strict=True) if axis in axes
+        )
         raise ProblemError(
-            f"{name} overflows float64 at index {list(where)} (beyond ±1.8e308); "
-            "scale the inputs or weights down",
-            {name: array.shape},
+            f"{name} overflows float64 at ({position}): beyond ±1.8e308; scale the inputs or weights down",
+            {name: _presented_shape(array.shape, name, problem)},
         )
 
 
+def _present_axes(name: str, problem: Problem) -> tuple[str, ...]:
+    """The axes of a step as the Trace shows it: no batch axis when x had none, no heads axis for one head."""
+    return tuple(
+        axis
+        for axis in AXES[name]
+        if not (axis == "batch" and not problem.batched) and not (axis == "heads" and problem.heads == 1)
+    )
+
+
+def _presented_shape(shape: tuple[int, ...], name: str, problem: Problem) -> tuple[int, ...]:
+    axes = _present_axes(name, problem)
+    return tuple(size for axis, size in zip(AXES[name], shape, strict=True) if axis in axes)
+
+
 def _step(name: str, array: np.ndarray, problem: Problem) -> Step:
-    axes = AXES[name]
-    if "heads" in axes and problem.heads == 1:
-        array = array[:, 0]
-        axes = tuple(axis for axis in axes if axis != "heads")
-    if not problem.batched:
-        array = array[0]
-        axes = axes[1:]
-    return Step(name=name, formula=_formula(name, problem), array=array, axes=axes)
+    axes = _present_axes(name, problem)
+    return Step(
+        name=name,
+        formula=_formula(name, problem),
+        array=array.reshape(_presented_shape(array.shape, name, problem)),
+        axes=axes,
+    )
 
 
 def _formula(name: str, problem: Problem) -> str:

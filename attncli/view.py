@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from rich.color import Color, blend_rgb
@@ -68,7 +68,8 @@ def matrix_table(
     """A table of a 2-D ``array`` (rows, columns), rows and columns labelled by index."""
     finite = array[np.isfinite(array)]
     integers = bool(finite.size) and np.array_equal(finite, np.round(finite)) and np.abs(finite).max() < 1e9
-    table = Table(title=title, title_justify="left", title_style="bold")
+    # as wide as its title at least, so the title never wraps above a narrow table
+    table = Table(title=title, title_justify="left", title_style="bold", min_width=len(title))
     table.add_column(f"{row_label}╲{column_label}", justify="right", style="dim", no_wrap=True)
     for column in range(array.shape[1]):
         table.add_column(str(column), justify="right", no_wrap=True)
@@ -98,7 +99,7 @@ def step_tables(step: Step, precision: int, heatmap: bool) -> Iterator[Table]:
     for index in itertools.product(*(range(size) for size in step.shape[:-2])):
         where = ", ".join(
             f"{'batch' if axis == 'batch' else 'head'} {position}"
-            for axis, position in zip(leading_axes, index)
+            for axis, position in zip(leading_axes, index, strict=True)
         )
         title = f"{step.formula}   {rows}×{columns}" + (f"   ({where})" if where else "")
         yield matrix_table(step.array[index], title, row_word, column_word, precision, heatmap)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+SAMPLES = ROOT / "samples"
+
+
+@pytest.fixture(autouse=True)
+def _plain_terminal(monkeypatch):
+    # Rich and Typer change their output under these; tests pin a plain, known terminal.
+    for name in ("FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS", "TERM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "100")
+
+
+def load(name: str):
+    return json.loads((DATA / name).read_text())
+
+
+@pytest.fixture(scope="session")
+def seed_example():
+    return load("seed_example.json")
+
+
+@pytest.fixture(scope="session")
+def torch_golden():
+    return load("torch_golden.json")
