@@ -390,7 +390,7 @@ def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[n
     if len(bad):
         where = tuple(int(i) for i in bad[0])
         raise ProblemError(
-            f"mask{_index(list(where))} is {array[where]!r}; a mask holds 0/1 or false/true (1 = may attend)"
+            f"mask{_index(list(where))} is {float(array[where]):g}; a mask holds 0/1 or false/true (1 = may attend)"
         )
     allowed = array.astype(bool)
     if allowed.ndim == 2:
