@@ -131,6 +131,9 @@ def compute(
     ] = None,
     output_format: FormatOption = OutputFormat.table,
     precision: PrecisionOption = 4,
+    full: Annotated[
+        bool, typer.Option("--full", help="Show every row and column of large tables instead of eliding the middle.")
+    ] = False,
 ) -> None:
     """Compute attention for FILE and show every intermediate step."""
     from attncli.errors import ProblemError
@@ -148,7 +151,7 @@ def compute(
         _fail(source, error.message)
     for warning in trace.warnings:
         sys.stderr.write(f"Warning: {source}: {warning}\n")
-    _show(trace, steps, output_format, precision)
+    _show(trace, steps, output_format, precision, full)
 
 
 @app.command()
@@ -172,7 +175,7 @@ def demo(
     print_renderables(demo_renderables(sections, warning, precision))
 
 
-def _show(trace: Any, steps: list, output_format: OutputFormat, precision: int) -> None:
+def _show(trace: Any, steps: list, output_format: OutputFormat, precision: int, full: bool = False) -> None:
     if output_format is OutputFormat.json:
         from attncli.export import trace_to_json
 
@@ -180,7 +183,7 @@ def _show(trace: Any, steps: list, output_format: OutputFormat, precision: int) 
         return
     from attncli.view import print_renderables, trace_renderables
 
-    print_renderables(trace_renderables(trace, steps, precision))
+    print_renderables(trace_renderables(trace, steps, precision, full))
 
 
 def main() -> None:

@@ -57,6 +57,20 @@ def heat_style(weight: float) -> Style:
     )
 
 
+# Past these sizes a table shows its first and last rows/columns around a "…", as numpy prints.
+MAX_ROWS = 24
+MAX_COLUMNS = 16
+EDGE_ROWS = 10
+EDGE_COLUMNS = 7
+
+
+def visible_indices(size: int, limit: int, edge: int, full: bool) -> list[int | None]:
+    """The indices to show along an axis of ``size``; None stands for the elided middle."""
+    if full or size <= limit:
+        return list(range(size))
+    return [*range(edge), None, *range(size - edge, size)]
+
+
 def matrix_table(
     array: np.ndarray,
     title: str,
@@ -64,21 +78,35 @@ def matrix_table(
     column_label: str,
     precision: int,
     heatmap: bool = False,
+    full: bool = False,
 ) -> Table:
-    """A table of a 2-D ``array`` (rows, columns), rows and columns labelled by index."""
+    """A table of a 2-D ``array`` (rows, columns), rows and columns labelled by index;
+    the middle of a large array is elided unless ``full``."""
     finite = array[np.isfinite(array)]
     integers = bool(finite.size) and np.array_equal(finite, np.round(finite)) and np.abs(finite).max() < 1e9
+    rows = visible_indices(array.shape[0], MAX_ROWS, EDGE_ROWS, full)
+    columns = visible_indices(array.shape[1], MAX_COLUMNS, EDGE_COLUMNS, full)
+    elided = len(rows) < array.shape[0] or len(columns) < array.shape[1]
+    caption = "middle elided: --full shows every value, --format json gives them all" if elided else None
     # as wide as its title at least, so the title never wraps above a narrow table
-    table = Table(title=title, title_justify="left", title_style="bold", min_width=len(title))
+    table = Table(title=title, title_justify="left", title_style="bold", min_width=len(title),
+                  caption=caption, caption_justify="left")
     table.add_column(f"{row_label}╲{column_label}", justify="right", style="dim", no_wrap=True)
-    for column in range(array.shape[1]):
-        table.add_column(str(column), justify="right", no_wrap=True)
-    for row_index, row in enumerate(array):
+    for column in columns:
+        table.add_column("…" if column is None else str(column), justify="right", no_wrap=True)
+    for row in rows:
+        if row is None:
+            table.add_row("…", *("…" for _ in columns))
+            continue
         cells = []
-        for value in row:
-            text = format_number(float(value), precision, integers)
+        for column in columns:
+            if column is None:
+                cells.append("…")
+                continue
+            value = float(array[row, column])
+            text = format_number(value, precision, integers)
             cells.append(Text(text, style=heat_style(value)) if heatmap and np.isfinite(value) else text)
-        table.add_row(str(row_index), *cells)
+        table.add_row(str(row), *cells)
     return table
 
 
@@ -90,7 +118,7 @@ def heat_legend() -> Text:
     return legend
 
 
-def step_tables(step: Step, precision: int, heatmap: bool) -> Iterator[Table]:
+def step_tables(step: Step, precision: int, heatmap: bool, full: bool = False) -> Iterator[Table]:
     """One table per batch item and head of ``step``, titled with formula, shape and position."""
     leading_axes = step.axes[:-2]
     rows, columns = step.shape[-2:]
@@ -102,15 +130,15 @@ def step_tables(step: Step, precision: int, heatmap: bool) -> Iterator[Table]:
             for axis, position in zip(leading_axes, index, strict=True)
         )
         title = f"{step.formula}   {rows}×{columns}" + (f"   ({where})" if where else "")
-        yield matrix_table(step.array[index], title, row_word, column_word, precision, heatmap)
+        yield matrix_table(step.array[index], title, row_word, column_word, precision, heatmap, full)
 
 
-def trace_renderables(trace: Trace, steps: list[Step], precision: int) -> list[RenderableType]:
-    """Every table for the chosen steps of a trace, softmax shaded as a heatmap."""
+def trace_renderables(trace: Trace, steps: list[Step], precision: int, full: bool = False) -> list[RenderableType]:
+    """Every table for the chosen steps of a trace, softmax shaded as a heatmap; large ones elided unless full."""
     renderables: list[RenderableType] = []
     for step in steps:
         heatmap = step.name == "softmax"
-        renderables.extend(step_tables(step, precision, heatmap))
+        renderables.extend(step_tables(step, precision, heatmap, full))
         if heatmap:
             renderables.append(heat_legend())
     return renderables
@@ -145,8 +173,9 @@ def print_renderables(renderables: list[RenderableType], file=None) -> None:
     """Print to stdout, wide enough that no table is squeezed: a piped console would
     otherwise fall back to 80 columns and cut numbers to ``0.…``."""
     console = Console(file=file or sys.stdout)
+    unbounded = console.options.update_width(1_000_000)
     needed = max(
-        (Measurement.get(console, console.options, item).maximum for item in renderables if isinstance(item, Table)),
+        (Measurement.get(console, unbounded, item).maximum for item in renderables if isinstance(item, Table)),
         default=0,
     )
     if needed > console.width:

@@ -1,0 +1,309 @@
+"""The command line, through typer.testing.CliRunner and, where a real process matters, a subprocess."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, SAMPLES
+from typer.testing import CliRunner
+
+from attncli.cli import app
+
+runner = CliRunner()
+
+
+def run(*args, stdin=None):
+    return runner.invoke(app, [str(arg) for arg in args], input=stdin, prog_name="attncli")
+
+
+def assert_one_line_error(result, message):
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stdout == ""
+    assert result.stderr == f"Error: {message}\n"
+    assert "Traceback" not in result.stderr
+
+
+def write(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+# --- demo -----------------------------------------------------------------------------------------
+
+def test_demo_walks_through_five_steps_with_the_published_first_row():
+    result = run("demo")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    headings = ["1. Inputs", "2. Linear maps", "3. Scores", "4. Softmax", "5. Weighted sum"]
+    assert [out.index(h) for h in headings] == sorted(out.index(h) for h in headings)
+    first_output_row = out[out.index("5. Weighted sum"):].splitlines()
+    assert any(line.split("│")[1:5] == [" 0 ", " 1.9366 ", " 6.6831 ", " 1.5951 "]
+               for line in (row.replace("         0", " 0") for row in first_output_row))
+    assert "0.0640, 0.1286, 0.1910 instead of 1.9366, 6.6831, 1.5951" in " ".join(out.split())
+    assert result.stderr == ""
+
+
+def test_demo_json_is_the_unscaled_classic_trace(seed_example):
+    result = run("demo", "--format", "json")
+    assert result.exit_code == 0
+    document = json.loads(result.stdout)
+    for name in ("q", "k", "v", "scores", "softmax", "output"):
+        assert document[name] == seed_example["expected"][name]
+    assert document["meta"]["scale"] == {"rule": "none", "factor": 1.0}
+
+
+# --- compute: results -----------------------------------------------------------------------------
+
+def test_compute_json_has_every_step_at_full_precision_and_meta(seed_example):
+    result = run("compute", SAMPLES / "classic.json", "--format", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert list(document) == ["q", "k", "v", "scores", "softmax", "output", "meta"]
+    assert document["output"] == seed_example["expected"]["output"]
+    assert document["meta"] == {
+        "heads": 1, "head_dim": 3, "head_dim_v": 3, "batched": False, "cross_attention": False,
+        "scale": {"rule": "none", "factor": 1.0}, "mask": None,
+        "steps": {
+            "q": {"shape": [3, 3], "axes": ["q_len", "head_dim"], "formula": "Q = x·W_Q"},
+            "k": {"shape": [3, 3], "axes": ["k_len", "head_dim"], "formula": "K = x·W_K"},
+            "v": {"shape": [3, 3], "axes": ["k_len", "head_dim_v"], "formula": "V = x·W_V"},
+            "scores": {"shape": [3, 3], "axes": ["q_len", "k_len"], "formula": "scores = Q·Kᵀ"},
+            "softmax": {"shape": [3, 3], "axes": ["q_len", "k_len"], "formula": "softmax = softmax(scores) over keys"},
+            "output": {"shape": [3, 3], "axes": ["q_len", "d_out"], "formula": "output = softmax·V"},
+        },
+    }
+
+
+def test_compute_reads_standard_input(seed_example):
+    problem = json.dumps(seed_example["problem"])
+    result = run("compute", "-", "--format", "json", "--step", "output", stdin=problem)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert list(document) == ["output", "meta"]
+    np.testing.assert_allclose(document["output"], seed_example["expected_scaled"]["output"], rtol=1e-14)
+
+
+def test_options_override_the_document(seed_example):
+    problem = json.dumps(seed_example["problem"])
+    result = run("compute", "-", "-f", "json", "--scale", "none", "--step", "softmax", stdin=problem)
+    assert json.loads(result.stdout)["softmax"] == seed_example["expected"]["softmax"]
+    result = run("compute", SAMPLES / "multihead_causal.json", "-f", "json", "--heads", "1", "--scale", "2")
+    meta = json.loads(result.stdout)["meta"]
+    assert (meta["heads"], meta["head_dim"], meta["scale"]) == (1, 4, {"rule": "number", "factor": 2.0})
+    result = run("compute", SAMPLES / "classic.json", "-f", "json", "--causal", "--step", "softmax")
+    weights = json.loads(result.stdout)["softmax"]
+    assert weights[0] == [1.0, 0.0, 0.0] and weights[1][2] == 0.0
+
+
+def test_masked_logits_are_null_and_the_json_is_strict():
+    result = run("compute", SAMPLES / "multihead_causal.json", "--format", "json")
+    assert result.exit_code == 0
+    assert "NaN" not in result.stdout and "Infinity" not in result.stdout
+    document = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"non-JSON literal {name}"))
+    logits = document["logits"]  # (heads, q_len, k_len)
+    assert logits[0][0][1:] == [None, None, None]
+    assert all(isinstance(value, float) for value in logits[1][3])
+    assert document["meta"]["mask"] == "causal"
+    assert document["meta"]["steps"]["logits"]["axes"] == ["heads", "q_len", "k_len"]
+    assert math.isclose(sum(document["softmax"][1][2]), 1.0, rel_tol=1e-15)
+
+
+def test_fully_masked_row_warns_on_stderr_and_keeps_stdout_clean(tmp_path):
+    problem = {"x": [[1.0], [2.0]], "w_query": [[1.0]], "w_key": [[1.0]], "w_value": [[1.0]],
+               "w_out": [[2.0]], "b_out": [0.5], "mask": [[1, 1], [0, 0]]}
+    path = write(tmp_path, "p.json", json.dumps(problem))
+    result = run("compute", path, "--format", "json", "--step", "output")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["output"][1] == [0.5]
+    assert result.stderr == (f"Warning: {path}: every key is masked for query 1: "
+                             "its weights are 0 and its per-head output is 0\n")
+
+
+def test_table_view_titles_each_step_with_formula_and_shape():
+    result = run("compute", SAMPLES / "classic.json")
+    assert result.exit_code == 0
+    for title in ("Q = x·W_Q   3×3", "scores = Q·Kᵀ   3×3", "softmax = softmax(scores) over keys   3×3",
+                  "output = softmax·V   3×3"):
+        assert title in result.stdout
+    assert "1.9366" in result.stdout and "6.034e-06" in result.stdout
+
+
+def test_table_view_names_batch_and_head_and_respects_precision():
+    result = run("compute", SAMPLES / "cross_attention.json", "--step", "softmax", "--precision", "2")
+    assert result.exit_code == 0
+    titles = [line for line in result.stdout.splitlines() if line.startswith("softmax")]
+    assert titles == [f"softmax = softmax(logits) over keys   3×5   (batch {b})" for b in (0, 1)]
+    assert "0.00 " in result.stdout and "0.0000" not in result.stdout
+
+
+def test_wide_tables_are_not_squeezed_when_piped(tmp_path):
+    rng = np.random.default_rng(5)
+    problem = {"x": rng.normal(size=(3, 14)).tolist(), "w_query": rng.normal(size=(14, 14)).tolist(),
+               "w_key": rng.normal(size=(14, 14)).tolist(), "w_value": rng.normal(size=(14, 14)).tolist()}
+    path = write(tmp_path, "wide.json", json.dumps(problem))
+    result = run("compute", path, "--step", "q")
+    assert result.exit_code == 0
+    assert "…" not in result.stdout
+    q = np.array(problem["x"]) @ np.array(problem["w_query"])
+    assert f"{q[2, 13]:.4f}" in result.stdout
+
+
+@pytest.mark.parametrize("sample", sorted(path.name for path in SAMPLES.glob("*.json")))
+def test_every_sample_computes(sample):
+    result = run("compute", SAMPLES / sample, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert np.isfinite(np.array(json.loads(result.stdout)["output"])).all()
+
+
+# --- compute: bad input ---------------------------------------------------------------------------
+
+def test_missing_file(tmp_path):
+    assert_one_line_error(run("compute", tmp_path / "nope.json"), f"{tmp_path / 'nope.json'}: no such file")
+
+
+def test_directory_instead_of_file(tmp_path):
+    assert_one_line_error(run("compute", tmp_path), f"{tmp_path}: is a directory, not a file")
+
+
+def test_unreadable_file(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their permissions")
+    path = write(tmp_path, "secret.json", "{}")
+    path.chmod(0)
+    assert_one_line_error(run("compute", path), f"{path}: permission denied")
+
+
+def test_invalid_json_names_line_and_column(tmp_path):
+    path = write(tmp_path, "bad.json", '{\n  "x": [[1, 2],\n  "w_query": }\n')
+    assert_one_line_error(run("compute", path),
+                          f"{path}: invalid JSON at line 3, column 12: Expecting ',' delimiter")
+
+
+def test_errors_about_standard_input_name_it():
+    assert_one_line_error(run("compute", "-", stdin='{"x": [[1]]'),
+                          "<stdin>: invalid JSON at line 1, column 12: Expecting ',' delimiter")
+    assert_one_line_error(run("compute", "-", stdin=""), "<stdin>: is empty; expected a JSON object")
+
+
+def test_bytes_that_are_not_utf8(tmp_path):
+    path = write(tmp_path, "latin.json", b'{"x": [[1\xe9]]}')
+    assert_one_line_error(run("compute", path), f"{path}: is not UTF-8 text: byte 0xe9 at offset 9")
+    utf16 = write(tmp_path, "utf16.json", '{"x": 1}'.encode("utf-16"))
+    assert_one_line_error(run("compute", utf16),
+                          f"{utf16}: is not UTF-8 text: byte 0xff at offset 0 (it looks like UTF-16: save it as UTF-8)")
+
+
+def test_nan_literal_names_the_cell(tmp_path, seed_example):
+    text = json.dumps(seed_example["problem"]).replace("0.0", "NaN", 1)
+    assert_one_line_error(run("compute", write(tmp_path, "n.json", text)),
+                          f"{tmp_path / 'n.json'}: x[0][1] is NaN; every value must be a finite number")
+
+
+def test_duplicate_keys_are_an_error(tmp_path):
+    path = write(tmp_path, "d.json", '{"x": [[1]], "x": [[2]]}')
+    assert_one_line_error(run("compute", path), f"{path}: key 'x' appears twice in one object")
+
+
+def test_shape_mistake_names_file_and_matrices(tmp_path, seed_example):
+    problem = {**seed_example["problem"], "w_query": seed_example["problem"]["w_query"][:3]}
+    path = write(tmp_path, "inputs.json", json.dumps(problem))
+    assert_one_line_error(run("compute", path), f"{path}: w_query has 3 rows but x has 4 columns")
+
+
+def test_unknown_key_suggests_the_closest(tmp_path, seed_example):
+    path = write(tmp_path, "k.json", json.dumps({**seed_example["problem"], "w_vaule": [[1]]}))
+    assert_one_line_error(run("compute", path), f"{path}: unknown key 'w_vaule'; did you mean 'w_value'?")
+
+
+def test_unknown_step_lists_the_steps():
+    assert_one_line_error(
+        run("compute", SAMPLES / "classic.json", "--step", "logits"),
+        f"{SAMPLES / 'classic.json'}: step 'logits': this problem has no such step; "
+        "the steps are q, k, v, scores, softmax, output",
+    )
+    assert_one_line_error(
+        run("compute", SAMPLES / "classic.json", "--step", "attn"),
+        f"{SAMPLES / 'classic.json'}: step 'attn': there is no such step; "
+        "the steps are q, k, v, scores, softmax, output",
+    )
+
+
+def test_bad_scale_option():
+    assert_one_line_error(run("compute", SAMPLES / "classic.json", "--scale", "-1"),
+                          f"{SAMPLES / 'classic.json'}: scale is -1.0; it must be a positive finite number")
+
+
+def test_usage_errors_are_one_line():
+    result = run("compute", SAMPLES / "classic.json", "--bogus")
+    assert_one_line_error(result, "No such option: --bogus (see 'attncli compute --help')")
+    result = run("compute")
+    assert_one_line_error(result, "Missing argument 'FILE'. (see 'attncli compute --help')")
+    result = run("compute", SAMPLES / "classic.json", "--heads", "0")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ")
+
+
+# --- process-level behaviour ----------------------------------------------------------------------
+
+def attncli_process(*args, stdin=None, env=None):
+    return subprocess.run([sys.executable, "-m", "attncli", *map(str, args)], input=stdin, capture_output=True,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=60)
+
+
+def test_version_and_help_do_not_import_numpy():
+    code = ("import sys; sys.argv = ['attncli', '{}']\n"
+            "from attncli.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('numpy' in sys.modules, 'rich' in sys.modules)")
+    for flag in ("--version", "--help"):
+        done = subprocess.run([sys.executable, "-c", code.format(flag)], capture_output=True, text=True, cwd=ROOT)
+        assert done.stdout.splitlines()[-1] == "False False", (flag, done.stdout, done.stderr)
+    from attncli import __version__
+    assert attncli_process("--version").stdout.decode() == f"attncli {__version__}\n"
+
+
+def test_core_imports_neither_typer_nor_rich():
+    code = ("import sys, attncli.pipeline, attncli.readers, attncli.export, attncli.demo\n"
+            "print(sorted(m for m in ('typer', 'rich', 'click') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"
+
+
+def test_closed_pipe_ends_quietly():
+    # a problem whose JSON output is far larger than a pipe buffer
+    rng = np.random.default_rng(6)
+    problem = {"x": rng.normal(size=(300, 8)).tolist(), **{
+        name: rng.normal(size=(8, 8)).tolist() for name in ("w_query", "w_key", "w_value")}}
+    for output_format in ("json", "table"):
+        shell = (f"{sys.executable} -m attncli compute - --format {output_format} | head -c 10 >/dev/null; "
+                 "echo ${PIPESTATUS[0]}")
+        done = subprocess.run(["bash", "-c", shell], input=json.dumps(problem).encode(), capture_output=True,
+                              cwd=ROOT, timeout=60)
+        assert done.stderr == b"", done.stderr.decode()
+        assert done.stdout.strip() in (b"0", b"1")
+
+
+def test_large_tables_elide_the_middle_unless_full(tmp_path):
+    rng = np.random.default_rng(7)
+    problem = {"x": rng.normal(size=(30, 2)).tolist(), **{
+        name: rng.normal(size=(2, 2)).tolist() for name in ("w_query", "w_key", "w_value")}}
+    path = write(tmp_path, "long.json", json.dumps(problem))
+    elided = run("compute", path, "--step", "scores")
+    rows = [line for line in elided.stdout.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == [*map(str, range(10)), "…", *map(str, range(20, 30))]
+    header = next(line for line in elided.stdout.splitlines() if line.startswith("┃"))
+    assert [cell.strip() for cell in header.split("┃")[2:-1]] == [*map(str, range(7)), "…", *map(str, range(23, 30))]
+    assert "middle elided: --full shows every value" in elided.stdout
+    scores = np.array(problem["x"]) @ np.array(problem["w_query"]) @ (np.array(problem["x"]) @ np.array(
+        problem["w_key"])).T
+    assert rows[-1].split("│")[-2].strip() == f"{scores[29, 29]:.4f}"
+    full = run("compute", path, "--step", "scores", "--full")
+    assert len([line for line in full.stdout.splitlines() if line.startswith("│")]) == 30
+    assert "…" not in full.stdout and f"{scores[15, 15]:.4f}" in full.stdout
