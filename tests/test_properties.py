@@ -1,0 +1,166 @@
+"""Properties over random problems (hypothesis): what must hold for any shapes and values."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from attncli.export import trace_to_json
+from attncli.pipeline import attention
+from attncli.problem import problem_from_document
+
+VALUES = st.floats(min_value=-8, max_value=8, allow_nan=False, allow_infinity=False, width=64)
+
+
+@st.composite
+def problems(draw):
+    """A random problem document, sometimes batched, multi-head, cross-attention, biased, masked."""
+    batch = draw(st.sampled_from([None, 1, 2, 3]))
+    heads = draw(st.integers(1, 3))
+    head_dim, head_dim_v = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    q_len, d_model = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    cross = draw(st.booleans())
+    k_len, d_context = (draw(st.integers(1, 5)), draw(st.integers(1, 5))) if cross else (q_len, d_model)
+
+    def matrix(*shape):
+        return draw(hnp.arrays(np.float64, shape, elements=VALUES)).tolist()
+
+    lead = () if batch is None else (batch,)
+    document = {
+        "x": matrix(*lead, q_len, d_model),
+        "w_query": matrix(d_model, heads * head_dim),
+        "w_key": matrix(d_context, heads * head_dim),
+        "w_value": matrix(d_context, heads * head_dim_v),
+        "heads": heads,
+        "scale": draw(st.sampled_from(["sqrt", "none", 0.5, 3.0])),
+    }
+    if cross:
+        document["context"] = matrix(*lead, k_len, d_context)
+    if draw(st.booleans()):
+        document["b_query"] = matrix(heads * head_dim)
+        document["b_value"] = matrix(heads * head_dim_v)
+    if draw(st.booleans()):
+        document["w_out"] = matrix(heads * head_dim_v, draw(st.integers(1, 4)))
+    mask_kind = draw(st.sampled_from(["none", "causal", "2d", "4d"]))
+    if mask_kind == "causal":
+        document["mask"] = "causal"
+    elif mask_kind == "2d":
+        document["mask"] = draw(hnp.arrays(np.bool_, (q_len, k_len))).tolist()
+    elif mask_kind == "4d":
+        document["mask"] = draw(hnp.arrays(np.bool_, (batch or 1, heads, q_len, k_len))).tolist()
+    return document
+
+
+def reference(document):
+    """Attention written plainly, one batch item and one head at a time: (batch, q_len, d_out) and
+    the weights (batch, heads, q_len, k_len)."""
+    x = np.array(document["x"], dtype=float)
+    context = np.array(document.get("context", document["x"]), dtype=float)
+    if x.ndim == 2:
+        x, context = x[None], context[None]
+    heads = document["heads"]
+    w_q, w_k, w_v = (np.array(document[name]) for name in ("w_query", "w_key", "w_value"))
+    d, d_v = w_q.shape[1] // heads, w_v.shape[1] // heads
+    b_q = np.array(document.get("b_query", np.zeros(w_q.shape[1])))
+    b_v = np.array(document.get("b_value", np.zeros(w_v.shape[1])))
+    scale = {"sqrt": 1 / math.sqrt(d), "none": 1.0}.get(document["scale"], document["scale"])
+    q_len, k_len = x.shape[1], context.shape[1]
+    mask = document.get("mask")
+    if mask is None:
+        allowed = np.ones((1, 1, q_len, k_len), bool)
+    elif mask == "causal":
+        allowed = np.array([[j <= i for j in range(k_len)] for i in range(q_len)])[None, None]
+    else:
+        allowed = np.array(mask, bool)
+        allowed = allowed.reshape((1, 1) + allowed.shape) if allowed.ndim == 2 else allowed
+    outputs, all_weights = [], []
+    for b in range(x.shape[0]):
+        per_head, weights_b = [], []
+        for h in range(heads):
+            q = x[b] @ w_q[:, h * d:(h + 1) * d] + b_q[h * d:(h + 1) * d]
+            k = context[b] @ w_k[:, h * d:(h + 1) * d]
+            v = context[b] @ w_v[:, h * d_v:(h + 1) * d_v] + b_v[h * d_v:(h + 1) * d_v]
+            see = allowed[min(b, allowed.shape[0] - 1), min(h, allowed.shape[1] - 1)]
+            weights = np.zeros((q_len, k_len))
+            for i in range(q_len):
+                keys = np.flatnonzero(see[i])
+                if len(keys):
+                    logits = np.array([q[i] @ k[j] * scale for j in keys])
+                    exps = np.exp(logits - logits.max())
+                    weights[i, keys] = exps / exps.sum()
+            weights_b.append(weights)
+            per_head.append(weights @ v)
+        concat = np.concatenate(per_head, axis=1)
+        if "w_out" in document:
+            concat = concat @ np.array(document["w_out"])
+        outputs.append(concat)
+        all_weights.append(weights_b)
+    return np.array(outputs), np.array(all_weights), allowed
+
+
+def full_axes(trace, name):
+    """A step's array with batch and heads axes put back, whatever the problem dropped."""
+    array = trace.steps[name].array
+    axes = trace.steps[name].axes
+    if "batch" not in axes:
+        array = array[None]
+    if name in ("softmax", "q", "k", "v") and "heads" not in axes:
+        array = array[:, None]
+    return array
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems())
+def test_agrees_with_a_plain_reference(document):
+    trace = attention(problem_from_document(document))
+    output, weights, _ = reference(document)
+    np.testing.assert_allclose(full_axes(trace, "softmax"), weights, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(full_axes(trace, "output"), output, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems())
+def test_softmax_rows_are_distributions_and_masked_weights_are_zero(document):
+    trace = attention(problem_from_document(document))
+    weights = full_axes(trace, "softmax")
+    _, _, allowed = reference(document)
+    allowed = np.broadcast_to(allowed, weights.shape)
+    assert (weights >= 0).all()
+    assert (weights[~allowed] == 0).all()
+    sums = weights.sum(-1)
+    seeing = allowed.any(-1)
+    np.testing.assert_allclose(sums[seeing], 1.0, rtol=0, atol=1e-12)
+    assert (sums[~seeing] == 0).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems())
+def test_each_head_output_lies_in_the_convex_hull_of_its_values(document):
+    document = {key: value for key, value in document.items() if key not in ("w_out", "b_out")}
+    trace = attention(problem_from_document(document))
+    weights, values = full_axes(trace, "softmax"), full_axes(trace, "v")  # (b, h, q, k), (b, h, k, d_v)
+    output = full_axes(trace, "output")
+    heads, d_v = values.shape[1], values.shape[3]
+    per_head = output.reshape(output.shape[0], output.shape[1], heads, d_v).transpose(0, 2, 1, 3)
+    low, high = values.min(axis=2, keepdims=True), values.max(axis=2, keepdims=True)
+    seeing = weights.sum(-1) > 0
+    slack = 1e-12 * (1 + np.abs(values).max())
+    inside = (per_head >= low - slack) & (per_head <= high + slack)
+    assert inside[seeing].all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems())
+def test_json_output_parses_back_to_the_same_float64_values(document):
+    trace = attention(problem_from_document(document))
+    parsed = json.loads(trace_to_json(trace, trace.select(None)))
+    for name, step in trace.steps.items():
+        back = np.array(parsed[name], dtype=object)
+        finite = np.isfinite(step.array)
+        assert np.array_equal(np.array(back[finite], dtype=np.float64), step.array[finite])
+        assert (back[~finite] == None).all()  # noqa: E711 — masked logits are JSON null
