@@ -9,12 +9,15 @@ from __future__ import annotations
 import enum
 import os
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
 from attncli import __version__
+
+if TYPE_CHECKING:
+    from attncli.trace import Step, Trace
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1
@@ -175,7 +178,7 @@ def demo(
     print_renderables(demo_renderables(sections, warning, precision))
 
 
-def _show(trace: Any, steps: list, output_format: OutputFormat, precision: int, full: bool = False) -> None:
+def _show(trace: Trace, steps: list[Step], output_format: OutputFormat, precision: int, full: bool = False) -> None:
     if output_format is OutputFormat.json:
         from attncli.export import trace_to_json
 

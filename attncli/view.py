@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 from rich.color import Color, blend_rgb
 from rich.color_triplet import ColorTriplet
-from rich.console import Console, RenderableType
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.measure import Measurement
 from rich.style import Style
 from rich.table import Table
@@ -110,12 +110,16 @@ def matrix_table(
     return table
 
 
-def heat_legend() -> Text:
-    """A one-line key to the softmax shading."""
-    legend = Text("weight  ")
-    for weight in (0.0, 0.25, 0.5, 0.75, 1.0):
-        legend.append(f" {weight:g} ", style=heat_style(weight))
-    return legend
+class HeatLegend:
+    """A one-line key to the softmax shading; without colour there is no shading to explain."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if console.color_system is None:
+            return
+        legend = Text("weight  ")
+        for weight in (0.0, 0.25, 0.5, 0.75, 1.0):
+            legend.append(f" {weight:g} ", style=heat_style(weight))
+        yield legend
 
 
 def step_tables(step: Step, precision: int, heatmap: bool, full: bool = False) -> Iterator[Table]:
@@ -140,7 +144,7 @@ def trace_renderables(trace: Trace, steps: list[Step], precision: int, full: boo
         heatmap = step.name == "softmax"
         renderables.extend(step_tables(step, precision, heatmap, full))
         if heatmap:
-            renderables.append(heat_legend())
+            renderables.append(HeatLegend())
     return renderables
 
 
@@ -163,7 +167,7 @@ def demo_renderables(sections: list[Section], warning: str, precision: int) -> l
                 )
             )
         if section.heatmap:
-            renderables.append(heat_legend())
+            renderables.append(HeatLegend())
         renderables.append(Text(""))
     renderables.append(Text(warning, style="yellow"))
     return renderables
