@@ -59,6 +59,19 @@ def masked_softmax(logits: np.ndarray, allowed: np.ndarray | None) -> np.ndarray
     return weights
 
 
+def weighted_values(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """softmax·V per head: (batch, heads, q_len, k_len) · (batch, heads, k_len, head_dim_v).
+
+    Each row is a convex combination of V's rows, so it lies within their range; when rounding
+    pushes a sum of values near ±1.8e308 to ±inf, the range's bound is the right answer.
+    """
+    per_head = weights @ values
+    if not np.isfinite(per_head).all() and np.isfinite(values).all():
+        low, high = values.min(axis=-2, keepdims=True), values.max(axis=-2, keepdims=True)
+        per_head = np.where(np.isfinite(per_head), per_head, np.clip(per_head, low, high))
+    return per_head
+
+
 def attention(problem: Problem) -> Trace:
     """Run the whole pipeline on a validated Problem and return its Trace.
 
@@ -86,10 +99,11 @@ def attention(problem: Problem) -> Trace:
             arrays[name] = split_heads(projected, heads)
             _check_finite(name, arrays[name], problem)
 
-        arrays["scores"] = arrays["q"] @ arrays["k"].swapaxes(-1, -2)
-        _check_finite("scores", arrays["scores"], problem)
-
         allowed = problem.mask
+        arrays["scores"] = arrays["q"] @ arrays["k"].swapaxes(-1, -2)
+        # a masked score may overflow: it is never used
+        _check_finite("scores", arrays["scores"], problem, allowed)
+
         logits = arrays["scores"]
         if factor != 1.0 or allowed is not None:
             if problem.scale == "sqrt":
@@ -103,7 +117,8 @@ def attention(problem: Problem) -> Trace:
             arrays["logits"] = logits
 
         arrays["softmax"] = masked_softmax(logits, allowed)
-        concat = merge_heads(arrays["softmax"] @ arrays["v"])
+        concat = merge_heads(weighted_values(arrays["softmax"], arrays["v"]))
+        _check_finite("concat", concat, problem)
         if problem.w_out is not None:
             arrays["concat"] = concat
             output = concat @ problem.w_out

@@ -149,7 +149,7 @@ def problem_from_document(
     q_width, k_width = weights["w_query"].shape[1], weights["w_key"].shape[1]
     if q_width != k_width:
         raise ProblemError(
-            f"w_query has {q_width} columns but w_key has {k_width}: "
+            f"w_query has {_count(q_width, 'column')} but w_key has {k_width}: "
             "queries and keys must have the same width to be multiplied",
             {"w_query": weights["w_query"].shape, "w_key": weights["w_key"].shape},
         )
@@ -167,7 +167,7 @@ def problem_from_document(
         concat_width = weights["w_value"].shape[1]
         if w_out.shape[0] != concat_width:
             raise ProblemError(
-                f"w_out has {w_out.shape[0]} rows but the heads concatenated have width "
+                f"w_out has {_count(w_out.shape[0], 'row')} but the heads concatenated have width "
                 f"{concat_width} (heads × head_dim_v = {heads} × {concat_width // heads})",
                 {"w_out": w_out.shape, "w_value": weights["w_value"].shape},
             )
@@ -217,9 +217,14 @@ def parse_scale(value: Any) -> str | float:
         raise ProblemError(
             f"scale is {_describe(value)}; use \"sqrt\", \"none\" or a positive number"
         )
-    if not math.isfinite(value) or value <= 0:
-        raise ProblemError(f"scale is {value!r}; it must be a positive finite number")
-    return float(value)
+    try:
+        factor = float(value)
+    except OverflowError:
+        factor = math.inf
+    if not math.isfinite(factor) or factor <= 0:
+        shown = "a number beyond ±1.8e308" if math.isinf(factor) else repr(value)
+        raise ProblemError(f"scale is {shown}; it must be a positive finite number")
+    return factor
 
 
 def _reject_unknown_keys(document: dict) -> None:
@@ -233,6 +238,10 @@ def _reject_unknown_keys(document: dict) -> None:
 def _closest(word: str, choices: tuple[str, ...]) -> str:
     matches = difflib.get_close_matches(str(word).lower(), choices, n=1, cutoff=0.5)
     return f"; did you mean {matches[0]!r}?" if matches else ""
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _describe(value: Any) -> str:
@@ -257,7 +266,8 @@ def _index(path: list[int]) -> str:
 def _nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, ...]) -> tuple[int, ...]:
     """Shape of a nested list whose leaves are of the allowed types; raise on anything else."""
     if not isinstance(value, list):
-        if type(value) in allowed:
+        # subclasses count (numpy's float64 is a float), except bool posing as an int
+        if isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
             return ()
         raise ProblemError(f"{name}{_index(path)} is {_describe(value)}, expected a number")
     if not value:
@@ -272,7 +282,7 @@ def _nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, .
             if len(shape) == 1 and len(first) == 1:
                 where = f"{name}{_index(path)}" if path else name
                 raise ProblemError(
-                    f"{where}: row {i} has {shape[0]} values but row 0 has {first[0]}"
+                    f"{where}: row {i} has {_count(shape[0], 'value')} but row 0 has {first[0]}"
                 )
             raise ProblemError(
                 f"{name}{_index(path + [i])} has shape {_shape_text(shape)} "
@@ -295,9 +305,30 @@ def _array(document: dict, name: str, ranks: tuple[int, ...]) -> np.ndarray:
         raise ProblemError(f"{name} must be a {wanted} array, got {got}", {name: shape})
     if 0 in shape:
         raise ProblemError(f"{name} is empty (shape {_shape_text(shape)})", {name: shape})
-    array = np.array(value, dtype=np.float64)
+    array = _float_array(name, value)
     _check_finite_cells(name, array)
     return array
+
+
+def _float_array(name: str, value: list) -> np.ndarray:
+    """``value`` (a validated nested list) as float64; an integer too large for float64 is an error."""
+    try:
+        return np.array(value, dtype=np.float64)
+    except OverflowError:
+        path = _find_huge_integer(value, [])
+        raise ProblemError(
+            f"{name}{_index(path or [])} is an integer too large for float64 (beyond ±1.8e308)"
+        ) from None
+
+
+def _find_huge_integer(value: Any, path: list[int]) -> list[int] | None:
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _find_huge_integer(item, path + [i])
+            if found is not None:
+                return found
+        return None
+    return path if isinstance(value, int) and abs(value) > 1.7976931348623157e308 else None
 
 
 def _check_finite_cells(name: str, array: np.ndarray) -> None:
@@ -310,7 +341,8 @@ def _check_finite_cells(name: str, array: np.ndarray) -> None:
 
 def _resolve_heads(value: Any, per_head_counts: dict[str, int]) -> int:
     if value is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not whole:
             raise ProblemError(f"heads is {_describe(value)}; it must be a whole number of at least 1")
         if value < 1:
             raise ProblemError(f"heads is {int(value)}; it must be at least 1")
@@ -331,7 +363,7 @@ def _resolve_heads(value: Any, per_head_counts: dict[str, int]) -> int:
 def _check_rows(weight: np.ndarray, name: str, source: np.ndarray, source_name: str) -> None:
     if weight.shape[0] != source.shape[2]:
         raise ProblemError(
-            f"{name} has {weight.shape[0]} rows but {source_name} has {source.shape[2]} columns",
+            f"{name} has {_count(weight.shape[0], 'row')} but {source_name} has {_count(source.shape[2], 'column')}",
             {name: weight.shape, source_name: source.shape},
         )
 
@@ -341,7 +373,7 @@ def _check_divisible(weight: np.ndarray, name: str, heads: int) -> None:
     if width % heads:
         working = [h for h in range(1, width + 1) if width % h == 0]
         raise ProblemError(
-            f"{name} has {width} columns, which do not split into {heads} heads "
+            f"{name} has {_count(width, 'column')}, which do not split into {heads} heads "
             f"(head counts that would: {', '.join(map(str, working))})",
             {name: weight.shape},
         )
@@ -355,13 +387,13 @@ def _bias(document: dict, name: str, width: int, weight_name: str, heads: int | 
         # per head, (heads, head_dim): laid side by side like the per-head weights
         if bias.shape[0] != heads:
             raise ProblemError(
-                f"{name} has {bias.shape[0]} rows but there are {heads} heads",
+                f"{name} has {_count(bias.shape[0], 'row')} but there are {heads} heads",
                 {name: bias.shape},
             )
         bias = bias.reshape(-1)
     if bias.shape[0] != width:
         raise ProblemError(
-            f"{name} has {bias.shape[0]} values but {weight_name} has {width} columns",
+            f"{name} has {_count(bias.shape[0], 'value')} but {weight_name} has {_count(width, 'column')}",
             {name: bias.shape},
         )
     return bias
@@ -385,7 +417,7 @@ def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[n
             f"(batch, heads, q_len, k_len), got shape {_shape_text(shape)}",
             {"mask": shape},
         )
-    array = np.array(value, dtype=np.float64)
+    array = _float_array("mask", value)
     bad = np.argwhere((array != 0) & (array != 1))
     if len(bad):
         where = tuple(int(i) for i in bad[0])

@@ -209,3 +209,30 @@ def test_masked_softmax_rows_sum_to_one_and_empty_rows_are_zero():
     np.testing.assert_allclose(weights.sum(-1), [1.0, 0.0, 1.0], rtol=1e-15)
     np.testing.assert_allclose(weights[0, :2], np.exp([1.0, 2.0]) / np.exp([1.0, 2.0]).sum(), rtol=1e-15)
     assert weights[0, 2] == 0.0 and not np.isnan(weights).any()
+
+
+def test_an_overflow_at_a_masked_position_is_harmless():
+    # scores[0, 1] = 1e150 · 1e10 · 1e150 overflows, but query 0 may not see key 1
+    document = {"x": [[1e150], [1.0]], "context": [[1.0], [1e150]], "w_query": [[1e10]], "w_key": [[1.0]],
+                "w_value": [[1.0]], "mask": [[1, 0], [1, 1]], "scale": "none"}
+    trace = trace_of(document)
+    np.testing.assert_array_equal(trace.steps["softmax"].array, [[1.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(trace.steps["output"].array, [[1.0], [1e150]])
+
+
+def test_weighted_values_near_the_float64_maximum_stay_finite():
+    biggest = np.finfo(np.float64).max
+    # both keys carry the largest value: any weighting of them is exactly that value, though the
+    # rounded products sum to inf
+    document = {"x": [[1.0]], "context": [[0.0, biggest], [0.35, biggest]], "w_query": [[1.0]],
+                "w_key": [[1.0], [0.0]], "w_value": [[0.0], [1.0]], "scale": "none"}
+    np.testing.assert_array_equal(trace_of(document).steps["output"].array, [[biggest]])
+    projected = trace_of({**document, "w_out": [[1e-300]]}).steps["output"].array
+    np.testing.assert_allclose(projected, [[biggest * 1e-300]], rtol=1e-15)
+
+
+def test_concat_overflow_is_named_before_the_projection():
+    document = {"x": [[1.0]], "w_query": [[1.0]], "w_key": [[1.0]], "w_value": [[1e308, 1e308]],
+                "w_out": [[1.0], [1.0]], "b_value": [1e308, 1e308]}
+    with pytest.raises(ProblemError, match=r"^v overflows float64 at \(k_len 0, head_dim_v 0\)"):
+        trace_of(document)
