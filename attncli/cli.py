@@ -6,9 +6,10 @@ that ``--help`` and ``--version`` start fast.
 
 from __future__ import annotations
 
-import enum
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -23,8 +24,8 @@ EXIT_OK = 0
 EXIT_MISMATCH = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
-# What Python's docs recommend after a closed pipe (and what Typer itself uses for EPIPE).
-EXIT_BROKEN_PIPE = 1
+# A closed pipe ends the program as SIGPIPE would: the shell reports 128 + 13.
+EXIT_BROKEN_PIPE = 141
 
 
 class OneLineErrorGroup(TyperGroup):
@@ -64,9 +65,7 @@ app = typer.Typer(
 )
 
 
-class OutputFormat(enum.StrEnum):
-    table = "table"
-    json = "json"
+OUTPUT_FORMATS = ("table", "json")
 
 
 def _write_error(message: str) -> None:
@@ -94,13 +93,35 @@ def _root(
     """See and check the arithmetic of attention, step by step."""
 
 
+def _check_format(value: str) -> str:
+    # validated here rather than as an Enum so the message is ours, and JSON works as well as json
+    if value.lower() not in OUTPUT_FORMATS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    return value.lower()
+
+
+def _check_at_least(minimum: int, maximum: int | None = None):
+    def check(value: int | None) -> int | None:
+        if value is not None and (value < minimum or (maximum is not None and value > maximum)):
+            bounds = f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise typer.BadParameter(f"{value} is not allowed; use a whole number {bounds}")
+        return value
+
+    return check
+
+
 PrecisionOption = Annotated[
-    int, typer.Option("--precision", min=0, max=17, metavar="N", help="Decimals shown in tables.")
+    int,
+    typer.Option("--precision", metavar="N", callback=_check_at_least(0, 17), help="Decimals shown in tables."),
 ]
 FormatOption = Annotated[
-    OutputFormat,
+    str,
     typer.Option(
-        "--format", "-f", metavar="table|json", help="table (Rich tables) or json (all digits, for pipelines)."
+        "--format",
+        "-f",
+        metavar="table|json",
+        callback=_check_format,
+        help="table (Rich tables) or json (all digits, for pipelines).",
     ),
 ]
 
@@ -112,7 +133,10 @@ def compute(
         typer.Argument(metavar="FILE", help="A JSON problem document, or - for standard input.", show_default=False),
     ],
     heads: Annotated[
-        int | None, typer.Option("--heads", min=1, metavar="N", help="Number of heads (overrides the document).")
+        int | None,
+        typer.Option(
+            "--heads", metavar="N", callback=_check_at_least(1), help="Number of heads (overrides the document)."
+        ),
     ] = None,
     scale: Annotated[
         str | None,
@@ -132,7 +156,7 @@ def compute(
             help="Show only this step (repeatable): q k v scores logits softmax concat output.",
         ),
     ] = None,
-    output_format: FormatOption = OutputFormat.table,
+    output_format: FormatOption = "table",
     precision: PrecisionOption = 4,
     full: Annotated[
         bool, typer.Option("--full", help="Show every row and column of large tables instead of eliding the middle.")
@@ -159,7 +183,7 @@ def compute(
 
 @app.command()
 def demo(
-    output_format: FormatOption = OutputFormat.table,
+    output_format: FormatOption = "table",
     precision: PrecisionOption = 4,
 ) -> None:
     """Walk through the classic worked example, step by step."""
@@ -169,24 +193,46 @@ def demo(
 
     problem = problem_from_document(CLASSIC_DOCUMENT)
     trace = attention(problem)
-    if output_format is OutputFormat.json:
+    if output_format == "json":
         _show(trace, trace.select(None), output_format, precision)
         return
-    from attncli.view import demo_renderables, print_renderables
+    from attncli.view import print_demo
 
     sections, warning = walkthrough(problem, trace)
-    print_renderables(demo_renderables(sections, warning, precision))
+    with _stdout_guard():
+        print_demo(sections, warning, precision)
 
 
-def _show(trace: Trace, steps: list[Step], output_format: OutputFormat, precision: int, full: bool = False) -> None:
-    if output_format is OutputFormat.json:
-        from attncli.export import trace_to_json
+def _show(trace: Trace, steps: list[Step], output_format: str, precision: int, full: bool = False) -> None:
+    with _stdout_guard():
+        if output_format == "json":
+            from attncli.export import trace_to_json
 
-        sys.stdout.write(trace_to_json(trace, steps))
-        return
-    from attncli.view import print_renderables, trace_renderables
+            text = trace_to_json(trace, steps)
+            # in pieces: one huge write() to a closed pipe can end "successfully" after 64 KiB
+            for start in range(0, len(text), 1 << 16):
+                sys.stdout.write(text[start : start + (1 << 16)])
+            sys.stdout.flush()
+            return
+        from attncli.view import print_trace
 
-    print_renderables(trace_renderables(trace, steps, precision, full))
+        print_trace(trace, steps, precision, full)
+
+
+@contextlib.contextmanager
+def _stdout_guard() -> Iterator[None]:
+    """A reader that closed the pipe (``| head``) ends the run quietly, as Python's docs advise."""
+    try:
+        yield
+    except BrokenPipeError:
+        _silence_stdout()
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
+
+
+def _silence_stdout() -> None:
+    # the flush at exit would fail again and print a traceback-like complaint: point stdout at devnull
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def main() -> None:
@@ -194,9 +240,7 @@ def main() -> None:
     try:
         app()
     except BrokenPipeError:
-        # Python's documented recipe: silence the flush at exit that would fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         sys.exit(EXIT_BROKEN_PIPE)
     except KeyboardInterrupt:
         _write_error("interrupted")

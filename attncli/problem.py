@@ -206,13 +206,16 @@ def parse_scale(value: Any) -> str | float:
         if word in SCALE_RULES:
             return word
         try:
-            value = float(word)
+            number = float(word)
         except ValueError:
             hint = _closest(word, SCALE_RULES)
             raise ProblemError(
                 f"scale is {value!r}; use \"sqrt\" (1/sqrt(head_dim)), \"none\" (1) "
                 f"or a positive number{hint}"
             ) from None
+        if not math.isfinite(number) or number <= 0:
+            raise ProblemError(f"scale is {value.strip()!r}; it must be a positive finite number")
+        return number
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProblemError(
             f"scale is {_describe(value)}; use \"sqrt\", \"none\" or a positive number"

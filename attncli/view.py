@@ -6,13 +6,12 @@ Rich is imported here and in the CLI only; nothing else in attncli needs it.
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Iterator
 
 import numpy as np
 from rich.color import Color, blend_rgb
 from rich.color_triplet import ColorTriplet
-from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.measure import Measurement
 from rich.style import Style
 from rich.table import Table
@@ -32,17 +31,27 @@ _AXIS_WORD = {
     "heads*head_dim_v": "dim",
     "d_out": "dim",
 }
+MASKED = "−∞"
+# Past these sizes a table shows its first and last rows/columns around a "…", as numpy prints;
+# in a terminal, fewer columns when these would not fit its width.
+MAX_ROWS = 24
+MAX_COLUMNS = 16
+EDGE_ROWS = 10
+EDGE_COLUMNS = 7
+ELIDED_NOTE = "middle elided: --full shows every value, --format json gives them all"
 
 
 def format_number(value: float, precision: int, integers: bool = False) -> str:
-    """``value`` with ``precision`` decimals; −∞ as ``-inf``; in scientific notation
-    when fixed decimals would show a nonzero value as 0 or run past 1e9."""
+    """``value`` with ``precision`` decimals (as a whole number when ``integers``); a masked −∞
+    as ``−∞``; in scientific notation when ``precision`` decimals (2 or more) would show a
+    nonzero value as 0, or for magnitudes of 1e9 and beyond."""
     if np.isneginf(value):
-        return "-inf"
+        return MASKED
     if integers:
         return str(int(value))
     magnitude = abs(value)
-    if value != 0 and (magnitude < 0.5 * 10.0**-precision or magnitude >= 1e9):
+    hidden = value != 0 and precision >= 2 and magnitude < 0.5 * 10.0**-precision
+    if hidden or magnitude >= 1e9:
         return f"{value:.{max(precision - 1, 1)}e}"
     return f"{value:.{precision}f}"
 
@@ -57,48 +66,38 @@ def heat_style(weight: float) -> Style:
     )
 
 
-# Past these sizes a table shows its first and last rows/columns around a "…", as numpy prints.
-MAX_ROWS = 24
-MAX_COLUMNS = 16
-EDGE_ROWS = 10
-EDGE_COLUMNS = 7
-
-
-def visible_indices(size: int, limit: int, edge: int, full: bool) -> list[int | None]:
+def visible_indices(size: int, limit: int, edge: int) -> list[int | None]:
     """The indices to show along an axis of ``size``; None stands for the elided middle."""
-    if full or size <= limit:
+    if size <= limit:
         return list(range(size))
     return [*range(edge), None, *range(size - edge, size)]
 
 
-def matrix_table(
+def _table(
     array: np.ndarray,
-    title: str,
-    row_label: str,
-    column_label: str,
+    rows: list[int | None],
+    columns: list[int | None],
+    corner: str,
     precision: int,
-    heatmap: bool = False,
-    full: bool = False,
+    heatmap: bool,
 ) -> Table:
-    """A table of a 2-D ``array`` (rows, columns), rows and columns labelled by index;
-    the middle of a large array is elided unless ``full``."""
     finite = array[np.isfinite(array)]
-    integers = bool(finite.size) and np.array_equal(finite, np.round(finite)) and np.abs(finite).max() < 1e9
-    rows = visible_indices(array.shape[0], MAX_ROWS, EDGE_ROWS, full)
-    columns = visible_indices(array.shape[1], MAX_COLUMNS, EDGE_COLUMNS, full)
-    elided = len(rows) < array.shape[0] or len(columns) < array.shape[1]
-    caption = "middle elided: --full shows every value, --format json gives them all" if elided else None
-    # as wide as its title at least, so the title never wraps above a narrow table
-    table = Table(title=title, title_justify="left", title_style="bold", min_width=len(title),
-                  caption=caption, caption_justify="left")
-    table.add_column(f"{row_label}╲{column_label}", justify="right", style="dim", no_wrap=True)
+    # whole-number matrices (the classic example's inputs) read best without decimals; weights never
+    integers = (
+        not heatmap
+        and bool(finite.size)
+        and np.array_equal(finite, np.round(finite))
+        and np.abs(finite).max() < 1e9
+    )
+    table = Table()
+    table.add_column(corner, justify="right", style="dim", no_wrap=True)
     for column in columns:
         table.add_column("…" if column is None else str(column), justify="right", no_wrap=True)
     for row in rows:
         if row is None:
             table.add_row("…", *("…" for _ in columns))
             continue
-        cells = []
+        cells: list[RenderableType] = []
         for column in columns:
             if column is None:
                 cells.append("…")
@@ -108,6 +107,35 @@ def matrix_table(
             cells.append(Text(text, style=heat_style(value)) if heatmap and np.isfinite(value) else text)
         table.add_row(str(row), *cells)
     return table
+
+
+def matrix_block(
+    console: Console,
+    array: np.ndarray,
+    title: str,
+    corner: str,
+    precision: int,
+    heatmap: bool = False,
+    full: bool = False,
+) -> RenderableType:
+    """The title line, then a table of the 2-D ``array`` (rows, columns) labelled by index.
+
+    Unless ``full``, a large array's middle is elided, and in a terminal the columns are cut
+    further until the table fits its width.
+    """
+    n_rows, n_columns = array.shape
+    rows = list(range(n_rows)) if full else visible_indices(n_rows, MAX_ROWS, EDGE_ROWS)
+    attempts = [(MAX_COLUMNS, EDGE_COLUMNS)] + [(2 * edge + 1, edge) for edge in range(EDGE_COLUMNS - 1, 0, -1)]
+    for limit, edge in attempts:
+        columns = list(range(n_columns)) if full else visible_indices(n_columns, limit, edge)
+        table = _table(array, rows, columns, corner, precision, heatmap)
+        if full or not console.is_terminal or _width(console, table) <= console.width:
+            break
+    parts: list[RenderableType] = [Text(title, style="bold")]  # Text: a formula's [..] is not markup
+    parts.append(table)
+    if len(rows) < n_rows or len(columns) < n_columns:
+        parts.append(Text(ELIDED_NOTE, style="dim"))
+    return Group(*parts)
 
 
 class HeatLegend:
@@ -122,67 +150,76 @@ class HeatLegend:
         yield legend
 
 
-def step_tables(step: Step, precision: int, heatmap: bool, full: bool = False) -> Iterator[Table]:
-    """One table per batch item and head of ``step``, titled with formula, shape and position."""
+def step_blocks(console: Console, step: Step, precision: int, full: bool = False) -> Iterator[RenderableType]:
+    """One titled table per batch item and head of ``step``: formula, shape and position."""
+    heatmap = step.name == "softmax"
     leading_axes = step.axes[:-2]
-    rows, columns = step.shape[-2:]
-    row_word = _AXIS_WORD.get(step.axes[-2], step.axes[-2])
-    column_word = _AXIS_WORD.get(step.axes[-1], step.axes[-1])
+    n_rows, n_columns = step.shape[-2:]
+    corner = f"{_AXIS_WORD.get(step.axes[-2], step.axes[-2])}╲{_AXIS_WORD.get(step.axes[-1], step.axes[-1])}"
     for index in itertools.product(*(range(size) for size in step.shape[:-2])):
         where = ", ".join(
             f"{'batch' if axis == 'batch' else 'head'} {position}"
             for axis, position in zip(leading_axes, index, strict=True)
         )
-        title = f"{step.formula}   {rows}×{columns}" + (f"   ({where})" if where else "")
-        yield matrix_table(step.array[index], title, row_word, column_word, precision, heatmap, full)
+        title = f"{step.formula}   {n_rows}×{n_columns}" + (f"   ({where})" if where else "")
+        yield matrix_block(console, step.array[index], title, corner, precision, heatmap, full)
+    if heatmap:
+        yield HeatLegend()
 
 
-def trace_renderables(trace: Trace, steps: list[Step], precision: int, full: bool = False) -> list[RenderableType]:
-    """Every table for the chosen steps of a trace, softmax shaded as a heatmap; large ones elided unless full."""
-    renderables: list[RenderableType] = []
-    for step in steps:
-        heatmap = step.name == "softmax"
-        renderables.extend(step_tables(step, precision, heatmap, full))
-        if heatmap:
-            renderables.append(HeatLegend())
-    return renderables
+def print_trace(
+    trace: Trace, steps: list[Step], precision: int, full: bool = False, console: Console | None = None
+) -> None:
+    """Print the chosen steps of a trace as tables (to stdout unless ``console``), softmax as a heatmap."""
+    console = console or PipeAwareConsole()
+    blocks = [block for step in steps for block in step_blocks(console, step, precision, full)]
+    _print(console, blocks)
 
 
-def demo_renderables(sections: list[Section], warning: str, precision: int) -> list[RenderableType]:
-    """The walk-through: per section a heading, its explanation and its tables; then the warning."""
-    renderables: list[RenderableType] = []
+def print_demo(sections: list[Section], warning: str, precision: int, console: Console | None = None) -> None:
+    """Print the walk-through: per section a heading, its explanation and its tables; then the warning."""
+    console = console or PipeAwareConsole()
+    blocks: list[RenderableType] = []
     for section in sections:
-        renderables.append(Text(section.heading, style="bold underline"))
-        renderables.append(Text(section.explanation))
+        blocks.append(Text(section.heading, style="bold underline"))
+        blocks.append(Text(section.explanation))
         for matrix in section.matrices:
-            rows, columns = matrix.array.shape
-            renderables.append(
-                matrix_table(
+            n_rows, n_columns = matrix.array.shape
+            blocks.append(
+                matrix_block(
+                    console,
                     matrix.array,
-                    f"{matrix.name}   {rows}×{columns}",
-                    matrix.row_label,
-                    matrix.column_label,
+                    f"{matrix.name}   {n_rows}×{n_columns}",
+                    f"{matrix.row_label}╲{matrix.column_label}",
                     precision,
                     section.heatmap,
                 )
             )
         if section.heatmap:
-            renderables.append(HeatLegend())
-        renderables.append(Text(""))
-    renderables.append(Text(warning, style="yellow"))
-    return renderables
+            blocks.append(HeatLegend())
+        blocks.append(Text(""))
+    blocks.append(Text(warning, style="yellow"))
+    _print(console, blocks)
 
 
-def print_renderables(renderables: list[RenderableType], file=None) -> None:
-    """Print to stdout, wide enough that no table is squeezed: a piped console would
-    otherwise fall back to 80 columns and cut numbers to ``0.…``."""
-    console = Console(file=file or sys.stdout)
-    unbounded = console.options.update_width(1_000_000)
-    needed = max(
-        (Measurement.get(console, unbounded, item).maximum for item in renderables if isinstance(item, Table)),
-        default=0,
-    )
-    if needed > console.width:
-        console = Console(file=file or sys.stdout, width=needed)
-    for item in renderables:
-        console.print(item)
+class PipeAwareConsole(Console):
+    """A Console that lets a closed pipe propagate as BrokenPipeError, for the CLI to end the
+    run as it ends every other (Rich itself would exit 1, the code attncli keeps for mismatches)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
+def _width(console: Console, renderable: RenderableType) -> int:
+    return Measurement.get(console, console.options.update_width(1_000_000), renderable).maximum
+
+
+def _print(console: Console, blocks: list[RenderableType]) -> None:
+    # Piped, Rich would fall back to 80 columns and squeeze numbers to "0.…": widen to the widest
+    # table instead. In a terminal the tables were already cut to its width.
+    if not console.is_terminal:
+        needed = max((_width(console, block) for block in blocks if isinstance(block, Group)), default=0)
+        if needed > console.width:
+            console.width = needed
+    for block in blocks:
+        console.print(block)

@@ -1,0 +1,61 @@
+"""The table view: number formatting, fitting a terminal, titles that survive Rich markup."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from attncli.pipeline import attention
+from attncli.problem import problem_from_document
+from attncli.view import format_number, print_trace
+
+
+@pytest.mark.parametrize(
+    ("value", "precision", "integers", "shown"),
+    [
+        (1.93662106, 4, False, "1.9366"),
+        (6.033664854558337e-06, 4, False, "6.034e-06"),  # 0.0000 would hide a nonzero weight
+        (0.06337893833303762, 0, False, "0"),  # coarse precision asked for: no scientific notation
+        (0.00004, 4, False, "4.000e-05"),
+        (0.00005, 4, False, "0.0001"),
+        (0.0, 4, False, "0.0000"),
+        (-2.5e9, 2, False, "-2.5e+09"),
+        (16.0, 4, True, "16"),
+        (-np.inf, 4, False, "−∞"),
+    ],
+)
+def test_format_number(value, precision, integers, shown):
+    assert format_number(value, precision, integers) == shown
+
+
+def terminal_output(document, width, **kwargs):
+    trace = attention(problem_from_document(document))
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, color_system=None, width=width)
+    print_trace(trace, trace.select(kwargs.pop("steps", None)), 4, console=console, **kwargs)
+    return buffer.getvalue()
+
+
+def test_tables_in_a_narrow_terminal_drop_middle_columns_to_fit():
+    rng = np.random.default_rng(8)
+    document = {"x": rng.normal(size=(12, 3)).tolist(), **{
+        name: rng.normal(size=(3, 3)).tolist() for name in ("w_query", "w_key", "w_value")}}
+    out = terminal_output(document, 60, steps=["softmax"])
+    table_lines = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
+    assert max(len(line) for line in table_lines) <= 60
+    header = next(line for line in table_lines if line.startswith("┃"))
+    cells = [cell.strip() for cell in header.split("┃")[2:-1]]
+    assert "…" in cells and cells[0] == "0" and cells[-1] == "11"
+    assert "middle elided" in out
+    wide = terminal_output(document, 200, steps=["softmax"])
+    assert "…" not in wide
+
+
+def test_a_formula_in_brackets_is_not_eaten_as_markup():
+    document = {"x": [[1.0, 2.0]], "w_query": [[1.0, 0.0], [0.0, 1.0]], "w_key": [[1.0, 0.0], [0.0, 1.0]],
+                "w_value": [[1.0, 0.0], [0.0, 1.0]], "heads": 2, "w_out": [[1.0], [1.0]]}
+    out = terminal_output(document, 100, steps=["concat"])
+    assert out.splitlines()[0] == "concat = [softmax·V for each head]   1×2"
