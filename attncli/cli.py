@@ -50,6 +50,9 @@ class OneLineErrorGroup(TyperGroup):
             command = getattr(getattr(error, "ctx", None), "command_path", None) or "attncli"
             _write_error(f"{error.format_message()} (see '{command} --help')")
             sys.exit(error.exit_code)
+        if result == EXIT_INTERRUPTED:
+            # Typer turns Ctrl-C into this exit code without a word
+            _write_error("interrupted")
         if not standalone_mode:
             return result
         sys.exit(result if isinstance(result, int) else EXIT_OK)
