@@ -28,6 +28,10 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 
+# Typer vendors Click privately; its public BadParameter leads to the base of every usage error.
+_CLICK_EXCEPTION = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
+
+
 class OneLineErrorGroup(TyperGroup):
     """Report usage errors (unknown option, missing argument…) as one ``Error:`` line, exit 2,
     instead of Click's usage block or Typer's Rich panel."""
@@ -39,10 +43,7 @@ class OneLineErrorGroup(TyperGroup):
         except typer.Abort:
             _write_error("interrupted")
             sys.exit(EXIT_INTERRUPTED)
-        except Exception as error:
-            # Typer vendors Click's exceptions privately; these two attributes are their interface.
-            if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
-                raise
+        except _CLICK_EXCEPTION as error:
             if type(error).__name__ == "NoArgsIsHelpError":
                 # bare `attncli`: the help itself is the message, as Click gives it
                 sys.stderr.write(error.format_message() + "\n")
