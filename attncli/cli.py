@@ -18,6 +18,8 @@ from typer.core import TyperGroup
 from attncli import __version__
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from attncli.trace import Step, Trace
 
 EXIT_OK = 0
@@ -69,7 +71,11 @@ app = typer.Typer(
 )
 
 
-OUTPUT_FORMATS = ("table", "json")
+# The formats each command writes; export.FORMATS has the same four (kept here so --help needs no numpy).
+COMPUTE_FORMATS = ("table", "json", "csv", "npz")
+DEMO_FORMATS = ("table", "json")
+MATRIX_OPTIONS = ("x", "context", "w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out",
+                  "mask")
 
 
 def _write_error(message: str) -> None:
@@ -80,6 +86,10 @@ def _write_error(message: str) -> None:
 def _fail(source: str, message: str) -> NoReturn:
     _write_error(f"{source}: {message}")
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _warn(source: str, warning: str) -> None:
+    sys.stderr.write(f"Warning: {source}: {warning}\n")
 
 
 def _version(value: bool) -> None:
@@ -97,11 +107,14 @@ def _root(
     """See and check the arithmetic of attention, step by step."""
 
 
-def _check_format(value: str) -> str:
+def _choice(choices: tuple[str, ...]):
     # validated here rather than as an Enum so the message is ours, and JSON works as well as json
-    if value.lower() not in OUTPUT_FORMATS:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(OUTPUT_FORMATS)}")
-    return value.lower()
+    def check(value: str | None) -> str | None:
+        if value is not None and value.lower() not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value.lower() if value is not None else None
+
+    return check
 
 
 def _check_at_least(minimum: int, maximum: int | None = None):
@@ -114,28 +127,46 @@ def _check_at_least(minimum: int, maximum: int | None = None):
     return check
 
 
+def _matrix_option(key: str):
+    return typer.Option(
+        "--" + key.replace("_", "-"),
+        metavar="PATH",
+        help=f"{key} from a .csv, .tsv, .json or .npy file, or -.",
+    )
+
+
 PrecisionOption = Annotated[
     int,
     typer.Option("--precision", metavar="N", callback=_check_at_least(0, 17), help="Decimals shown in tables."),
 ]
-FormatOption = Annotated[
-    str,
-    typer.Option(
-        "--format",
-        "-f",
-        metavar="table|json",
-        callback=_check_format,
-        help="table (Rich tables) or json (all digits, for pipelines).",
-    ),
+FullOption = Annotated[
+    bool, typer.Option("--full", help="Show every row and column of large tables instead of eliding the middle.")
 ]
+MatrixPath = str | None
 
 
 @app.command()
 def compute(
     file: Annotated[
-        str,
-        typer.Argument(metavar="FILE", help="A JSON problem document, or - for standard input.", show_default=False),
-    ],
+        str | None,
+        typer.Argument(
+            metavar="FILE",
+            help="A problem: .json, .npz, a folder of one file per matrix, .jsonl (one problem per line), "
+            "or - for standard input.",
+            show_default=False,
+        ),
+    ] = None,
+    x: Annotated[MatrixPath, _matrix_option("x")] = None,
+    context: Annotated[MatrixPath, _matrix_option("context")] = None,
+    w_query: Annotated[MatrixPath, _matrix_option("w_query")] = None,
+    w_key: Annotated[MatrixPath, _matrix_option("w_key")] = None,
+    w_value: Annotated[MatrixPath, _matrix_option("w_value")] = None,
+    b_query: Annotated[MatrixPath, _matrix_option("b_query")] = None,
+    b_key: Annotated[MatrixPath, _matrix_option("b_key")] = None,
+    b_value: Annotated[MatrixPath, _matrix_option("b_value")] = None,
+    w_out: Annotated[MatrixPath, _matrix_option("w_out")] = None,
+    b_out: Annotated[MatrixPath, _matrix_option("b_out")] = None,
+    mask: Annotated[MatrixPath, _matrix_option("mask")] = None,
     heads: Annotated[
         int | None,
         typer.Option(
@@ -160,34 +191,175 @@ def compute(
             help="Show only this step (repeatable): q k v scores logits softmax concat output.",
         ),
     ] = None,
-    output_format: FormatOption = "table",
-    precision: PrecisionOption = 4,
-    full: Annotated[
-        bool, typer.Option("--full", help="Show every row and column of large tables instead of eliding the middle.")
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="table|json|csv|npz",
+            callback=_choice(COMPUTE_FORMATS),
+            help="table (default), json (all digits), csv (one step, or -o FOLDER for one file each), npz.",
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", metavar="PATH",
+            help="Write to PATH (atomically) instead of stdout; its extension picks the format "
+            "(.json .csv .npz .txt); a folder takes one CSV per step.",
+        ),
+    ] = None,
+    lines: Annotated[
+        bool, typer.Option("--lines", help="FILE (or -) holds one JSON problem per line; write one JSON line each.")
     ] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="With --lines: stop at the first bad line.")] = False,
+    precision: PrecisionOption = 4,
+    full: FullOption = False,
 ) -> None:
-    """Compute attention for FILE and show every intermediate step."""
+    """Compute attention for FILE (or the matrices given as options) and show every step."""
+    from pathlib import Path
+
     from attncli.errors import ProblemError
+
+    matrices = {
+        key: path
+        for key, path in zip(
+            MATRIX_OPTIONS,
+            (x, context, w_query, w_key, w_value, b_query, b_key, b_value, w_out, b_out, mask),
+            strict=True,
+        )
+        if path is not None
+    }
+    if file is None and "x" not in matrices:
+        raise typer.BadParameter("give a problem FILE, or the matrices with --x, --w-query, --w-key and --w-value",
+                                 param_hint="FILE")
+    target = Path(output) if output is not None else None
+    if lines or (file is not None and file.lower().endswith(".jsonl")):
+        if matrices:
+            raise typer.BadParameter("matrix options do not combine with JSON Lines", param_hint="--lines")
+        if output_format not in (None, "json"):
+            raise typer.BadParameter("JSON Lines are written as JSON lines", param_hint="--format")
+        _compute_lines(file or "-", target, heads, scale, causal, step, strict)
+        return
+
     from attncli.pipeline import attention
     from attncli.problem import problem_from_document
-    from attncli.readers import read_json_document, source_name
+    from attncli.readers import Inputs, read_inputs, source_name
 
-    source = source_name(file)
+    default_source = source_name(file) if file is not None else source_name(matrices["x"])
+    inputs = Inputs({})
     try:
-        document = read_json_document(file)
-        problem = problem_from_document(document, heads=heads, scale=scale, causal=causal)
+        inputs = read_inputs(file, matrices)
+        problem = problem_from_document(inputs.document, heads=heads, scale=scale, causal=causal)
         trace = attention(problem)
         steps = trace.select(step)
     except ProblemError as error:
-        _fail(source, error.message)
+        _fail(inputs.source_of(error, default_source), error.message)
     for warning in trace.warnings:
-        sys.stderr.write(f"Warning: {source}: {warning}\n")
-    _show(trace, steps, output_format, precision, full)
+        _warn(default_source, warning)
+    input_paths = [path for path in (file, *matrices.values()) if path is not None]
+    _emit(trace, steps, output_format, target, input_paths, precision, full)
+
+
+def _compute_lines(path: str, target: Path | None, heads: int | None, scale: str | None, causal: bool,
+                   step: list[str] | None, strict: bool) -> None:
+    from attncli.errors import ProblemError
+    from attncli.readers import open_lines, source_name
+    from attncli.stream import compute_lines
+    from attncli.writers import atomic_file, refuse_inputs
+
+    source = source_name(path)
+    failures = 0
+    try:
+        stream = open_lines(path)
+        if target is not None:
+            refuse_inputs([target], [path])
+        with contextlib.ExitStack() as stack, _stdout_guard():
+            sink = stack.enter_context(atomic_file(target)) if target is not None else sys.stdout.buffer
+            for result in compute_lines(stream, heads=heads, scale=scale, causal=causal, step_names=step):
+                for warning in result.warnings:
+                    _warn(source, warning)
+                if result.error is not None:
+                    failures += 1
+                    _write_error(f"{source}: {result.error.message}")
+                    if strict:
+                        break
+                # a failed line still gets its line of output, null, so outputs stay aligned with inputs
+                sink.write((result.output or "null\n").encode())
+            sink.flush()
+    except ProblemError as error:
+        _fail(error.source or source, error.message)
+    if failures:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _emit(trace: Trace, steps: list[Step], output_format: str | None, target: Path | None, input_paths: list[str],
+          precision: int, full: bool) -> None:
+    """Write the chosen steps in the chosen format to stdout or, atomically, to ``target``."""
+    from attncli import export
+    from attncli.errors import ProblemError
+    from attncli.writers import is_folder_target, refuse_inputs, write_atomic
+    from attncli.writers import output_format as resolve_format
+
+    try:
+        chosen = resolve_format(output_format, target)
+        if target is not None and chosen == "csv" and is_folder_target(target):
+            target.mkdir(parents=True, exist_ok=True)
+            files = {target / f"{step.name}.csv": step for step in steps}
+            refuse_inputs(files, input_paths)
+            for path, step in files.items():
+                write_atomic(path, export.step_to_csv(step).encode())
+            return
+        if chosen == "csv" and len(steps) > 1:
+            raise ProblemError(
+                f"CSV holds one step; choose it with --step ({', '.join(s.name for s in steps)}), "
+                "or give -o FOLDER for one file per step",
+                source=str(target) if target is not None else "csv",
+            )
+        if target is not None:
+            refuse_inputs([target], input_paths)
+            write_atomic(target, _render(trace, steps, chosen, precision, full))
+            return
+    except ProblemError as error:
+        _fail(error.source or "output", error.message)
+    if chosen == "npz" and sys.stdout.isatty():
+        _fail("npz", "is binary: write it with -o FILE.npz or redirect stdout")
+    with _stdout_guard():
+        if chosen == "table":
+            from attncli.view import print_trace
+
+            print_trace(trace, steps, precision, full)
+            return
+        data = _render(trace, steps, chosen, precision, full)
+        # in pieces: one huge write() to a closed pipe can end "successfully" after 64 KiB
+        for start in range(0, len(data), 1 << 16):
+            sys.stdout.buffer.write(data[start : start + (1 << 16)])
+        sys.stdout.buffer.flush()
+
+
+def _render(trace: Trace, steps: list[Step], chosen: str, precision: int, full: bool) -> bytes:
+    from attncli import export
+
+    if chosen == "json":
+        return export.trace_to_json(trace, steps).encode()
+    if chosen == "csv":
+        return export.step_to_csv(steps[0]).encode()
+    if chosen == "npz":
+        return export.trace_to_npz(trace, steps)
+    from attncli.view import trace_text
+
+    return trace_text(trace, steps, precision, full).encode()
 
 
 @app.command()
 def demo(
-    output_format: FormatOption = "table",
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", metavar="table|json", callback=_choice(DEMO_FORMATS),
+            help="table (Rich tables) or json (all digits, for pipelines).",
+        ),
+    ] = "table",
     precision: PrecisionOption = 4,
 ) -> None:
     """Walk through the classic worked example, step by step."""
@@ -198,7 +370,7 @@ def demo(
     problem = problem_from_document(CLASSIC_DOCUMENT)
     trace = attention(problem)
     if output_format == "json":
-        _show(trace, trace.select(None), output_format, precision)
+        _emit(trace, trace.select(None), "json", None, [], precision, False)
         return
     from attncli.view import print_demo
 
@@ -207,20 +379,37 @@ def demo(
         print_demo(sections, warning, precision)
 
 
-def _show(trace: Trace, steps: list[Step], output_format: str, precision: int, full: bool = False) -> None:
+@app.command("random")
+def random_problem(
+    seq_len: Annotated[int, typer.Option("--seq-len", metavar="L", callback=_check_at_least(1),
+                                         help="Tokens in x.")],
+    d_model: Annotated[int, typer.Option("--d-model", metavar="E", callback=_check_at_least(1),
+                                         help="Width of x and of every weight.")],
+    heads: Annotated[int, typer.Option("--heads", metavar="H", callback=_check_at_least(1),
+                                       help="Heads; must divide E.")] = 1,
+    batch: Annotated[int | None, typer.Option("--batch", metavar="N", callback=_check_at_least(1),
+                                              help="Give x a batch axis of N.")] = None,
+    context_len: Annotated[int | None, typer.Option("--context-len", metavar="M", callback=_check_at_least(1),
+                                                    help="Add a context of M tokens (cross-attention).")] = None,
+    out_proj: Annotated[bool, typer.Option("--out-proj", help="Add an output projection W_O.")] = False,
+    bias: Annotated[bool, typer.Option("--bias", help="Add biases.")] = False,
+    causal: Annotated[bool, typer.Option("--causal", help="Add a causal mask.")] = False,
+    seed: Annotated[int | None, typer.Option("--seed", metavar="S", help="Same seed, same document.")] = None,
+) -> None:
+    """Print a random, valid problem document as one line of JSON."""
+    import json
+
+    from attncli.errors import ProblemError
+    from attncli.generate import random_document
+
+    try:
+        document = random_document(seq_len, d_model, heads=heads, batch=batch, context_len=context_len,
+                                   out_proj=out_proj, bias=bias, causal=causal, seed=seed)
+    except ProblemError as error:
+        _fail("random", error.message)
     with _stdout_guard():
-        if output_format == "json":
-            from attncli.export import trace_to_json
-
-            text = trace_to_json(trace, steps)
-            # in pieces: one huge write() to a closed pipe can end "successfully" after 64 KiB
-            for start in range(0, len(text), 1 << 16):
-                sys.stdout.write(text[start : start + (1 << 16)])
-            sys.stdout.flush()
-            return
-        from attncli.view import print_trace
-
-        print_trace(trace, steps, precision, full)
+        sys.stdout.write(json.dumps(document) + "\n")
+        sys.stdout.flush()
 
 
 @contextlib.contextmanager

@@ -1,13 +1,17 @@
-"""Machine-readable output of a Trace: strict JSON (no NaN or Infinity literals)."""
+"""Machine-readable forms of a Trace: strict JSON, CSV, NPZ. Pure: text and bytes, no files."""
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 from typing import Any
 
 import numpy as np
 
 from attncli.trace import Step, Trace
+
+FORMATS = ("table", "json", "csv", "npz")
 
 
 def array_to_json_value(array: np.ndarray) -> Any:
@@ -29,7 +33,35 @@ def trace_meta(trace: Trace, steps: list[Step]) -> dict[str, Any]:
 
 
 def trace_to_json(trace: Trace, steps: list[Step]) -> str:
-    """One JSON object: a key per step holding its nested lists, then ``meta``; ends in a newline."""
+    """One JSON object on one line: a key per step holding its nested lists, then ``meta``."""
     document: dict[str, Any] = {step.name: array_to_json_value(step.array) for step in steps}
     document["meta"] = trace_meta(trace, steps)
     return json.dumps(document, allow_nan=False) + "\n"
+
+
+def step_to_csv(step: Step) -> str:
+    """A step as CSV at full precision, −∞ written as ``-inf``.
+
+    A 2-D step (rows, columns) is its plain rows, no header, so it reads back as the same matrix.
+    A higher-rank step is in long form: a header naming the leading axes, ``row`` and the column
+    indices, then one line per row, e.g. ``batch,heads,row,0,1,2`` for (batch, heads, q_len, k_len).
+    """
+    array = step.array
+    lines = []
+    if array.ndim > 2:
+        leading = list(step.axes[:-2])
+        lines.append(",".join([*leading, "row", *map(str, range(array.shape[-1]))]))
+    for index in itertools.product(*(range(size) for size in array.shape[:-1])):
+        values = ",".join(map(repr, array[index].tolist()))
+        lines.append(values if array.ndim <= 2 else ",".join(map(str, index)) + "," + values)
+    return "\n".join(lines) + "\n"
+
+
+def trace_to_npz(trace: Trace, steps: list[Step]) -> bytes:
+    """An NPZ archive: one float64 array per step, named after it, and ``meta`` (a 0-d string
+    array holding the JSON meta, so nothing in it needs unpickling)."""
+    buffer = io.BytesIO()
+    arrays = {step.name: step.array for step in steps}
+    arrays["meta"] = np.array(json.dumps(trace_meta(trace, steps)))
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()

@@ -105,6 +105,10 @@ def problem_from_document(
         raise ProblemError(
             f"expected a JSON object with x, w_query, w_key and w_value, got {_describe(document)}"
         )
+    from attncli import torchnames  # it builds on as_array below
+
+    if torchnames.uses_pytorch_names(document):
+        document = torchnames.from_pytorch_names(document if heads is None else {**document, "heads": heads})
     _reject_unknown_keys(document)
     for key in REQUIRED_KEYS:
         if key not in document:
@@ -119,13 +123,13 @@ def problem_from_document(
         if context.ndim != x.ndim:
             raise ProblemError(
                 f"context has {context.ndim} axes but x has {x.ndim}: give both a batch axis or neither",
-                {"x": x.shape, "context": context.shape},
+                {"context": context.shape, "x": x.shape},
             )
         context3 = context if batched else context[None]
         if context3.shape[0] != x3.shape[0]:
             raise ProblemError(
                 f"context has a batch of {context3.shape[0]} but x has {x3.shape[0]}",
-                {"x": x.shape, "context": context.shape},
+                {"context": context.shape, "x": x.shape},
             )
         context_name = "context"
     else:
@@ -173,7 +177,7 @@ def problem_from_document(
             )
         b_out = _bias(document, "b_out", w_out.shape[1], "w_out", None)
     elif document.get("b_out") is not None:
-        raise ProblemError("b_out is given without w_out")
+        raise ProblemError("b_out is given without w_out", key="b_out")
 
     scale_value = parse_scale(document.get("scale", "sqrt") if scale is None else scale)
     mask_value = "causal" if causal else document.get("mask")
@@ -267,12 +271,18 @@ def _index(path: list[int]) -> str:
 
 
 def _nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, ...]) -> tuple[int, ...]:
-    """Shape of a nested list whose leaves are of the allowed types; raise on anything else."""
+    """Shape of a nested list (or numpy array, as NPY/CSV readers give) whose leaves are of the
+    allowed types; raise on anything else."""
+    if isinstance(value, np.ndarray):
+        kinds = "biuf" if bool in allowed else "iuf"
+        if value.dtype.kind not in kinds:
+            raise ProblemError(f"{name}{_index(path)} holds values of type {value.dtype}, expected numbers", key=name)
+        return value.shape
     if not isinstance(value, list):
         # subclasses count (numpy's float64 is a float), except bool posing as an int
         if isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
             return ()
-        raise ProblemError(f"{name}{_index(path)} is {_describe(value)}, expected a number")
+        raise ProblemError(f"{name}{_index(path)} is {_describe(value)}, expected a number", key=name)
     if not value:
         return (0,)
     # A row of plain numbers is the common case: check it in one pass, not one call per cell.
@@ -285,11 +295,12 @@ def _nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, .
             if len(shape) == 1 and len(first) == 1:
                 where = f"{name}{_index(path)}" if path else name
                 raise ProblemError(
-                    f"{where}: row {i} has {_count(shape[0], 'value')} but row 0 has {first[0]}"
+                    f"{where}: row {i} has {_count(shape[0], 'value')} but row 0 has {first[0]}", key=name
                 )
             raise ProblemError(
                 f"{name}{_index(path + [i])} has shape {_shape_text(shape)} "
-                f"but {name}{_index(path + [0])} has {_shape_text(first)}"
+                f"but {name}{_index(path + [0])} has {_shape_text(first)}",
+                key=name,
             )
     return (len(value),) + first
 
@@ -300,7 +311,12 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 
 def _array(document: dict, name: str, ranks: tuple[int, ...]) -> np.ndarray:
     """The document's value for ``name`` as a finite float64 array of one of ``ranks``."""
-    value = document[name]
+    return as_array(name, document[name], ranks)
+
+
+def as_array(name: str, value: Any, ranks: tuple[int, ...]) -> np.ndarray:
+    """``value`` (nested lists of numbers, or a numeric array) as a finite float64 array with as
+    many axes as one of ``ranks``; ProblemError naming ``name`` and the cell otherwise."""
     shape = _nested_shape(name, value, [], (int, float))
     if len(shape) not in ranks:
         wanted = " or ".join(f"{rank}-D" for rank in ranks)
@@ -314,13 +330,15 @@ def _array(document: dict, name: str, ranks: tuple[int, ...]) -> np.ndarray:
 
 
 def _float_array(name: str, value: list) -> np.ndarray:
-    """``value`` (a validated nested list) as float64; an integer too large for float64 is an error."""
+    """``value`` (a validated nested list or array) as float64; an integer too large for float64 is an error."""
+    if isinstance(value, np.ndarray):
+        return value.astype(np.float64)
     try:
         return np.array(value, dtype=np.float64)
     except OverflowError:
         path = _find_huge_integer(value, [])
         raise ProblemError(
-            f"{name}{_index(path or [])} is an integer too large for float64 (beyond ±1.8e308)"
+            f"{name}{_index(path or [])} is an integer too large for float64 (beyond ±1.8e308)", key=name
         ) from None
 
 
@@ -339,7 +357,7 @@ def _check_finite_cells(name: str, array: np.ndarray) -> None:
     if len(bad):
         where = tuple(int(i) for i in bad[0])
         what = "NaN" if np.isnan(array[where]) else "infinite (beyond ±1.8e308)"
-        raise ProblemError(f"{name}{_index(list(where))} is {what}; every value must be a finite number")
+        raise ProblemError(f"{name}{_index(list(where))} is {what}; every value must be a finite number", key=name)
 
 
 def _resolve_heads(value: Any, per_head_counts: dict[str, int]) -> int:
@@ -411,7 +429,8 @@ def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[n
             # query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does
             return np.tri(q_len, k_len, dtype=bool)[None, None], "causal"
         raise ProblemError(
-            f"mask is {value!r}; use \"causal\" or an array of 0/1 (1 = may attend){_closest(value, ('causal',))}"
+            f"mask is {value!r}; use \"causal\" or an array of 0/1 (1 = may attend){_closest(value, ('causal',))}",
+            key="mask",
         )
     shape = _nested_shape("mask", value, [], (bool, int, float))
     if len(shape) not in (2, 3, 4):
@@ -425,7 +444,8 @@ def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[n
     if len(bad):
         where = tuple(int(i) for i in bad[0])
         raise ProblemError(
-            f"mask{_index(list(where))} is {float(array[where]):g}; a mask holds 0/1 or false/true (1 = may attend)"
+            f"mask{_index(list(where))} is {float(array[where]):g}; a mask holds 0/1 or false/true (1 = may attend)",
+            key="mask",
         )
     allowed = array.astype(bool)
     if allowed.ndim == 2:

@@ -1,20 +1,50 @@
-"""Read problem documents from files or standard input.
+"""Read problems and matrices from JSON, JSON Lines, CSV/TSV, NPY, NPZ, folders and stdin.
 
-Readers return plain Python values and raise ProblemError for anything
-unreadable; the caller prefixes the message with the file's name.
+Readers return plain Python values and numpy arrays and raise ProblemError for
+anything unreadable; the caller prefixes the message with the file's name
+(``error.source`` when a reader knows better, e.g. a file inside a folder).
+Nothing here is ever unpickled.
 """
 
 from __future__ import annotations
 
+import csv
+import difflib
+import io
 import json
+import math
 import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from attncli.errors import ProblemError
+from attncli.problem import MATRIX_KEYS
 
 STDIN_NAME = "<stdin>"
 # Far beyond any problem a table can show, small enough that a wrong file fails fast.
 MAX_INPUT_BYTES = 2 * 1024**3
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+MATRIX_SUFFIXES = (".csv", ".tsv", ".json", ".npy")
+DOCUMENT_SUFFIXES = (".json", ".jsonl", ".npz")
+OPTIONS_FILE = "problem.json"
+
+
+@dataclass
+class Inputs:
+    """A problem document and where each of its keys came from (key -> path as given)."""
+
+    document: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def source_of(self, error: ProblemError, default: str) -> str:
+        """The file to name in an error: the reader's own, the file of the key at fault, or ``default``."""
+        return error.source or self.sources.get(error.key or "", default)
 
 
 def source_name(path: str) -> str:
@@ -28,51 +58,50 @@ def read_bytes(path: str, stdin: BinaryIO | None = None) -> bytes:
         stream = stdin if stdin is not None else sys.stdin.buffer
         data = stream.read(MAX_INPUT_BYTES + 1)
     else:
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_INPUT_BYTES + 1)
-        except FileNotFoundError:
-            raise ProblemError("no such file") from None
-        except IsADirectoryError:
-            raise ProblemError("is a directory, not a file") from None
-        except PermissionError:
-            raise ProblemError("permission denied") from None
-        except OSError as error:
-            raise ProblemError(f"cannot be read ({error.strerror or error})") from None
+        with open_binary(path) as handle:
+            data = handle.read(MAX_INPUT_BYTES + 1)
     if len(data) > MAX_INPUT_BYTES:
         raise ProblemError(f"is larger than {MAX_INPUT_BYTES // 1024**3} GiB")
     return data
 
 
-def parse_json_document(data: bytes) -> Any:
-    """Parse UTF-8 JSON strictly: duplicate keys are an error; NaN and Infinity
-    literals become float nan/inf so that validation can say which cell holds them."""
-    if not data.strip():
-        raise ProblemError("is empty; expected a JSON object")
+def open_binary(path: str) -> BinaryIO:
+    """``open(path, "rb")``, its failures turned into ProblemErrors in a user's words."""
     try:
-        text = data.decode("utf-8-sig")
+        return open(path, "rb")  # the caller closes it
+    except FileNotFoundError:
+        raise ProblemError("no such file") from None
+    except IsADirectoryError:
+        raise ProblemError("is a directory, not a file") from None
+    except PermissionError:
+        raise ProblemError("permission denied") from None
+    except OSError as error:
+        raise ProblemError(f"cannot be read ({error.strerror or error})") from None
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8 text (a BOM is dropped); ProblemError saying where it is not UTF-8."""
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         hint = " (it looks like UTF-16: save it as UTF-8)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
         raise ProblemError(
             f"is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start}{hint}"
         ) from None
+
+
+def parse_json(data: bytes, what: str = "a JSON object") -> Any:
+    """Parse UTF-8 JSON strictly: duplicate keys are an error; NaN and Infinity literals become
+    float nan/inf so that validation can say which cell holds them."""
+    if not data.strip():
+        raise ProblemError(f"is empty; expected {what}")
+    text = decode_text(data)
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=_reject_duplicate_keys,
-            parse_constant=float,
-        )
+        return json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=float)
     except json.JSONDecodeError as error:
-        raise ProblemError(
-            f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
-        ) from None
+        raise ProblemError(f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
     except RecursionError:
         raise ProblemError("invalid JSON: nested too deeply") from None
-
-
-def read_json_document(path: str, stdin: BinaryIO | None = None) -> Any:
-    """Read and parse the JSON problem document at ``path`` (``-`` for stdin)."""
-    return parse_json_document(read_bytes(path, stdin))
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -83,3 +112,235 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         document[key] = value
     return document
 
+
+# --- whole problems -------------------------------------------------------------------------------
+
+def read_problem(path: str, stdin: BinaryIO | None = None) -> Inputs:
+    """The problem at ``path``: a JSON document (``-`` for stdin), an NPZ archive of named
+    arrays, or a folder of one file per matrix (x.csv, w_query.npy, …) with an optional
+    problem.json for the options."""
+    source = source_name(path)
+    if path != "-" and Path(path).is_dir():
+        return read_folder(Path(path))
+    suffix = Path(path).suffix.lower()
+    if path != "-" and suffix not in DOCUMENT_SUFFIXES:
+        raise ProblemError(
+            f"unknown extension {suffix or '(none)'!r}: a problem is a .json or .npz file or a folder "
+            "(single matrices go in --x, --w-query, …)"
+        )
+    data = read_bytes(path, stdin)
+    if suffix == ".npz" or data.startswith(ZIP_MAGIC):
+        return Inputs(parse_npz(data), {})
+    document = parse_json(data)
+    if not isinstance(document, dict):
+        raise ProblemError(f"expected a JSON object with x, w_query, w_key and w_value, got {_json_kind(document)}")
+    return Inputs(document, {key: source for key in document})
+
+
+def read_folder(folder: Path) -> Inputs:
+    """One file per matrix, named after its key (any of .csv .tsv .json .npy), plus problem.json."""
+    document: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    options_path = folder / OPTIONS_FILE
+    if options_path.is_file():
+        options = _at(str(options_path), lambda: parse_json(read_bytes(str(options_path))))
+        if not isinstance(options, dict):
+            raise ProblemError(f"expected a JSON object of options, got {_json_kind(options)}",
+                               source=str(options_path))
+        document.update(options)
+        sources.update({key: str(options_path) for key in options})
+    for entry in sorted(folder.iterdir()):
+        if entry.name == OPTIONS_FILE or entry.suffix.lower() not in MATRIX_SUFFIXES or not entry.is_file():
+            continue
+        key = entry.stem
+        if key not in MATRIX_KEYS + ("mask",):
+            close = difflib.get_close_matches(key, MATRIX_KEYS + ("mask",), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}{entry.suffix}?" if close else ""
+            raise ProblemError(f"is not named after a matrix attncli knows{hint}", source=str(entry))
+        if key in sources and sources[key] != str(options_path):
+            raise ProblemError(f"{key} is given twice in this folder: {Path(sources[key]).name} and {entry.name}",
+                               source=str(folder))
+        document[key] = read_matrix(str(entry))
+        sources[key] = str(entry)
+    if "x" not in document:
+        raise ProblemError(
+            "holds no x (x.csv, x.tsv, x.json or x.npy); a problem folder has one file per matrix",
+            source=str(folder),
+        )
+    return Inputs(document, sources)
+
+
+def _at(path: str, read: Any) -> Any:
+    """Run ``read``; its ProblemError names ``path``."""
+    try:
+        return read()
+    except ProblemError as error:
+        error.source = error.source or path
+        raise
+
+
+# --- single matrices ------------------------------------------------------------------------------
+
+def read_matrix(path: str, stdin: BinaryIO | None = None) -> Any:
+    """One matrix from a .csv/.tsv, .json (a bare array) or .npy file, or ``-``: nested lists or
+    an array, validated later against the matrix it is given for."""
+    suffix = Path(path).suffix.lower() if path != "-" else ""
+    if path != "-" and suffix not in MATRIX_SUFFIXES:
+        raise ProblemError(f"unknown extension {suffix or '(none)'!r} for a matrix: use .csv, .tsv, .json or .npy")
+    if suffix == ".npy":
+        return read_npy(path)
+    data = read_bytes(path, stdin)
+    if data.startswith(NPY_MAGIC):
+        return parse_npy(data)
+    if suffix == ".json" or (suffix == "" and data.lstrip()[:1] in (b"[", b"{")):
+        value = parse_json(data, "a JSON array")
+        if isinstance(value, dict):
+            raise ProblemError("holds a JSON object; a matrix file holds a bare array such as [[1, 2], [3, 4]]")
+        return value
+    return parse_csv(data, "\t" if suffix == ".tsv" else "," if suffix == ".csv" else None)
+
+
+def parse_csv(data: bytes, delimiter: str | None = None) -> np.ndarray:
+    """A matrix from CSV/TSV text: ``delimiter`` or, when None, tab if the first row has one,
+    else comma. A first row that is not numeric is a header and skipped; blank lines and
+    ``#`` comments are ignored. Returns a 2-D float64 array (a single row stays 1×n)."""
+    text = decode_text(data)
+    rows: list[list[float]] = []
+    first_line = 0
+    header_seen = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if delimiter is None:
+            delimiter = "\t" if "\t" in line else ","
+        cells = next(csv.reader([line], delimiter=delimiter))
+        values = [_csv_number(cell) for cell in cells]
+        if None in values:
+            if not rows and not header_seen:
+                header_seen = True  # a header row: column names, not numbers
+                continue
+            column = values.index(None) + 1
+            raise ProblemError(f"line {number}, column {column}: {_cell_text(cells[column - 1])} is not a number")
+        for column, value in enumerate(values, start=1):
+            if not math.isfinite(value):
+                cell = cells[column - 1].strip()
+                raise ProblemError(f"line {number}, column {column}: {cell} is not a finite number")
+        if rows and len(values) != len(rows[0]):
+            raise ProblemError(
+                f"line {number} has {len(values)} values but line {first_line} has {len(rows[0])}"
+            )
+        if not rows:
+            first_line = number
+        rows.append(values)  # type: ignore[arg-type]
+    if not rows:
+        raise ProblemError("holds no numbers" if text.strip() else "is empty")
+    return np.array(rows, dtype=np.float64)
+
+
+def _csv_number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _cell_text(cell: str) -> str:
+    return "an empty cell" if not cell.strip() else repr(cell.strip())
+
+
+def read_npy(path: str) -> np.ndarray:
+    with open_binary(path) as handle:
+        return _load_npy(handle)
+
+
+def parse_npy(data: bytes) -> np.ndarray:
+    return _load_npy(io.BytesIO(data))
+
+
+def _load_npy(handle: BinaryIO) -> np.ndarray:
+    try:
+        return np.load(handle, allow_pickle=False)
+    except ValueError as error:
+        if "allow_pickle" in str(error) or "Object arrays" in str(error):
+            raise ProblemError(_PICKLE_REFUSAL) from None
+        raise ProblemError(f"is not a valid .npy file ({error})") from None
+    except (OSError, EOFError) as error:
+        raise ProblemError(f"is not a valid .npy file ({error})") from None
+
+
+_PICKLE_REFUSAL = (
+    "holds Python objects (a pickle), which attncli never loads: save plain numeric arrays "
+    "(np.save with a float or bool array)"
+)
+
+
+def parse_npz(data: bytes) -> dict[str, Any]:
+    """An NPZ archive's arrays by name; a 0-d array (heads, scale, a mask rule) becomes its value."""
+    try:
+        archive = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ProblemError(f"is not a valid .npz file ({error})") from None
+    document: dict[str, Any] = {}
+    with archive:
+        for key in archive.files:
+            try:
+                array = archive[key]
+            except ValueError as error:
+                if "allow_pickle" in str(error) or "Object arrays" in str(error):
+                    raise ProblemError(f"array {key!r} {_PICKLE_REFUSAL}", key=key) from None
+                raise ProblemError(f"array {key!r} cannot be read ({error})", key=key) from None
+            except (OSError, zipfile.BadZipFile) as error:
+                raise ProblemError(f"array {key!r} cannot be read ({error})", key=key) from None
+            document[key] = array.item() if array.ndim == 0 else array
+    return document
+
+
+# --- JSON Lines -----------------------------------------------------------------------------------
+
+def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed document or ProblemError) for each non-blank line, one line in memory
+    at a time."""
+    for number, raw in enumerate(stream, start=1):
+        if not raw.strip():
+            continue
+        try:
+            document = parse_json(raw)
+            if not isinstance(document, dict):
+                raise ProblemError(f"line {number} is {_json_kind(document)}, not a JSON object")
+            yield number, document
+        except ProblemError as error:
+            if not error.message.startswith("line "):
+                error.message = f"line {number}: {error.message}"
+            yield number, error
+
+
+def open_lines(path: str, stdin: BinaryIO | None = None) -> BinaryIO:
+    """A binary stream of the JSON Lines at ``path`` (``-`` for standard input)."""
+    if path == "-":
+        return stdin if stdin is not None else sys.stdin.buffer
+    return open_binary(path)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+def read_inputs(path: str | None, matrices: dict[str, str], stdin: BinaryIO | None = None) -> Inputs:
+    """The problem at ``path`` (None for none), with each of ``matrices`` (key -> file) read and
+    put in place of the document's own: how --x, --w-query, … override or supply matrices."""
+    givers = [given for given in (path, *matrices.values()) if given == "-"]
+    if len(givers) > 1:
+        raise ProblemError("standard input (-) can feed only one input", source=STDIN_NAME)
+    inputs = _at(source_name(path), lambda: read_problem(path, stdin)) if path is not None else Inputs({})
+    for key, matrix_path in matrices.items():
+        inputs.document[key] = _at(source_name(matrix_path), lambda p=matrix_path: read_matrix(p, stdin))
+        inputs.sources[key] = source_name(matrix_path)
+    return inputs

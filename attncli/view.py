@@ -5,6 +5,7 @@ Rich is imported here and in the CLI only; nothing else in attncli needs it.
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Iterator
 
@@ -223,3 +224,10 @@ def _print(console: Console, blocks: list[RenderableType]) -> None:
             console.width = needed
     for block in blocks:
         console.print(block)
+
+
+def trace_text(trace: Trace, steps: list[Step], precision: int, full: bool = False) -> str:
+    """The tables as plain text without colour, for a .txt file."""
+    buffer = io.StringIO()
+    print_trace(trace, steps, precision, full, console=Console(file=buffer, no_color=True, force_terminal=False))
+    return buffer.getvalue()

@@ -169,8 +169,11 @@ def test_missing_file(tmp_path):
     assert_one_line_error(run("compute", tmp_path / "nope.json"), f"{tmp_path / 'nope.json'}: no such file")
 
 
-def test_directory_instead_of_file(tmp_path):
-    assert_one_line_error(run("compute", tmp_path), f"{tmp_path}: is a directory, not a file")
+def test_folder_without_x(tmp_path):
+    assert_one_line_error(
+        run("compute", tmp_path),
+        f"{tmp_path}: holds no x (x.csv, x.tsv, x.json or x.npy); a problem folder has one file per matrix",
+    )
 
 
 def test_unreadable_file(tmp_path):
@@ -242,8 +245,8 @@ def test_bad_scale_option():
 
 
 def test_usage_errors_are_one_line():
-    result = run("compute", SAMPLES / "classic.json", "--bogus")
-    assert_one_line_error(result, "No such option: --bogus (see 'attncli compute --help')")
+    result = run("compute", SAMPLES / "classic.json", "--frobnicate")
+    assert_one_line_error(result, "No such option: --frobnicate (see 'attncli compute --help')")
     result = run("compute")
     assert_one_line_error(result, "Missing argument 'FILE'. (see 'attncli compute --help')")
     assert_one_line_error(run("compute", SAMPLES / "classic.json", "--heads", "0"),
