@@ -248,7 +248,8 @@ def test_usage_errors_are_one_line():
     result = run("compute", SAMPLES / "classic.json", "--zzz")
     assert_one_line_error(result, "No such option: --zzz (see 'attncli compute --help')")
     result = run("compute")
-    assert_one_line_error(result, "Missing argument 'FILE'. (see 'attncli compute --help')")
+    assert_one_line_error(result, "Invalid value for FILE: give a problem FILE, or the matrices with --x, "
+                                  "--w-query, --w-key and --w-value (see 'attncli compute --help')")
     assert_one_line_error(run("compute", SAMPLES / "classic.json", "--heads", "0"),
                           "Invalid value for '--heads': 0 is not allowed; use a whole number of at least 1 "
                           "(see 'attncli compute --help')")
