@@ -254,7 +254,7 @@ def test_usage_errors_are_one_line():
                           "Invalid value for '--heads': 0 is not allowed; use a whole number of at least 1 "
                           "(see 'attncli compute --help')")
     assert_one_line_error(run("compute", SAMPLES / "classic.json", "-f", "xml"),
-                          "Invalid value for '--format' / '-f': 'xml' is not one of table, json "
+                          "Invalid value for '--format' / '-f': 'xml' is not one of table, json, csv, npz "
                           "(see 'attncli compute --help')")
     assert_one_line_error(run("demo", "--precision", "18"),
                           "Invalid value for '--precision': 18 is not allowed; use a whole number from 0 to 17 "
