@@ -233,13 +233,12 @@ def compute(
     if file is None and "x" not in matrices:
         raise typer.BadParameter("give a problem FILE, or the matrices with --x, --w-query, --w-key and --w-value",
                                  param_hint="FILE")
-    target = Path(output) if output is not None else None
     if lines or (file is not None and file.lower().endswith(".jsonl")):
         if matrices:
             raise typer.BadParameter("matrix options do not combine with JSON Lines", param_hint="--lines")
         if output_format not in (None, "json"):
             raise typer.BadParameter("JSON Lines are written as JSON lines", param_hint="--format")
-        _compute_lines(file or "-", target, heads, scale, causal, step, strict)
+        _compute_lines(file or "-", Path(output) if output else None, heads, scale, causal, step, strict)
         return
 
     from attncli.pipeline import attention
@@ -258,7 +257,7 @@ def compute(
     for warning in trace.warnings:
         _warn(default_source, warning)
     input_paths = [path for path in (file, *matrices.values()) if path is not None]
-    _emit(trace, steps, output_format, target, input_paths, precision, full)
+    _emit(trace, steps, output_format, output, input_paths, precision, full)
 
 
 def _compute_lines(path: str, target: Path | None, heads: int | None, scale: str | None, causal: bool,
@@ -293,17 +292,20 @@ def _compute_lines(path: str, target: Path | None, heads: int | None, scale: str
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def _emit(trace: Trace, steps: list[Step], output_format: str | None, target: Path | None, input_paths: list[str],
+def _emit(trace: Trace, steps: list[Step], output_format: str | None, output: str | None, input_paths: list[str],
           precision: int, full: bool) -> None:
-    """Write the chosen steps in the chosen format to stdout or, atomically, to ``target``."""
+    """Write the chosen steps in the chosen format to stdout or, atomically, to ``output``."""
+    from pathlib import Path
+
     from attncli import export
     from attncli.errors import ProblemError
     from attncli.writers import is_folder_target, refuse_inputs, write_atomic
     from attncli.writers import output_format as resolve_format
 
     try:
-        chosen = resolve_format(output_format, target)
-        if target is not None and chosen == "csv" and is_folder_target(target):
+        chosen = resolve_format(output_format, output)
+        target = Path(output) if output is not None else None
+        if output is not None and chosen == "csv" and is_folder_target(output):
             target.mkdir(parents=True, exist_ok=True)
             files = {target / f"{step.name}.csv": step for step in steps}
             refuse_inputs(files, input_paths)
@@ -312,9 +314,9 @@ def _emit(trace: Trace, steps: list[Step], output_format: str | None, target: Pa
             return
         if chosen == "csv" and len(steps) > 1:
             raise ProblemError(
-                f"CSV holds one step; choose it with --step ({', '.join(s.name for s in steps)}), "
+                f"holds one step; choose it with --step ({', '.join(s.name for s in steps)}), "
                 "or give -o FOLDER for one file per step",
-                source=str(target) if target is not None else "csv",
+                source=output if output is not None else "--format csv",
             )
         if target is not None:
             refuse_inputs([target], input_paths)
@@ -323,7 +325,7 @@ def _emit(trace: Trace, steps: list[Step], output_format: str | None, target: Pa
     except ProblemError as error:
         _fail(error.source or "output", error.message)
     if chosen == "npz" and sys.stdout.isatty():
-        _fail("npz", "is binary: write it with -o FILE.npz or redirect stdout")
+        _fail("--format npz", "is binary: write it with -o FILE.npz or redirect stdout")
     with _stdout_guard():
         if chosen == "table":
             from attncli.view import print_trace

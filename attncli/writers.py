@@ -66,26 +66,29 @@ def refuse_inputs(outputs: Iterable[Path], inputs: Iterable[str]) -> None:
 OUTPUT_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".npz": "npz", ".txt": "table"}
 
 
-def output_format(requested: str | None, output: Path | None) -> str:
+def output_format(requested: str | None, output: str | None) -> str:
     """The format to write: the one asked for, else the output file's extension, else table.
     A folder (existing, or a path ending in /) takes CSV, one file per step."""
     if output is not None and is_folder_target(output):
         if requested not in (None, "csv"):
             raise ProblemError(f"is a folder, which takes --format csv (one file per step), not {requested}",
-                               source=str(output))
+                               source=output)
         return "csv"
     if requested is not None:
         return requested
     if output is None:
         return "table"
     try:
-        return OUTPUT_SUFFIXES[output.suffix.lower()]
+        return OUTPUT_SUFFIXES[Path(output).suffix.lower()]
     except KeyError:
         raise ProblemError(
-            f"has no extension attncli writes ({', '.join(OUTPUT_SUFFIXES)}); give --format",
-            source=str(output),
+            f"has no extension attncli writes ({', '.join(OUTPUT_SUFFIXES)}); give --format, "
+            "or end a folder's name with /",
+            source=output,
         ) from None
 
 
-def is_folder_target(output: Path) -> bool:
-    return output.is_dir() or str(output).endswith(("/", os.sep))
+def is_folder_target(output: str) -> bool:
+    """Whether ``output`` names a folder: one that exists, or a path ending in a slash
+    (kept as typed: pathlib would drop the slash)."""
+    return output.endswith(("/", os.sep)) or Path(output).is_dir()

@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 OUT = Path(__file__).with_name("torch_golden.json")
+NAMED_NPZ = Path(__file__).with_name("torch_named_packed.npz")
+NAMED_JSON = Path(__file__).with_name("torch_named_separate.json")
+NAMED_EXPECTED = Path(__file__).with_name("torch_named_expected.json")
 DTYPE = torch.float64
 
 
@@ -239,6 +242,40 @@ def cases(rng: np.random.Generator) -> list[dict]:
     ]
 
 
+def pytorch_named(rng: np.random.Generator) -> None:
+    """nn.MultiheadAttention layers saved under their own parameter names, and their outputs."""
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    expected = {"about": "Outputs of nn.MultiheadAttention(batch_first=True) for the layers saved beside this "
+                "file under PyTorch's parameter names. Made by tests/data/make_torch_golden.py",
+                "torch_version": torch.__version__}
+
+    # packed in_proj_weight (self-attention), saved exactly as the README tells users to
+    mha = torch.nn.MultiheadAttention(6, 3, batch_first=True, dtype=DTYPE).eval()
+    with torch.no_grad():
+        for parameter in mha.parameters():  # PyTorch zeroes the biases at first: make them count
+            parameter.normal_()
+    x = torch.randn(2, 4, 6, dtype=DTYPE)
+    state = {name: t.detach().numpy() for name, t in mha.state_dict().items()}
+    np.savez(NAMED_NPZ, x=x.numpy(), heads=mha.num_heads, **state)
+    with torch.no_grad():
+        expected["packed"] = mha(x, x, x, need_weights=False)[0].numpy().tolist()
+
+    # separate q/k/v_proj_weight (cross-attention: kdim = vdim = 8 != embed_dim 4), as JSON;
+    # attncli computes K and V from one context, so the module gets that tensor as key and value
+    x, context = torch.randn(1, 3, 4, dtype=DTYPE), torch.randn(1, 5, 8, dtype=DTYPE)
+    mha_cross = torch.nn.MultiheadAttention(4, 2, batch_first=True, kdim=8, vdim=8, dtype=DTYPE).eval()
+    with torch.no_grad():
+        for parameter in mha_cross.parameters():
+            parameter.normal_()
+    document = {name: t.detach().numpy().tolist() for name, t in mha_cross.state_dict().items()}
+    document.update(x=x.numpy().tolist(), context=context.numpy().tolist(), heads=mha_cross.num_heads)
+    NAMED_JSON.write_text(json.dumps(document, indent=1) + "\n")
+    with torch.no_grad():
+        expected["separate"] = mha_cross(x, context, context, need_weights=False)[0].numpy().tolist()
+    NAMED_EXPECTED.write_text(json.dumps(expected, indent=1) + "\n")
+    print(f"wrote {NAMED_NPZ.name}, {NAMED_JSON.name}, {NAMED_EXPECTED.name}")
+
+
 def main() -> None:
     rng = np.random.default_rng(20261126)
     golden = {
@@ -252,6 +289,7 @@ def main() -> None:
         golden["cases"].append({**case, "expected": expected})
     OUT.write_text(json.dumps(golden, indent=1) + "\n")
     print(f"wrote {OUT} ({len(golden['cases'])} cases, torch {torch.__version__})")
+    pytorch_named(rng)
 
 
 if __name__ == "__main__":
