@@ -160,7 +160,7 @@ def read_folder(folder: Path) -> Inputs:
         if key in sources and sources[key] != str(options_path):
             raise ProblemError(f"{key} is given twice in this folder: {Path(sources[key]).name} and {entry.name}",
                                source=str(folder))
-        document[key] = read_matrix(str(entry))
+        document[key] = _at(str(entry), lambda path=str(entry): read_matrix(path))
         sources[key] = str(entry)
     if "x" not in document:
         raise ProblemError(
@@ -216,7 +216,8 @@ def parse_csv(data: bytes, delimiter: str | None = None) -> np.ndarray:
         cells = next(csv.reader([line], delimiter=delimiter))
         values = [_csv_number(cell) for cell in cells]
         if None in values:
-            if not rows and not header_seen:
+            names = any(value is None and cell.strip() for value, cell in zip(values, cells, strict=True))
+            if names and not rows and not header_seen:
                 header_seen = True  # a header row: column names, not numbers
                 continue
             column = values.index(None) + 1
