@@ -35,4 +35,4 @@ def test_console_examples_print_what_the_readme_shows(monkeypatch):
         expected = [line.rstrip() for line in shown.splitlines()]
         assert [line.rstrip() for line in result.stdout.splitlines()] == expected, command
         checked += 1
-    assert checked >= 1
+    assert checked >= 2
