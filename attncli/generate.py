@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from attncli.errors import ProblemError
+from attncli.keys import head_counts
 
 # Four decimals keep a document readable; the values need no more to be a fair test.
 DECIMALS = 4
@@ -39,10 +40,8 @@ def random_document(
     if context_len is not None and context_len < 1:
         raise ProblemError(f"context_len is {context_len}; it must be at least 1")
     if d_model % heads:
-        working = [h for h in range(1, d_model + 1) if d_model % h == 0]
         raise ProblemError(
-            f"d_model {d_model} does not split into {heads} heads (head counts that would: "
-            f"{', '.join(map(str, working))})"
+            f"d_model {d_model} does not split into {heads} heads (head counts that would: {head_counts(d_model)})"
         )
     rng = np.random.default_rng(seed)
     lead = () if batch is None else (batch,)

@@ -14,20 +14,21 @@ import math
 import numpy as np
 
 from attncli.errors import ProblemError
+from attncli.keys import STEP_NAMES
 from attncli.problem import Problem
 from attncli.trace import Step, Trace
 
 # Axis names of every step before the axes a problem does not have are dropped.
-AXES = {
-    "q": ("batch", "heads", "q_len", "head_dim"),
-    "k": ("batch", "heads", "k_len", "head_dim"),
-    "v": ("batch", "heads", "k_len", "head_dim_v"),
-    "scores": ("batch", "heads", "q_len", "k_len"),
-    "logits": ("batch", "heads", "q_len", "k_len"),
-    "softmax": ("batch", "heads", "q_len", "k_len"),
-    "concat": ("batch", "q_len", "heads*head_dim_v"),
-    "output": ("batch", "q_len", "d_out"),
-}
+AXES = dict(zip(STEP_NAMES, (
+    ("batch", "heads", "q_len", "head_dim"),  # q
+    ("batch", "heads", "k_len", "head_dim"),  # k
+    ("batch", "heads", "k_len", "head_dim_v"),  # v
+    ("batch", "heads", "q_len", "k_len"),  # scores
+    ("batch", "heads", "q_len", "k_len"),  # logits
+    ("batch", "heads", "q_len", "k_len"),  # softmax
+    ("batch", "q_len", "heads*head_dim_v"),  # concat
+    ("batch", "q_len", "d_out"),  # output
+), strict=True))
 
 
 def split_heads(projected: np.ndarray, heads: int) -> np.ndarray:
@@ -105,7 +106,7 @@ def attention(problem: Problem) -> Trace:
         _check_finite("scores", arrays["scores"], problem, allowed)
 
         logits = arrays["scores"]
-        if factor != 1.0 or allowed is not None:
+        if _has_logits(problem):
             if problem.scale == "sqrt":
                 # one rounding (÷√d) instead of two (×(1/√d)): closer to the exact value
                 logits = logits / math.sqrt(problem.head_dim)
@@ -117,8 +118,8 @@ def attention(problem: Problem) -> Trace:
             arrays["logits"] = logits
 
         arrays["softmax"] = masked_softmax(logits, allowed)
+        # finite: each row is clipped into the range of V's rows, which are finite
         concat = merge_heads(weighted_values(arrays["softmax"], arrays["v"]))
-        _check_finite("concat", concat, problem)
         if problem.w_out is not None:
             arrays["concat"] = concat
             output = concat @ problem.w_out
@@ -134,7 +135,7 @@ def attention(problem: Problem) -> Trace:
         for name in AXES
         if name in arrays
     }
-    return Trace(steps=steps, meta=_meta(problem, factor), warnings=_masked_row_warnings(problem))
+    return Trace(steps=steps, meta=_meta(problem), warnings=_masked_row_warnings(problem))
 
 
 def _check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.ndarray | None = None) -> None:
@@ -208,7 +209,7 @@ def _has_logits(problem: Problem) -> bool:
     return problem.scale_factor != 1.0 or problem.mask is not None
 
 
-def _meta(problem: Problem, factor: float) -> dict:
+def _meta(problem: Problem) -> dict:
     return {
         "heads": problem.heads,
         "head_dim": problem.head_dim,
@@ -217,7 +218,7 @@ def _meta(problem: Problem, factor: float) -> dict:
         "cross_attention": problem.cross,
         "scale": {
             "rule": problem.scale if isinstance(problem.scale, str) else "number",
-            "factor": factor,
+            "factor": problem.scale_factor,
         },
         "mask": problem.mask_rule,
     }

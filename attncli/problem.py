@@ -6,7 +6,6 @@ so the pipeline can assume consistent float64 arrays. Pure Python and numpy: no 
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -14,17 +13,8 @@ from typing import Any
 import numpy as np
 
 from attncli.errors import ProblemError
+from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, closest, describe, head_counts
 
-MATRIX_KEYS = (
-    "x", "context",
-    "w_query", "w_key", "w_value",
-    "b_query", "b_key", "b_value",
-    "w_out", "b_out",
-)
-OPTION_KEYS = ("heads", "scale", "mask")
-# "about" lets a document describe itself (samples do); it is never computed with.
-KNOWN_KEYS = MATRIX_KEYS + OPTION_KEYS + ("about",)
-REQUIRED_KEYS = ("x", "w_query", "w_key", "w_value")
 SCALE_RULES = ("sqrt", "none")
 
 _ROLE = {
@@ -103,7 +93,7 @@ def problem_from_document(
     """
     if not isinstance(document, dict):
         raise ProblemError(
-            f"expected a JSON object with x, w_query, w_key and w_value, got {_describe(document)}"
+            f"expected a JSON object with x, w_query, w_key and w_value, got {describe(document)}"
         )
     from attncli import torchnames  # it builds on as_array below
 
@@ -114,12 +104,12 @@ def problem_from_document(
         if key not in document:
             raise ProblemError(f"missing {key} ({_ROLE[key]})")
 
-    x = _array(document, "x", (2, 3))
+    x = as_array("x", document["x"], (2, 3))
     batched = x.ndim == 3
     x3 = x if batched else x[None]
     cross = document.get("context") is not None
     if cross:
-        context = _array(document, "context", (2, 3))
+        context = as_array("context", document["context"], (2, 3))
         if context.ndim != x.ndim:
             raise ProblemError(
                 f"context has {context.ndim} axes but x has {x.ndim}: give both a batch axis or neither",
@@ -139,7 +129,7 @@ def problem_from_document(
     per_head_counts: dict[str, int] = {}
     weights: dict[str, np.ndarray] = {}
     for key in ("w_query", "w_key", "w_value"):
-        weight = _array(document, key, (2, 3))
+        weight = as_array(key, document[key], (2, 3))
         if weight.ndim == 3:
             per_head_counts[key] = weight.shape[0]
             # (heads, d_in, head_dim) -> (d_in, heads*head_dim), head h in the h-th block
@@ -167,7 +157,7 @@ def problem_from_document(
 
     w_out = b_out = None
     if document.get("w_out") is not None:
-        w_out = _array(document, "w_out", (2,))
+        w_out = as_array("w_out", document["w_out"], (2,))
         concat_width = weights["w_value"].shape[1]
         if w_out.shape[0] != concat_width:
             raise ProblemError(
@@ -212,7 +202,7 @@ def parse_scale(value: Any) -> str | float:
         try:
             number = float(word)
         except ValueError:
-            hint = _closest(word, SCALE_RULES)
+            hint = closest(word, SCALE_RULES)
             raise ProblemError(
                 f"scale is {value!r}; use \"sqrt\" (1/sqrt(head_dim)), \"none\" (1) "
                 f"or a positive number{hint}"
@@ -222,7 +212,7 @@ def parse_scale(value: Any) -> str | float:
         return number
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProblemError(
-            f"scale is {_describe(value)}; use \"sqrt\", \"none\" or a positive number"
+            f"scale is {describe(value)}; use \"sqrt\", \"none\" or a positive number"
         )
     try:
         factor = float(value)
@@ -239,31 +229,11 @@ def _reject_unknown_keys(document: dict) -> None:
     if unknown:
         key = unknown[0]
         others = f" (and {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
-        raise ProblemError(f"unknown key {key!r}{others}{_closest(key, KNOWN_KEYS)}")
-
-
-def _closest(word: str, choices: tuple[str, ...]) -> str:
-    matches = difflib.get_close_matches(str(word).lower(), choices, n=1, cutoff=0.5)
-    return f"; did you mean {matches[0]!r}?" if matches else ""
+        raise ProblemError(f"unknown key {key!r}{others}{closest(key, KNOWN_KEYS)}")
 
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        shown = value if len(value) <= 20 else value[:17] + "..."
-        return f"the string {shown!r}"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    return repr(value)
 
 
 def _index(path: list[int]) -> str:
@@ -278,11 +248,14 @@ def _nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, .
         if value.dtype.kind not in kinds:
             raise ProblemError(f"{name}{_index(path)} holds values of type {value.dtype}, expected numbers", key=name)
         return value.shape
+    if len(path) > 4:
+        # no matrix has more than 4 axes: stop before a deeply nested document exhausts the stack
+        raise ProblemError(f"{name} is nested more than 4 deep; a matrix has at most 4 axes", key=name)
     if not isinstance(value, list):
         # subclasses count (numpy's float64 is a float), except bool posing as an int
         if isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
             return ()
-        raise ProblemError(f"{name}{_index(path)} is {_describe(value)}, expected a number", key=name)
+        raise ProblemError(f"{name}{_index(path)} is {describe(value)}, expected a number", key=name)
     if not value:
         return (0,)
     # A row of plain numbers is the common case: check it in one pass, not one call per cell.
@@ -307,11 +280,6 @@ def _nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, .
 
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "×".join(map(str, shape)) if shape else "a single number"
-
-
-def _array(document: dict, name: str, ranks: tuple[int, ...]) -> np.ndarray:
-    """The document's value for ``name`` as a finite float64 array of one of ``ranks``."""
-    return as_array(name, document[name], ranks)
 
 
 def as_array(name: str, value: Any, ranks: tuple[int, ...]) -> np.ndarray:
@@ -364,7 +332,7 @@ def _resolve_heads(value: Any, per_head_counts: dict[str, int]) -> int:
     if value is not None:
         whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
         if isinstance(value, bool) or not whole:
-            raise ProblemError(f"heads is {_describe(value)}; it must be a whole number of at least 1")
+            raise ProblemError(f"heads is {describe(value)}; it must be a whole number of at least 1")
         if value < 1:
             raise ProblemError(f"heads is {int(value)}; it must be at least 1")
         value = int(value)
@@ -392,10 +360,9 @@ def _check_rows(weight: np.ndarray, name: str, source: np.ndarray, source_name: 
 def _check_divisible(weight: np.ndarray, name: str, heads: int) -> None:
     width = weight.shape[1]
     if width % heads:
-        working = [h for h in range(1, width + 1) if width % h == 0]
         raise ProblemError(
             f"{name} has {_count(width, 'column')}, which do not split into {heads} heads "
-            f"(head counts that would: {', '.join(map(str, working))})",
+            f"(head counts that would: {head_counts(width)})",
             {name: weight.shape},
         )
 
@@ -403,7 +370,7 @@ def _check_divisible(weight: np.ndarray, name: str, heads: int) -> None:
 def _bias(document: dict, name: str, width: int, weight_name: str, heads: int | None) -> np.ndarray | None:
     if document.get(name) is None:
         return None
-    bias = _array(document, name, (1, 2) if heads else (1,))
+    bias = as_array(name, document[name], (1, 2) if heads else (1,))
     if bias.ndim == 2:
         # per head, (heads, head_dim): laid side by side like the per-head weights
         if bias.shape[0] != heads:
@@ -429,7 +396,7 @@ def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[n
             # query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does
             return np.tri(q_len, k_len, dtype=bool)[None, None], "causal"
         raise ProblemError(
-            f"mask is {value!r}; use \"causal\" or an array of 0/1 (1 = may attend){_closest(value, ('causal',))}",
+            f"mask is {value!r}; use \"causal\" or an array of 0/1 (1 = may attend){closest(value, ('causal',))}",
             key="mask",
         )
     shape = _nested_shape("mask", value, [], (bool, int, float))

@@ -9,7 +9,6 @@ Nothing here is ever unpickled.
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import json
 import math
@@ -23,7 +22,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from attncli.errors import ProblemError
-from attncli.problem import MATRIX_KEYS
+from attncli.keys import FILE_KEYS, closest, describe
 
 STDIN_NAME = "<stdin>"
 # Far beyond any problem a table can show, small enough that a wrong file fails fast.
@@ -55,8 +54,7 @@ def source_name(path: str) -> str:
 def read_bytes(path: str, stdin: BinaryIO | None = None) -> bytes:
     """The raw bytes of ``path``, or of standard input when ``path`` is ``-``."""
     if path == "-":
-        stream = stdin if stdin is not None else sys.stdin.buffer
-        data = stream.read(MAX_INPUT_BYTES + 1)
+        data = _stdin(stdin).read(MAX_INPUT_BYTES + 1)
     else:
         with open_binary(path) as handle:
             data = handle.read(MAX_INPUT_BYTES + 1)
@@ -102,6 +100,10 @@ def parse_json(data: bytes, what: str = "a JSON object") -> Any:
         raise ProblemError(f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
     except RecursionError:
         raise ProblemError("invalid JSON: nested too deeply") from None
+    except ProblemError:
+        raise
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise ProblemError(f"invalid JSON: {error}") from None
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -132,9 +134,8 @@ def read_problem(path: str, stdin: BinaryIO | None = None) -> Inputs:
     if suffix == ".npz" or data.startswith(ZIP_MAGIC):
         return Inputs(parse_npz(data), {})
     document = parse_json(data)
-    if not isinstance(document, dict):
-        raise ProblemError(f"expected a JSON object with x, w_query, w_key and w_value, got {_json_kind(document)}")
-    return Inputs(document, {key: source for key in document})
+    # a document that is not an object is problem_from_document's to refuse
+    return Inputs(document, {key: source for key in document} if isinstance(document, dict) else {})
 
 
 def read_folder(folder: Path) -> Inputs:
@@ -145,7 +146,7 @@ def read_folder(folder: Path) -> Inputs:
     if options_path.is_file():
         options = _at(str(options_path), lambda: parse_json(read_bytes(str(options_path))))
         if not isinstance(options, dict):
-            raise ProblemError(f"expected a JSON object of options, got {_json_kind(options)}",
+            raise ProblemError(f"expected a JSON object of options, got {describe(options)}",
                                source=str(options_path))
         document.update(options)
         sources.update({key: str(options_path) for key in options})
@@ -153,14 +154,13 @@ def read_folder(folder: Path) -> Inputs:
         if entry.name == OPTIONS_FILE or entry.suffix.lower() not in MATRIX_SUFFIXES or not entry.is_file():
             continue
         key = entry.stem
-        if key not in MATRIX_KEYS + ("mask",):
-            close = difflib.get_close_matches(key, MATRIX_KEYS + ("mask",), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]}{entry.suffix}?" if close else ""
-            raise ProblemError(f"is not named after a matrix attncli knows{hint}", source=str(entry))
+        if key not in FILE_KEYS:
+            raise ProblemError(f"is not named after a matrix attncli knows{closest(key, FILE_KEYS, 0.6)}",
+                               source=str(entry))
         if key in sources and sources[key] != str(options_path):
             raise ProblemError(f"{key} is given twice in this folder: {Path(sources[key]).name} and {entry.name}",
                                source=str(folder))
-        document[key] = _at(str(entry), lambda path=str(entry): read_matrix(path))
+        document[key] = _at(str(entry), lambda path=str(entry), key=key: read_matrix(path, key=key))
         sources[key] = str(entry)
     if "x" not in document:
         raise ProblemError(
@@ -181,9 +181,9 @@ def _at(path: str, read: Any) -> Any:
 
 # --- single matrices ------------------------------------------------------------------------------
 
-def read_matrix(path: str, stdin: BinaryIO | None = None) -> Any:
+def read_matrix(path: str, stdin: BinaryIO | None = None, key: str = "") -> Any:
     """One matrix from a .csv/.tsv, .json (a bare array) or .npy file, or ``-``: nested lists or
-    an array, validated later against the matrix it is given for."""
+    an array, validated later as the document's ``key`` (a mask's CSV may say true/false)."""
     suffix = Path(path).suffix.lower() if path != "-" else ""
     if path != "-" and suffix not in MATRIX_SUFFIXES:
         raise ProblemError(f"unknown extension {suffix or '(none)'!r} for a matrix: use .csv, .tsv, .json or .npy")
@@ -192,33 +192,32 @@ def read_matrix(path: str, stdin: BinaryIO | None = None) -> Any:
     data = read_bytes(path, stdin)
     if data.startswith(NPY_MAGIC):
         return parse_npy(data)
-    if suffix == ".json" or (suffix == "" and data.lstrip()[:1] in (b"[", b"{")):
+    if suffix == ".json" or (suffix == "" and data.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"[", b"{")):
         value = parse_json(data, "a JSON array")
         if isinstance(value, dict):
             raise ProblemError("holds a JSON object; a matrix file holds a bare array such as [[1, 2], [3, 4]]")
         return value
-    return parse_csv(data, "\t" if suffix == ".tsv" else "," if suffix == ".csv" else None)
+    return parse_csv(data, "\t" if suffix == ".tsv" else "," if suffix == ".csv" else None, booleans=key == "mask")
 
 
-def parse_csv(data: bytes, delimiter: str | None = None) -> np.ndarray:
+def parse_csv(data: bytes, delimiter: str | None = None, booleans: bool = False) -> np.ndarray:
     """A matrix from CSV/TSV text: ``delimiter`` or, when None, tab if the first row has one,
-    else comma. A first row that is not numeric is a header and skipped; blank lines and
-    ``#`` comments are ignored. Returns a 2-D float64 array (a single row stays 1×n)."""
+    else comma. A first row none of whose cells is a number is a header and skipped; blank
+    lines and ``#`` comments are ignored; with ``booleans``, true/false count as 1/0 (masks).
+    Returns a 2-D float64 array (a single row stays 1×n)."""
     text = decode_text(data)
     rows: list[list[float]] = []
     first_line = 0
-    header_seen = False
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         if delimiter is None:
             delimiter = "\t" if "\t" in line else ","
         cells = next(csv.reader([line], delimiter=delimiter))
-        values = [_csv_number(cell) for cell in cells]
+        values = [_csv_number(cell, booleans) for cell in cells]
         if None in values:
-            names = any(value is None and cell.strip() for value, cell in zip(values, cells, strict=True))
-            if names and not rows and not header_seen:
-                header_seen = True  # a header row: column names, not numbers
+            if not rows and first_line == 0 and all(value is None for value in values):
+                first_line = -1  # a header row: column names, not numbers; only the first row may be one
                 continue
             column = values.index(None) + 1
             raise ProblemError(f"line {number}, column {column}: {_cell_text(cells[column - 1])} is not a number")
@@ -238,11 +237,14 @@ def parse_csv(data: bytes, delimiter: str | None = None) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
-def _csv_number(cell: str) -> float | None:
+_BOOLEANS = {"true": 1.0, "false": 0.0}
+
+
+def _csv_number(cell: str, booleans: bool = False) -> float | None:
     try:
         return float(cell)
     except ValueError:
-        return None
+        return _BOOLEANS.get(cell.strip().lower()) if booleans else None
 
 
 def _cell_text(cell: str) -> str:
@@ -262,17 +264,22 @@ def _load_npy(handle: BinaryIO) -> np.ndarray:
     try:
         return np.load(handle, allow_pickle=False)
     except ValueError as error:
-        if "allow_pickle" in str(error) or "Object arrays" in str(error):
-            raise ProblemError(_PICKLE_REFUSAL) from None
-        raise ProblemError(f"is not a valid .npy file ({error})") from None
+        raise _unreadable_array(error, "is not a valid .npy file") from None
     except (OSError, EOFError) as error:
         raise ProblemError(f"is not a valid .npy file ({error})") from None
+    except MemoryError:
+        raise ProblemError("holds an array too large for this machine's memory") from None
 
 
-_PICKLE_REFUSAL = (
-    "holds Python objects (a pickle), which attncli never loads: save plain numeric arrays "
-    "(np.save with a float or bool array)"
-)
+def _unreadable_array(error: ValueError, damaged: str, pickled: str = "", key: str | None = None) -> ProblemError:
+    """The error for an array numpy would not load: a pickle it was told not to load, or damage."""
+    if "allow_pickle" in str(error) or "Object arrays" in str(error):
+        return ProblemError(
+            f"{pickled}holds Python objects (a pickle), which attncli never loads: "
+            "save plain numeric arrays (np.save with a float or bool array)",
+            key=key,
+        )
+    return ProblemError(f"{damaged} ({error})", key=key)
 
 
 def parse_npz(data: bytes) -> dict[str, Any]:
@@ -287,11 +294,11 @@ def parse_npz(data: bytes) -> dict[str, Any]:
             try:
                 array = archive[key]
             except ValueError as error:
-                if "allow_pickle" in str(error) or "Object arrays" in str(error):
-                    raise ProblemError(f"array {key!r} {_PICKLE_REFUSAL}", key=key) from None
-                raise ProblemError(f"array {key!r} cannot be read ({error})", key=key) from None
+                raise _unreadable_array(error, f"array {key!r} cannot be read", f"array {key!r} ", key) from None
             except (OSError, zipfile.BadZipFile) as error:
                 raise ProblemError(f"array {key!r} cannot be read ({error})", key=key) from None
+            except MemoryError:
+                raise ProblemError(f"array {key!r} is too large for this machine's memory", key=key) from None
             document[key] = array.item() if array.ndim == 0 else array
     return document
 
@@ -306,42 +313,35 @@ def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
             continue
         try:
             document = parse_json(raw)
-            if not isinstance(document, dict):
-                raise ProblemError(f"line {number} is {_json_kind(document)}, not a JSON object")
-            yield number, document
         except ProblemError as error:
-            if not error.message.startswith("line "):
-                error.message = f"line {number}: {error.message}"
             yield number, error
+            continue
+        yield number, document
 
 
 def open_lines(path: str, stdin: BinaryIO | None = None) -> BinaryIO:
     """A binary stream of the JSON Lines at ``path`` (``-`` for standard input)."""
     if path == "-":
-        return stdin if stdin is not None else sys.stdin.buffer
+        return _stdin(stdin)
     return open_binary(path)
 
 
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return "a number"
+def _stdin(stdin: BinaryIO | None) -> BinaryIO:
+    if stdin is not None:
+        return stdin
+    if sys.stdin is None:
+        raise ProblemError("standard input is closed", source=STDIN_NAME)
+    return sys.stdin.buffer
 
 
-def read_inputs(path: str | None, matrices: dict[str, str], stdin: BinaryIO | None = None) -> Inputs:
-    """The problem at ``path`` (None for none), with each of ``matrices`` (key -> file) read and
-    put in place of the document's own: how --x, --w-query, … override or supply matrices."""
-    givers = [given for given in (path, *matrices.values()) if given == "-"]
+def read_inputs(path: str | None, matrix_paths: dict[str, str], stdin: BinaryIO | None = None) -> Inputs:
+    """The problem at ``path`` (None for none), with each of ``matrix_paths`` (key -> file) read
+    and put in place of the document's own: how --x, --w-query, … override or supply matrices."""
+    givers = [given for given in (path, *matrix_paths.values()) if given == "-"]
     if len(givers) > 1:
         raise ProblemError("standard input (-) can feed only one input", source=STDIN_NAME)
     inputs = _at(source_name(path), lambda: read_problem(path, stdin)) if path is not None else Inputs({})
-    for key, matrix_path in matrices.items():
-        inputs.document[key] = _at(source_name(matrix_path), lambda p=matrix_path: read_matrix(p, stdin))
+    for key, matrix_path in matrix_paths.items():
+        inputs.document[key] = _at(source_name(matrix_path), lambda p=matrix_path, k=key: read_matrix(p, stdin, k))
         inputs.sources[key] = source_name(matrix_path)
     return inputs

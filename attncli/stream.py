@@ -19,10 +19,8 @@ from attncli.readers import iter_json_lines
 
 @dataclass(frozen=True)
 class LineResult:
-    """What one input line gave: its ``number``, the JSON ``output`` line or the ``error``,
-    and any ``warnings``."""
+    """What one input line gave: the JSON ``output`` line or the ``error``, and any ``warnings``."""
 
-    number: int
     output: str | None
     error: ProblemError | None
     warnings: tuple[str, ...] = ()
@@ -38,14 +36,13 @@ def compute_lines(
 ) -> Iterator[LineResult]:
     """Compute each JSON Lines problem of ``stream`` in turn, with the command-line overrides."""
     for number, parsed in iter_json_lines(stream):
-        if isinstance(parsed, ProblemError):
-            yield LineResult(number, None, parsed)
-            continue
         try:
+            if isinstance(parsed, ProblemError):
+                raise parsed
             problem = problem_from_document(parsed, heads=heads, scale=scale, causal=causal)
             trace = attention(problem)
             output = trace_to_json(trace, trace.select(step_names))
         except ProblemError as error:
-            yield LineResult(number, None, ProblemError(f"line {number}: {error.message}", error.shapes))
+            yield LineResult(None, ProblemError(f"line {number}: {error.message}", error.shapes))
             continue
-        yield LineResult(number, output, None, tuple(f"line {number}: {warning}" for warning in trace.warnings))
+        yield LineResult(output, None, tuple(f"line {number}: {warning}" for warning in trace.warnings))

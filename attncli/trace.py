@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from attncli.errors import ProblemError
-
-STEP_ORDER = ("q", "k", "v", "scores", "logits", "softmax", "concat", "output")
+from attncli.keys import STEP_NAMES
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class Trace:
                 known = ", ".join(self.steps)
                 reason = (
                     "this problem has no such step"
-                    if name in STEP_ORDER
+                    if name in STEP_NAMES
                     else "there is no such step"
                 )
                 raise ProblemError(f"step {name!r}: {reason}; the steps are {known}")

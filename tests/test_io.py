@@ -120,7 +120,7 @@ def test_a_bad_json_line_is_reported_with_its_number_and_the_others_go_on(tmp_pa
             "output": reference_output["meta"]["steps"]["output"]}}},
     ]
     assert result.stderr.splitlines() == [
-        f"Error: {path}: line 2 is an array, not a JSON object",
+        f"Error: {path}: line 2: expected a JSON object with x, w_query, w_key and w_value, got an array",
         f"Error: {path}: line 3: invalid JSON at line 1, column 2: Expecting property name enclosed in double quotes",
         f"Error: {path}: line 5: w_query has 4 rows but x has 2 columns",
     ]

@@ -1,0 +1,48 @@
+"""Names shared by every layer, and the wording of values in messages. No numpy: the CLI's
+--help and option checks use it without paying numpy's import."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+MATRIX_KEYS = (
+    "x", "context",
+    "w_query", "w_key", "w_value",
+    "b_query", "b_key", "b_value",
+    "w_out", "b_out",
+)
+# The arrays a file can hold: the matrices and a mask array.
+FILE_KEYS = MATRIX_KEYS + ("mask",)
+OPTION_KEYS = ("heads", "scale", "mask")
+# "about" lets a document describe itself (samples do); it is never computed with.
+KNOWN_KEYS = MATRIX_KEYS + OPTION_KEYS + ("about",)
+REQUIRED_KEYS = ("x", "w_query", "w_key", "w_value")
+STEP_NAMES = ("q", "k", "v", "scores", "logits", "softmax", "concat", "output")
+
+
+def closest(word: Any, choices: tuple[str, ...], cutoff: float = 0.5) -> str:
+    """``; did you mean 'CHOICE'?`` for the choice most like ``word``, or an empty string."""
+    matches = difflib.get_close_matches(str(word).lower(), choices, n=1, cutoff=cutoff)
+    return f"; did you mean {matches[0]!r}?" if matches else ""
+
+
+def describe(value: Any) -> str:
+    """A JSON value as a message names it: null, true, the string '…', an object, an array, 3."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = value if len(value) <= 20 else value[:17] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def head_counts(width: int) -> str:
+    """The head counts that split ``width`` evenly, for a message: ``1, 2, 4``."""
+    return ", ".join(str(heads) for heads in range(1, width + 1) if width % heads == 0)
