@@ -358,7 +358,7 @@ def test_folder_errors_name_the_file_at_fault(tmp_path):
     (folder / "w_key.csv").unlink()
     (folder / "w_kee.csv").write_text("1\n")
     assert_one_line_error(run("compute", folder),
-                          f"{folder / 'w_kee.csv'}: is not named after a matrix attncli knows; did you mean w_key.csv?")
+                          f"{folder / 'w_kee.csv'}: is not named after a matrix attncli knows; did you mean 'w_key'?")
 
 
 def test_only_one_input_may_come_from_stdin():
