@@ -16,9 +16,9 @@ import typer
 from typer.core import TyperGroup
 
 from attncli import __version__
+from attncli.keys import FILE_KEYS, STEP_NAMES
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from attncli.trace import Step, Trace
 
@@ -71,11 +71,8 @@ app = typer.Typer(
 )
 
 
-# The formats each command writes; export.FORMATS has the same four (kept here so --help needs no numpy).
 COMPUTE_FORMATS = ("table", "json", "csv", "npz")
 DEMO_FORMATS = ("table", "json")
-MATRIX_OPTIONS = ("x", "context", "w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out",
-                  "mask")
 
 
 def _write_error(message: str) -> None:
@@ -94,7 +91,9 @@ def _warn(source: str, warning: str) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        sys.stdout.write(f"attncli {__version__}\n")
+        with _stdout_guard():
+            sys.stdout.write(f"attncli {__version__}\n")
+            sys.stdout.flush()
         raise typer.Exit()
 
 
@@ -117,7 +116,7 @@ def _choice(choices: tuple[str, ...]):
     return check
 
 
-def _check_at_least(minimum: int, maximum: int | None = None):
+def _whole_number(minimum: int, maximum: int | None = None):
     def check(value: int | None) -> int | None:
         if value is not None and (value < minimum or (maximum is not None and value > maximum)):
             bounds = f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
@@ -137,7 +136,7 @@ def _matrix_option(key: str):
 
 PrecisionOption = Annotated[
     int,
-    typer.Option("--precision", metavar="N", callback=_check_at_least(0, 17), help="Decimals shown in tables."),
+    typer.Option("--precision", metavar="N", callback=_whole_number(0, 17), help="Decimals shown in tables."),
 ]
 FullOption = Annotated[
     bool, typer.Option("--full", help="Show every row and column of large tables instead of eliding the middle.")
@@ -170,7 +169,7 @@ def compute(
     heads: Annotated[
         int | None,
         typer.Option(
-            "--heads", metavar="N", callback=_check_at_least(1), help="Number of heads (overrides the document)."
+            "--heads", metavar="N", callback=_whole_number(1), help="Number of heads (overrides the document)."
         ),
     ] = None,
     scale: Annotated[
@@ -217,64 +216,72 @@ def compute(
     full: FullOption = False,
 ) -> None:
     """Compute attention for FILE (or the matrices given as options) and show every step."""
-    from pathlib import Path
-
     from attncli.errors import ProblemError
 
-    matrices = {
+    matrix_paths = {
         key: path
         for key, path in zip(
-            MATRIX_OPTIONS,
+            FILE_KEYS,
             (x, context, w_query, w_key, w_value, b_query, b_key, b_value, w_out, b_out, mask),
             strict=True,
         )
         if path is not None
     }
-    if file is None and "x" not in matrices:
+    if file is None and "x" not in matrix_paths:
         raise typer.BadParameter("give a problem FILE, or the matrices with --x, --w-query, --w-key and --w-value",
                                  param_hint="FILE")
+    unknown_steps = [name for name in step or () if name not in STEP_NAMES]
+    if unknown_steps:
+        raise typer.BadParameter(f"{unknown_steps[0]!r} is not a step; the steps are {', '.join(STEP_NAMES)}",
+                                 param_hint="--step")
     if lines or (file is not None and file.lower().endswith(".jsonl")):
-        if matrices:
+        if matrix_paths:
             raise typer.BadParameter("matrix options do not combine with JSON Lines", param_hint="--lines")
         if output_format not in (None, "json"):
             raise typer.BadParameter("JSON Lines are written as JSON lines", param_hint="--format")
-        _compute_lines(file or "-", Path(output) if output else None, heads, scale, causal, step, strict)
+        _compute_lines(file or "-", output, heads, scale, causal, step, strict)
         return
 
     from attncli.pipeline import attention
     from attncli.problem import problem_from_document
     from attncli.readers import Inputs, read_inputs, source_name
 
-    default_source = source_name(file) if file is not None else source_name(matrices["x"])
+    default_source = source_name(file) if file is not None else source_name(matrix_paths["x"])
     inputs = Inputs({})
     try:
-        inputs = read_inputs(file, matrices)
+        inputs = read_inputs(file, matrix_paths)
         problem = problem_from_document(inputs.document, heads=heads, scale=scale, causal=causal)
         trace = attention(problem)
         steps = trace.select(step)
     except ProblemError as error:
         _fail(inputs.source_of(error, default_source), error.message)
+    except MemoryError:
+        _fail(default_source, "is too large for this machine's memory (try --step output, or a smaller problem)")
     for warning in trace.warnings:
         _warn(default_source, warning)
-    input_paths = [path for path in (file, *matrices.values()) if path is not None]
+    # every file read, those inside a folder included: none may be written over
+    input_paths = [path for path in (file, *matrix_paths.values(), *inputs.sources.values()) if path is not None]
     _emit(trace, steps, output_format, output, input_paths, precision, full)
 
 
-def _compute_lines(path: str, target: Path | None, heads: int | None, scale: str | None, causal: bool,
+def _compute_lines(path: str, output: str | None, heads: int | None, scale: str | None, causal: bool,
                    step: list[str] | None, strict: bool) -> None:
     from attncli.errors import ProblemError
     from attncli.readers import open_lines, source_name
     from attncli.stream import compute_lines
-    from attncli.writers import atomic_file, refuse_inputs
+    from attncli.writers import atomic_file, plan_output, refuse_inputs
 
     source = source_name(path)
     failures = 0
     try:
+        plan = plan_output("json" if output is None else None, output, ["output"])
+        if plan.format != "json" or plan.folder:
+            raise ProblemError("JSON Lines are written as JSON: give a .jsonl or .json file", source=output)
         stream = open_lines(path)
-        if target is not None:
-            refuse_inputs([target], [path])
+        if plan.target is not None:
+            refuse_inputs([plan.target], [path])
         with contextlib.ExitStack() as stack, _stdout_guard():
-            sink = stack.enter_context(atomic_file(target)) if target is not None else sys.stdout.buffer
+            sink = stack.enter_context(atomic_file(plan.target)) if plan.target else sys.stdout.buffer
             for result in compute_lines(stream, heads=heads, scale=scale, causal=causal, step_names=step):
                 for warning in result.warnings:
                     _warn(source, warning)
@@ -294,63 +301,44 @@ def _compute_lines(path: str, target: Path | None, heads: int | None, scale: str
 
 def _emit(trace: Trace, steps: list[Step], output_format: str | None, output: str | None, input_paths: list[str],
           precision: int, full: bool) -> None:
-    """Write the chosen steps in the chosen format to stdout or, atomically, to ``output``."""
-    from pathlib import Path
-
-    from attncli import export
+    """Show the chosen steps on stdout, or write them to files, in the chosen format."""
     from attncli.errors import ProblemError
-    from attncli.writers import is_folder_target, refuse_inputs, write_atomic
-    from attncli.writers import output_format as resolve_format
+    from attncli.writers import plan_output, write_files
 
     try:
-        chosen = resolve_format(output_format, output)
-        target = Path(output) if output is not None else None
-        if output is not None and chosen == "csv" and is_folder_target(output):
-            target.mkdir(parents=True, exist_ok=True)
-            files = {target / f"{step.name}.csv": step for step in steps}
-            refuse_inputs(files, input_paths)
-            for path, step in files.items():
-                write_atomic(path, export.step_to_csv(step).encode())
+        plan = plan_output(output_format, output, [step.name for step in steps])
+        if plan.folder:
+            write_files({plan.target / f"{step.name}.csv": _render([step], trace, "csv", precision, full)
+                         for step in steps}, input_paths)
             return
-        if chosen == "csv" and len(steps) > 1:
-            raise ProblemError(
-                f"holds one step; choose it with --step ({', '.join(s.name for s in steps)}), "
-                "or give -o FOLDER for one file per step",
-                source=output if output is not None else "--format csv",
-            )
-        if target is not None:
-            refuse_inputs([target], input_paths)
-            write_atomic(target, _render(trace, steps, chosen, precision, full))
+        if plan.target is not None:
+            write_files({plan.target: _render(steps, trace, plan.format, precision, full)}, input_paths)
             return
     except ProblemError as error:
         _fail(error.source or "output", error.message)
-    if chosen == "npz" and sys.stdout.isatty():
+    if plan.format == "npz" and sys.stdout.isatty():
         _fail("--format npz", "is binary: write it with -o FILE.npz or redirect stdout")
     with _stdout_guard():
-        if chosen == "table":
+        if plan.format == "table":
             from attncli.view import print_trace
 
             print_trace(trace, steps, precision, full)
             return
-        data = _render(trace, steps, chosen, precision, full)
+        data = _render(steps, trace, plan.format, precision, full)
         # in pieces: one huge write() to a closed pipe can end "successfully" after 64 KiB
         for start in range(0, len(data), 1 << 16):
             sys.stdout.buffer.write(data[start : start + (1 << 16)])
         sys.stdout.buffer.flush()
 
 
-def _render(trace: Trace, steps: list[Step], chosen: str, precision: int, full: bool) -> bytes:
-    from attncli import export
+def _render(steps: list[Step], trace: Trace, chosen: str, precision: int, full: bool) -> bytes:
+    if chosen == "table":
+        from attncli.view import trace_text
 
-    if chosen == "json":
-        return export.trace_to_json(trace, steps).encode()
-    if chosen == "csv":
-        return export.step_to_csv(steps[0]).encode()
-    if chosen == "npz":
-        return export.trace_to_npz(trace, steps)
-    from attncli.view import trace_text
+        return trace_text(trace, steps, precision, full).encode()
+    from attncli.export import render
 
-    return trace_text(trace, steps, precision, full).encode()
+    return render(trace, steps, chosen)
 
 
 @app.command()
@@ -383,20 +371,21 @@ def demo(
 
 @app.command("random")
 def random_problem(
-    seq_len: Annotated[int, typer.Option("--seq-len", metavar="L", callback=_check_at_least(1),
+    seq_len: Annotated[int, typer.Option("--seq-len", metavar="L", callback=_whole_number(1),
                                          help="Tokens in x.")],
-    d_model: Annotated[int, typer.Option("--d-model", metavar="E", callback=_check_at_least(1),
+    d_model: Annotated[int, typer.Option("--d-model", metavar="E", callback=_whole_number(1),
                                          help="Width of x and of every weight.")],
-    heads: Annotated[int, typer.Option("--heads", metavar="H", callback=_check_at_least(1),
+    heads: Annotated[int, typer.Option("--heads", metavar="H", callback=_whole_number(1),
                                        help="Heads; must divide E.")] = 1,
-    batch: Annotated[int | None, typer.Option("--batch", metavar="N", callback=_check_at_least(1),
+    batch: Annotated[int | None, typer.Option("--batch", metavar="N", callback=_whole_number(1),
                                               help="Give x a batch axis of N.")] = None,
-    context_len: Annotated[int | None, typer.Option("--context-len", metavar="M", callback=_check_at_least(1),
+    context_len: Annotated[int | None, typer.Option("--context-len", metavar="M", callback=_whole_number(1),
                                                     help="Add a context of M tokens (cross-attention).")] = None,
     out_proj: Annotated[bool, typer.Option("--out-proj", help="Add an output projection W_O.")] = False,
     bias: Annotated[bool, typer.Option("--bias", help="Add biases.")] = False,
     causal: Annotated[bool, typer.Option("--causal", help="Add a causal mask.")] = False,
-    seed: Annotated[int | None, typer.Option("--seed", metavar="S", help="Same seed, same document.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", metavar="S", callback=_whole_number(0),
+                                             help="Same seed, same document.")] = None,
 ) -> None:
     """Print a random, valid problem document as one line of JSON."""
     import json
@@ -422,6 +411,8 @@ def _stdout_guard() -> Iterator[None]:
     except BrokenPipeError:
         _silence_stdout()
         raise typer.Exit(EXIT_BROKEN_PIPE) from None
+    except OSError as error:  # a full disk behind a redirect, say
+        _fail("<stdout>", f"cannot be written ({error.strerror or error})")
 
 
 def _silence_stdout() -> None:
@@ -432,6 +423,9 @@ def _silence_stdout() -> None:
 
 def main() -> None:
     """Console-script entry point: run the app; a closed pipe ends quietly."""
+    if sys.stdout is None:  # started with stdout closed (>&-): nowhere for results to go
+        _write_error("standard output is closed")
+        sys.exit(EXIT_BAD_INPUT)
     try:
         app()
     except BrokenPipeError:

@@ -11,8 +11,6 @@ import numpy as np
 
 from attncli.trace import Step, Trace
 
-FORMATS = ("table", "json", "csv", "npz")
-
 
 def array_to_json_value(array: np.ndarray) -> Any:
     """Nested lists of floats at full float64 precision; −∞ (a masked logit) becomes None."""
@@ -65,3 +63,12 @@ def trace_to_npz(trace: Trace, steps: list[Step]) -> bytes:
     arrays["meta"] = np.array(json.dumps(trace_meta(trace, steps)))
     np.savez(buffer, **arrays)
     return buffer.getvalue()
+
+
+def render(trace: Trace, steps: list[Step], chosen: str) -> bytes:
+    """The steps in a machine format: ``json``, ``csv`` (the first step) or ``npz``."""
+    if chosen == "json":
+        return trace_to_json(trace, steps).encode()
+    if chosen == "csv":
+        return step_to_csv(steps[0]).encode()
+    return trace_to_npz(trace, steps)

@@ -11,6 +11,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -20,27 +21,60 @@ from attncli.errors import ProblemError
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A binary handle whose contents replace ``path`` only when the block ends without error:
-    written to a temporary file in the same folder, flushed to disk, then renamed."""
-    try:
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except FileNotFoundError:
-        raise ProblemError("cannot be written: its folder does not exist", source=str(path)) from None
-    except PermissionError:
-        raise ProblemError("cannot be written: permission denied", source=str(path)) from None
+    written to a temporary file in the same folder, flushed to disk, then renamed.
+
+    A symbolic link is followed (the file it points to is replaced, not the link); a target that
+    is not a regular file (/dev/null, a FIFO) is written directly, as it cannot be renamed over.
+    The file keeps the permissions of the one it replaces, or gets the usual ones (0666 less the umask).
+    """
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():
+        if target.is_dir():
+            raise ProblemError("cannot be written: it is a folder", source=str(path))
+        with _writing(path), open(target, "wb") as handle:
+            yield handle
+        return
+    mode = target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask()
+    with _writing(path):
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
+            os.fchmod(handle.fileno(), mode)
+        os.replace(temporary, target)
     except BaseException as error:
         # whatever stopped us (a full disk, Ctrl-C, a bug): no half-written file stays behind
         Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, IsADirectoryError):
-            raise ProblemError("cannot be written: it is a folder", source=str(path)) from None
         if isinstance(error, OSError) and not isinstance(error, BrokenPipeError):
-            raise ProblemError(f"cannot be written ({error.strerror or error})", source=str(path)) from None
+            raise _write_error(error, path) from None
         raise
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        raise _write_error(error, path) from None
+
+
+def _write_error(error: OSError, path: Path) -> ProblemError:
+    reason = {
+        FileNotFoundError: "its folder does not exist",
+        NotADirectoryError: "a file stands where its folder should be",
+        FileExistsError: "a file stands where its folder should be",
+        PermissionError: "permission denied",
+        IsADirectoryError: "it is a folder",
+    }.get(type(error), error.strerror or str(error))
+    return ProblemError(f"cannot be written: {reason}", source=str(path))
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -66,29 +100,53 @@ def refuse_inputs(outputs: Iterable[Path], inputs: Iterable[str]) -> None:
 OUTPUT_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".npz": "npz", ".txt": "table"}
 
 
-def output_format(requested: str | None, output: str | None) -> str:
-    """The format to write: the one asked for, else the output file's extension, else table.
-    A folder (existing, or a path ending in /) takes CSV, one file per step."""
+@dataclass(frozen=True)
+class OutputPlan:
+    """Where and how results go: ``format`` (table, json, csv, npz), ``target`` (None for
+    stdout) and ``folder`` (one STEP.csv per step inside ``target``)."""
+
+    format: str
+    target: Path | None = None
+    folder: bool = False
+
+
+def plan_output(requested: str | None, output: str | None, step_names: list[str]) -> OutputPlan:
+    """Check the asked-for format and output path against each other and the steps; the format
+    is the one asked for, else the output file's extension, else table. A folder (existing, or
+    a path ending in /) takes CSV, one file per step."""
+    if output == "":
+        raise ProblemError("is empty: give a file or a folder ending in /", source="--output")
     if output is not None and is_folder_target(output):
         if requested not in (None, "csv"):
             raise ProblemError(f"is a folder, which takes --format csv (one file per step), not {requested}",
                                source=output)
-        return "csv"
-    if requested is not None:
-        return requested
-    if output is None:
-        return "table"
-    try:
-        return OUTPUT_SUFFIXES[Path(output).suffix.lower()]
-    except KeyError:
+        return OutputPlan("csv", Path(output), folder=True)
+    chosen = requested or ("table" if output is None else OUTPUT_SUFFIXES.get(Path(output).suffix.lower()))
+    if chosen is None:
         raise ProblemError(
             f"has no extension attncli writes ({', '.join(OUTPUT_SUFFIXES)}); give --format, "
             "or end a folder's name with /",
             source=output,
-        ) from None
+        )
+    if chosen == "csv" and len(step_names) > 1:
+        raise ProblemError(
+            f"holds one step; choose it with --step ({', '.join(step_names)}), "
+            "or give -o FOLDER/ for one file per step",
+            source=output if output is not None else "--format csv",
+        )
+    return OutputPlan(chosen, Path(output) if output is not None else None)
 
 
 def is_folder_target(output: str) -> bool:
     """Whether ``output`` names a folder: one that exists, or a path ending in a slash
     (kept as typed: pathlib would drop the slash)."""
     return output.endswith(("/", os.sep)) or Path(output).is_dir()
+
+
+def write_files(files: dict[Path, bytes], inputs: Iterable[str]) -> None:
+    """Write each file atomically, making its folder if need be, after checking none is an input."""
+    refuse_inputs(files, inputs)
+    for path, data in files.items():
+        with _writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data)

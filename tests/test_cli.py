@@ -234,8 +234,8 @@ def test_unknown_step_lists_the_steps():
     )
     assert_one_line_error(
         run("compute", SAMPLES / "classic.json", "--step", "attn"),
-        f"{SAMPLES / 'classic.json'}: step 'attn': there is no such step; "
-        "the steps are q, k, v, scores, softmax, output",
+        "Invalid value for --step: 'attn' is not a step; the steps are q, k, v, scores, logits, softmax, concat, "
+        "output (see 'attncli compute --help')",
     )
 
 

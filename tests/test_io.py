@@ -183,7 +183,7 @@ def test_several_steps_in_csv_need_a_folder(tmp_path, reference_output):
     assert_one_line_error(
         run("compute", SAMPLES / "classic.json", "-f", "csv"),
         "--format csv: holds one step; choose it with --step (q, k, v, scores, softmax, output), "
-        "or give -o FOLDER for one file per step",
+        "or give -o FOLDER/ for one file per step",
     )
     result = run("compute", SAMPLES / "classic.json", "-o", f"{tmp_path}/steps/")
     assert result.exit_code == 0 and result.stdout == ""
@@ -254,7 +254,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(writers.os, "fsync", failing_fsync)
     result = run("compute", SAMPLES / "classic.json", "-o", target)
-    assert_one_line_error(result, f"{target}: cannot be written (No space left on device)")
+    assert_one_line_error(result, f"{target}: cannot be written: No space left on device")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
@@ -364,3 +364,103 @@ def test_folder_errors_name_the_file_at_fault(tmp_path):
 def test_only_one_input_may_come_from_stdin():
     assert_one_line_error(run("compute", "-", "--x", "-", stdin="{}"),
                           "<stdin>: standard input (-) can feed only one input")
+
+
+# --- from review: writing where a careful user expects, and nowhere else ---------------------------
+
+def test_a_symlink_target_is_written_through(tmp_path):
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert run("compute", SAMPLES / "classic.json", "-o", link, "-s", "output").exit_code == 0
+    assert link.is_symlink()
+    assert json.loads(real.read_text())["output"][0][0] == 1.9366210616669624
+
+
+def test_a_fifo_target_is_written_directly(tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    result = run("compute", SAMPLES / "classic.json", "-o", fifo, "-s", "output", "-f", "json")
+    reader.join(timeout=10)
+    assert result.exit_code == 0, result.output
+    assert json.loads(received[0])["output"][0][0] == 1.9366210616669624
+    assert fifo.is_fifo()
+
+
+def test_written_files_keep_or_get_ordinary_permissions(tmp_path):
+    existing = tmp_path / "shared.json"
+    existing.write_text("old")
+    existing.chmod(0o640)
+    assert run("compute", SAMPLES / "classic.json", "-o", existing).exit_code == 0
+    assert existing.stat().st_mode & 0o777 == 0o640
+    previous = os.umask(0o022)
+    try:
+        assert run("compute", SAMPLES / "classic.json", "-o", tmp_path / "new.json").exit_code == 0
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_never_writes_over_a_file_read_from_a_folder(tmp_path):
+    folder = tmp_path / "problem"
+    shutil.copytree(SAMPLES / "classic_csv", folder)
+    before = (folder / "x.csv").read_bytes()
+    assert_one_line_error(
+        run("compute", folder, "-s", "q", "-o", folder / "x.csv"),
+        f"{folder / 'x.csv'}: is one of this run's inputs ({folder / 'x.csv'}); attncli never writes over its input",
+    )
+    assert (folder / "x.csv").read_bytes() == before
+
+
+def test_a_typo_in_the_first_csv_row_is_an_error_not_a_header(tmp_path):
+    path = write(tmp_path, "x.csv", "1,O,1,0\n0,2,0,2\n1,1,1,1\n")
+    assert_one_line_error(run("compute", SAMPLES / "classic.json", "--x", path),
+                          f"{path}: line 1, column 2: 'O' is not a number")
+
+
+def test_a_mask_csv_may_say_true_and_false(tmp_path, reference_output):
+    path = write(tmp_path, "mask.csv", "true,false,false\ntrue,true,false\ntrue,true,true\n")
+    causal = json_output(run("compute", SAMPLES / "classic.json", "--causal", "-f", "json", "-s", "softmax"))
+    assert json_output(run("compute", SAMPLES / "classic.json", "--mask", path, "-f", "json", "-s", "softmax")
+                       )["softmax"] == causal["softmax"]
+
+
+def test_a_json_matrix_with_a_bom_on_stdin(reference_output):
+    text = "\ufeff" + json.dumps(CLASSIC["x"])
+    result = run("compute", SAMPLES / "classic.json", "--x", "-", "-f", "json", stdin=text.encode())
+    assert json_output(result) == reference_output
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    ('{"w_query": [[1]], "w_key": [[1]], "w_value": [[1]], "x": ' + "[" * 600 + "1" + "]" * 600 + "}",
+     "x is nested more than 4 deep; a matrix has at most 4 axes"),
+    ('{"x": [[1' + "0" * 5000 + "]]}", "invalid JSON: Exceeds the limit (4300 digits) for integer string conversion: "
+                                       "value has 5001 digits; use sys.set_int_max_str_digits() to increase the limit"),
+])
+def test_pathological_json_is_an_error(document, message):
+    assert_one_line_error(run("compute", "-", stdin=document), f"<stdin>: {message}")
+
+
+def test_output_path_mistakes(tmp_path):
+    afile = write(tmp_path, "afile", "x")
+    assert_one_line_error(run("compute", SAMPLES / "classic.json", "-o", f"{afile}/"),
+                          f"{afile}/q.csv: cannot be written: a file stands where its folder should be")
+    assert_one_line_error(run("compute", SAMPLES / "classic.json", "-o", f"{afile}/out.json"),
+                          f"{afile}/out.json: cannot be written: a file stands where its folder should be")
+    assert_one_line_error(run("compute", SAMPLES / "classic.json", "-o", ""),
+                          "--output: is empty: give a file or a folder ending in /")
+    source = write(tmp_path, "in.jsonl", json.dumps(CLASSIC) + "\n")
+    assert_one_line_error(run("compute", source, "-o", tmp_path / "out.csv"),
+                          f"{tmp_path / 'out.csv'}: JSON Lines are written as JSON: give a .jsonl or .json file")
+
+
+def test_random_refuses_a_negative_seed():
+    assert_one_line_error(run("random", "--seq-len", "2", "--d-model", "2", "--seed", "-1"),
+                          "Invalid value for '--seed': -1 is not allowed; use a whole number of at least 0 "
+                          "(see 'attncli random --help')")
