@@ -52,7 +52,7 @@ def walkthrough(problem: Problem, trace: Trace) -> tuple[list[Section], str]:
     Takes the classic Problem and its Trace (single head, no batch); returns
     sections for inputs, linear maps, scores, softmax and weighted sum.
     """
-    steps = {name: step.array for name, step in trace.steps.items()}
+    arrays = {name: step.array for name, step in trace.steps.items()}
     sections = [
         Section(
             "1. Inputs",
@@ -68,30 +68,30 @@ def walkthrough(problem: Problem, trace: Trace) -> tuple[list[Section], str]:
             "2. Linear maps",
             "Q = x·W_Q, K = x·W_K, V = x·W_V: each token becomes a query, a key and a value.",
             (
-                Matrix("Q", steps["q"], "token", "dim"),
-                Matrix("K", steps["k"], "token", "dim"),
-                Matrix("V", steps["v"], "token", "dim"),
+                Matrix("Q", arrays["q"], "token", "dim"),
+                Matrix("K", arrays["k"], "token", "dim"),
+                Matrix("V", arrays["v"], "token", "dim"),
             ),
         ),
         Section(
             "3. Scores",
             "scores = Q·Kᵀ: row i, column j is how well query i matches key j "
             "(left unscaled here, as the classic walk-through does; attncli's default divides by √head_dim).",
-            (Matrix("scores", steps["scores"], "query", "key"),),
+            (Matrix("scores", arrays["scores"], "query", "key"),),
         ),
         Section(
             "4. Softmax",
             "softmax over each row (over the keys): e^score / Σ e^score, so each query's weights sum to 1.",
-            (Matrix("softmax", steps["softmax"], "query", "key"),),
+            (Matrix("softmax", arrays["softmax"], "query", "key"),),
             heatmap=True,
         ),
         Section(
             "5. Weighted sum",
             "output = softmax·V: output row i is the sum over keys j of weight[i, j] × V row j.",
-            (Matrix("output", steps["output"], "token", "dim"),),
+            (Matrix("output", arrays["output"], "token", "dim"),),
         ),
     ]
-    return sections, mistake_warning(steps["softmax"], steps["v"], steps["output"])
+    return sections, mistake_warning(arrays["softmax"], arrays["v"], arrays["output"])
 
 
 def mistake_warning(weights: np.ndarray, values: np.ndarray, output: np.ndarray) -> str:

@@ -40,6 +40,8 @@ MAX_COLUMNS = 16
 EDGE_ROWS = 10
 EDGE_COLUMNS = 7
 ELIDED_NOTE = "middle elided: --full shows every value, --format json gives them all"
+# A step of a large batch with many heads would be hundreds of tables: show this many of them.
+MAX_TABLES = 8
 
 
 def format_number(value: float, precision: int, integers: bool = False) -> str:
@@ -152,18 +154,27 @@ class HeatLegend:
 
 
 def step_blocks(console: Console, step: Step, precision: int, full: bool = False) -> Iterator[RenderableType]:
-    """One titled table per batch item and head of ``step``: formula, shape and position."""
+    """One titled table per batch item and head of ``step`` (formula, shape and position); past
+    MAX_TABLES of them, unless ``full``, a line saying how many more there are."""
     heatmap = step.name == "softmax"
     leading_axes = step.axes[:-2]
     n_rows, n_columns = step.shape[-2:]
     corner = f"{_AXIS_WORD.get(step.axes[-2], step.axes[-2])}╲{_AXIS_WORD.get(step.axes[-1], step.axes[-1])}"
-    for index in itertools.product(*(range(size) for size in step.shape[:-2])):
+    positions = list(itertools.product(*(range(size) for size in step.shape[:-2])))
+    shown = positions if full else positions[:MAX_TABLES]
+    for index in shown:
         where = ", ".join(
             f"{'batch' if axis == 'batch' else 'head'} {position}"
             for axis, position in zip(leading_axes, index, strict=True)
         )
         title = f"{step.formula}   {n_rows}×{n_columns}" + (f"   ({where})" if where else "")
         yield matrix_block(console, step.array[index], title, corner, precision, heatmap, full)
+    if len(shown) < len(positions):
+        yield Text(
+            f"… {len(positions) - len(shown)} more {step.name} tables ({' × '.join(leading_axes)}) not shown: "
+            "--full shows them, --format json gives every value",
+            style="dim",
+        )
     if heatmap:
         yield HeatLegend()
 
@@ -171,10 +182,12 @@ def step_blocks(console: Console, step: Step, precision: int, full: bool = False
 def print_trace(
     trace: Trace, steps: list[Step], precision: int, full: bool = False, console: Console | None = None
 ) -> None:
-    """Print the chosen steps of a trace as tables (to stdout unless ``console``), softmax as a heatmap."""
+    """Print the chosen steps of a trace as tables (to stdout unless ``console``), softmax as a heatmap;
+    each table is printed as soon as it is made."""
     console = console or PipeAwareConsole()
-    blocks = [block for step in steps for block in step_blocks(console, step, precision, full)]
-    _print(console, blocks)
+    for step in steps:
+        for block in step_blocks(console, step, precision, full):
+            _print(console, [block])
 
 
 def print_demo(sections: list[Section], warning: str, precision: int, console: Console | None = None) -> None:

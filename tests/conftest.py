@@ -26,8 +26,3 @@ def load(name: str):
 @pytest.fixture(scope="session")
 def seed_example():
     return load("seed_example.json")
-
-
-@pytest.fixture(scope="session")
-def torch_golden():
-    return load("torch_golden.json")

@@ -204,7 +204,8 @@ def test_npz_holds_one_array_per_step_and_the_meta(tmp_path, reference_output):
 
 @pytest.mark.parametrize(("name", "check"), [
     ("out.json", lambda data, ref: json.loads(data) == ref),
-    ("out.txt", lambda data, ref: b"output = softmax\xc2\xb7V   3\xc3\x973" in data and b"\x1b[" not in data),
+    ("out.txt", lambda data, ref: b"output = softmax\xc2\xb7V   3\xc3\x973" in data and b"\x1b[" not in data
+     and b"\xe2\x94\x82         0 \xe2\x94\x82 1.9366 \xe2\x94\x82 6.6831 \xe2\x94\x82 1.5951 \xe2\x94\x82" in data),
 ])
 def test_output_format_follows_the_extension(tmp_path, reference_output, name, check):
     result = run("compute", SAMPLES / "classic.json", "-o", tmp_path / name)
@@ -259,11 +260,29 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
-def test_json_lines_to_a_file_are_atomic(tmp_path):
+def test_json_lines_to_a_file_are_atomic(tmp_path, monkeypatch):
     source = write(tmp_path, "in.jsonl", json.dumps(CLASSIC) + "\n" + json.dumps(CLASSIC) + "\n")
     result = run("compute", source, "-o", tmp_path / "out.jsonl", "-s", "output")
     assert result.exit_code == 0
-    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert [json.loads(line)["output"][0][0] for line in lines] == [1.9366210616669624] * 2
+    # interrupted after the first line: the old file stays whole and no partial file appears
+    from attncli import stream
+
+    real = stream.trace_to_json
+    calls = []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(stream, "trace_to_json", interrupted)
+    result = run("compute", source, "-o", tmp_path / "out.jsonl", "-s", "output")
+    assert result.exit_code != 0
+    assert (tmp_path / "out.jsonl").read_text().splitlines() == lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
 
 
 # --- random ---------------------------------------------------------------------------------------

@@ -231,7 +231,7 @@ def test_weighted_values_near_the_float64_maximum_stay_finite():
     np.testing.assert_allclose(projected, [[biggest * 1e-300]], rtol=1e-15)
 
 
-def test_concat_overflow_is_named_before_the_projection():
+def test_an_overflowing_value_projection_is_named_before_anything_uses_it():
     document = {"x": [[1.0]], "w_query": [[1.0]], "w_key": [[1.0]], "w_value": [[1e308, 1e308]],
                 "w_out": [[1.0], [1.0]], "b_value": [1e308, 1e308]}
     with pytest.raises(ProblemError, match=r"^v overflows float64 at \(k_len 0, head_dim_v 0\)"):

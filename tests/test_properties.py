@@ -31,26 +31,40 @@ def problems(draw):
         return draw(hnp.arrays(np.float64, shape, elements=VALUES)).tolist()
 
     lead = () if batch is None else (batch,)
+    per_head = draw(st.booleans())  # weights as (heads, d_in, head_dim), biases as (heads, head_dim)
+
+    def weight(rows, dim):
+        return matrix(heads, rows, dim) if per_head else matrix(rows, heads * dim)
+
+    def bias(dim):
+        return matrix(heads, dim) if per_head else matrix(heads * dim)
+
     document = {
         "x": matrix(*lead, q_len, d_model),
-        "w_query": matrix(d_model, heads * head_dim),
-        "w_key": matrix(d_context, heads * head_dim),
-        "w_value": matrix(d_context, heads * head_dim_v),
-        "heads": heads,
+        "w_query": weight(d_model, head_dim),
+        "w_key": weight(d_context, head_dim),
+        "w_value": weight(d_context, head_dim_v),
         "scale": draw(st.sampled_from(["sqrt", "none", 0.5, 3.0])),
     }
+    if not per_head:
+        document["heads"] = heads
     if cross:
         document["context"] = matrix(*lead, k_len, d_context)
+    for name, dim in (("b_query", head_dim), ("b_key", head_dim), ("b_value", head_dim_v)):
+        if draw(st.booleans()):
+            document[name] = bias(dim)
     if draw(st.booleans()):
-        document["b_query"] = matrix(heads * head_dim)
-        document["b_value"] = matrix(heads * head_dim_v)
-    if draw(st.booleans()):
-        document["w_out"] = matrix(heads * head_dim_v, draw(st.integers(1, 4)))
-    mask_kind = draw(st.sampled_from(["none", "causal", "2d", "4d"]))
+        d_out = draw(st.integers(1, 4))
+        document["w_out"] = matrix(heads * head_dim_v, d_out)
+        if draw(st.booleans()):
+            document["b_out"] = matrix(d_out)
+    mask_kind = draw(st.sampled_from(["none", "causal", "2d", "3d", "4d"]))
     if mask_kind == "causal":
         document["mask"] = "causal"
     elif mask_kind == "2d":
         document["mask"] = draw(hnp.arrays(np.bool_, (q_len, k_len))).tolist()
+    elif mask_kind == "3d":
+        document["mask"] = draw(hnp.arrays(np.int64, (batch or 1, q_len, k_len), elements=st.integers(0, 1))).tolist()
     elif mask_kind == "4d":
         document["mask"] = draw(hnp.arrays(np.bool_, (batch or 1, heads, q_len, k_len))).tolist()
     return document
@@ -63,12 +77,15 @@ def reference(document):
     context = np.array(document.get("context", document["x"]), dtype=float)
     if x.ndim == 2:
         x, context = x[None], context[None]
-    heads = document["heads"]
-    w_q, w_k, w_v = (np.array(document[name]) for name in ("w_query", "w_key", "w_value"))
+    w_q, w_k, w_v = (np.array(document[name], dtype=float) for name in ("w_query", "w_key", "w_value"))
+    heads = w_q.shape[0] if w_q.ndim == 3 else document.get("heads", 1)
+    if w_q.ndim == 3:  # per head: head h's columns come h-th
+        w_q, w_k, w_v = (np.concatenate(list(w), axis=1) for w in (w_q, w_k, w_v))
     d, d_v = w_q.shape[1] // heads, w_v.shape[1] // heads
-    b_q = np.array(document.get("b_query", np.zeros(w_q.shape[1])))
-    b_v = np.array(document.get("b_value", np.zeros(w_v.shape[1])))
-    scale = {"sqrt": 1 / math.sqrt(d), "none": 1.0}.get(document["scale"], document["scale"])
+    b_q, b_k, b_v = (np.ravel(document.get(name, np.zeros(width)))
+                     for name, width in (("b_query", w_q.shape[1]), ("b_key", w_k.shape[1]),
+                                         ("b_value", w_v.shape[1])))
+    scale = {"sqrt": 1 / math.sqrt(d), "none": 1.0}.get(document.get("scale", "sqrt"), document.get("scale"))
     q_len, k_len = x.shape[1], context.shape[1]
     mask = document.get("mask")
     if mask is None:
@@ -77,13 +94,13 @@ def reference(document):
         allowed = np.array([[j <= i for j in range(k_len)] for i in range(q_len)])[None, None]
     else:
         allowed = np.array(mask, bool)
-        allowed = allowed.reshape((1, 1) + allowed.shape) if allowed.ndim == 2 else allowed
+        allowed = {2: lambda a: a[None, None], 3: lambda a: a[:, None], 4: lambda a: a}[allowed.ndim](allowed)
     outputs, all_weights = [], []
     for b in range(x.shape[0]):
         per_head, weights_b = [], []
         for h in range(heads):
             q = x[b] @ w_q[:, h * d:(h + 1) * d] + b_q[h * d:(h + 1) * d]
-            k = context[b] @ w_k[:, h * d:(h + 1) * d]
+            k = context[b] @ w_k[:, h * d:(h + 1) * d] + b_k[h * d:(h + 1) * d]
             v = context[b] @ w_v[:, h * d_v:(h + 1) * d_v] + b_v[h * d_v:(h + 1) * d_v]
             see = allowed[min(b, allowed.shape[0] - 1), min(h, allowed.shape[1] - 1)]
             weights = np.zeros((q_len, k_len))
@@ -97,7 +114,7 @@ def reference(document):
             per_head.append(weights @ v)
         concat = np.concatenate(per_head, axis=1)
         if "w_out" in document:
-            concat = concat @ np.array(document["w_out"])
+            concat = concat @ np.array(document["w_out"]) + np.array(document.get("b_out", 0.0))
         outputs.append(concat)
         all_weights.append(weights_b)
     return np.array(outputs), np.array(all_weights), allowed

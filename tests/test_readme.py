@@ -36,3 +36,34 @@ def test_console_examples_print_what_the_readme_shows(monkeypatch):
         assert [line.rstrip() for line in result.stdout.splitlines()] == expected, command
         checked += 1
     assert checked >= 2
+
+
+def test_piped_examples_print_what_the_readme_shows(tmp_path):
+    """The examples that need a shell (pipes, loops, jq) run in bash, in a scratch folder."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed")
+    (tmp_path / "samples").symlink_to(ROOT / "samples")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "attncli").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m attncli "$@"\n')
+    (bin_dir / "attncli").chmod(0o755)
+    environment = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    checked = 0
+    for block in re.findall(r"```console\n(.*?)```", README, re.S):
+        commands = [line[2:] for line in block.splitlines() if line.startswith("$ ")]
+        if not any("|" in command or command.startswith("for ") for command in commands):
+            continue
+        expected = [line.rstrip() for line in block.splitlines() if not line.startswith("$ ")]
+        done = subprocess.run(["bash", "-c", "set -e\n" + "\n".join(commands)], cwd=tmp_path, env=environment,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert [line.rstrip() for line in done.stdout.splitlines()] == expected, commands
+        checked += 1
+    assert checked >= 3

@@ -59,3 +59,15 @@ def test_a_formula_in_brackets_is_not_eaten_as_markup():
                 "w_value": [[1.0, 0.0], [0.0, 1.0]], "heads": 2, "w_out": [[1.0], [1.0]]}
     out = terminal_output(document, 100, steps=["concat"])
     assert out.splitlines()[0] == "concat = [softmax·V for each head]   1×2"
+
+
+def test_many_tables_of_one_step_are_cut_unless_full():
+    rng = np.random.default_rng(9)
+    document = {"x": rng.normal(size=(3, 2, 4)).tolist(), "heads": 4, **{
+        name: rng.normal(size=(4, 4)).tolist() for name in ("w_query", "w_key", "w_value")}}
+    out = terminal_output(document, 120, steps=["softmax"])
+    titles = [line for line in out.splitlines() if line.startswith("softmax")]
+    assert len(titles) == 8 and titles[-1].endswith("(batch 1, head 3)")
+    assert "… 4 more softmax tables (batch × heads) not shown: --full shows them" in out
+    full = terminal_output(document, 120, steps=["softmax"], full=True)
+    assert len([line for line in full.splitlines() if line.startswith("softmax")]) == 12
