@@ -14,21 +14,8 @@ import math
 import numpy as np
 
 from attncli.errors import ProblemError
-from attncli.keys import STEP_NAMES
 from attncli.problem import Problem
-from attncli.trace import Step, Trace
-
-# Axis names of every step before the axes a problem does not have are dropped.
-AXES = dict(zip(STEP_NAMES, (
-    ("batch", "heads", "q_len", "head_dim"),  # q
-    ("batch", "heads", "k_len", "head_dim"),  # k
-    ("batch", "heads", "k_len", "head_dim_v"),  # v
-    ("batch", "heads", "q_len", "k_len"),  # scores
-    ("batch", "heads", "q_len", "k_len"),  # logits
-    ("batch", "heads", "q_len", "k_len"),  # softmax
-    ("batch", "q_len", "heads*head_dim_v"),  # concat
-    ("batch", "q_len", "d_out"),  # output
-), strict=True))
+from attncli.trace import STEP_AXES, Step, Trace, present_axes, present_shape
 
 
 def split_heads(projected: np.ndarray, heads: int) -> np.ndarray:
@@ -132,7 +119,7 @@ def attention(problem: Problem) -> Trace:
 
     steps = {
         name: _step(name, arrays[name], problem)
-        for name in AXES
+        for name in STEP_AXES
         if name in arrays
     }
     return Trace(steps=steps, meta=_meta(problem), warnings=_masked_row_warnings(problem))
@@ -144,36 +131,22 @@ def _check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.nd
         finite |= ~allowed
     if not finite.all():
         where = np.argwhere(~finite)[0]
-        axes = _present_axes(name, problem)
+        axes = present_axes(name, problem.batched, problem.heads)
         position = ", ".join(
-            f"{axis} {int(index)}" for axis, index in zip(AXES[name], where, strict=True) if axis in axes
+            f"{axis} {int(index)}" for axis, index in zip(STEP_AXES[name], where, strict=True) if axis in axes
         )
         raise ProblemError(
             f"{name} overflows float64 at ({position}): beyond ±1.8e308; scale the inputs or weights down",
-            {name: _presented_shape(array.shape, name, problem)},
+            {name: present_shape(array.shape, name, problem.batched, problem.heads)},
         )
 
 
-def _present_axes(name: str, problem: Problem) -> tuple[str, ...]:
-    """The axes of a step as the Trace shows it: no batch axis when x had none, no heads axis for one head."""
-    return tuple(
-        axis
-        for axis in AXES[name]
-        if not (axis == "batch" and not problem.batched) and not (axis == "heads" and problem.heads == 1)
-    )
-
-
-def _presented_shape(shape: tuple[int, ...], name: str, problem: Problem) -> tuple[int, ...]:
-    axes = _present_axes(name, problem)
-    return tuple(size for axis, size in zip(AXES[name], shape, strict=True) if axis in axes)
-
-
 def _step(name: str, array: np.ndarray, problem: Problem) -> Step:
-    axes = _present_axes(name, problem)
+    axes = present_axes(name, problem.batched, problem.heads)
     return Step(
         name=name,
         formula=_formula(name, problem),
-        array=array.reshape(_presented_shape(array.shape, name, problem)),
+        array=array.reshape(present_shape(array.shape, name, problem.batched, problem.heads)),
         axes=axes,
     )
 

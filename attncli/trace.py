@@ -11,6 +11,34 @@ import numpy as np
 from attncli.errors import ProblemError
 from attncli.keys import STEP_NAMES
 
+# Axis names of every step, before the axes a problem does not have are dropped.
+STEP_AXES = dict(zip(STEP_NAMES, (
+    ("batch", "heads", "q_len", "head_dim"),  # q
+    ("batch", "heads", "k_len", "head_dim"),  # k
+    ("batch", "heads", "k_len", "head_dim_v"),  # v
+    ("batch", "heads", "q_len", "k_len"),  # scores
+    ("batch", "heads", "q_len", "k_len"),  # logits
+    ("batch", "heads", "q_len", "k_len"),  # softmax
+    ("batch", "q_len", "heads*head_dim_v"),  # concat
+    ("batch", "q_len", "d_out"),  # output
+), strict=True))
+
+
+def present_axes(name: str, batched: bool, heads: int) -> tuple[str, ...]:
+    """The axes of step ``name`` as a Trace shows them: no batch axis when x had none, no heads
+    axis for a single head."""
+    return tuple(
+        axis
+        for axis in STEP_AXES[name]
+        if not (axis == "batch" and not batched) and not (axis == "heads" and heads == 1)
+    )
+
+
+def present_shape(full_shape: tuple[int, ...], name: str, batched: bool, heads: int) -> tuple[int, ...]:
+    """``full_shape`` (one size per axis of STEP_AXES[name]) without the axes the Trace drops."""
+    axes = present_axes(name, batched, heads)
+    return tuple(size for axis, size in zip(STEP_AXES[name], full_shape, strict=True) if axis in axes)
+
 
 @dataclass(frozen=True)
 class Step:
