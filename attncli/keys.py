@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any
 
 MATRIX_KEYS = (
@@ -46,3 +47,18 @@ def describe(value: Any) -> str:
 def head_counts(width: int) -> str:
     """The head counts that split ``width`` evenly, for a message: ``1, 2, 4``."""
     return ", ".join(str(heads) for heads in range(1, width + 1) if width % heads == 0)
+
+
+def format_number(value: float, precision: int, integers: bool = False) -> str:
+    """``value`` with ``precision`` decimals (as a whole number when ``integers``); a masked −∞
+    as ``−∞``; in scientific notation when ``precision`` decimals (2 or more) would show a
+    nonzero value as 0, or for magnitudes of 1e9 and beyond."""
+    if math.isinf(value) and value < 0:
+        return "−∞"
+    if integers:
+        return str(int(value))
+    magnitude = abs(value)
+    hidden = value != 0 and precision >= 2 and magnitude < 0.5 * 10.0**-precision
+    if hidden or magnitude >= 1e9:
+        return f"{value:.{max(precision - 1, 1)}e}"
+    return f"{value:.{precision}f}"

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from attncli.demo import Section
+from attncli.keys import format_number
 from attncli.trace import Step, Trace
 
 # Viridis' ends: dark for weight 0, bright for weight 1; readable on dark and light terminals.
@@ -32,7 +33,6 @@ _AXIS_WORD = {
     "heads*head_dim_v": "dim",
     "d_out": "dim",
 }
-MASKED = "−∞"
 # Past these sizes a table shows its first and last rows/columns around a "…", as numpy prints;
 # in a terminal, fewer columns when these would not fit its width.
 MAX_ROWS = 24
@@ -42,21 +42,6 @@ EDGE_COLUMNS = 7
 ELIDED_NOTE = "middle elided: --full shows every value, --format json gives them all"
 # A step of a large batch with many heads would be hundreds of tables: show this many of them.
 MAX_TABLES = 8
-
-
-def format_number(value: float, precision: int, integers: bool = False) -> str:
-    """``value`` with ``precision`` decimals (as a whole number when ``integers``); a masked −∞
-    as ``−∞``; in scientific notation when ``precision`` decimals (2 or more) would show a
-    nonzero value as 0, or for magnitudes of 1e9 and beyond."""
-    if np.isneginf(value):
-        return MASKED
-    if integers:
-        return str(int(value))
-    magnitude = abs(value)
-    hidden = value != 0 and precision >= 2 and magnitude < 0.5 * 10.0**-precision
-    if hidden or magnitude >= 1e9:
-        return f"{value:.{max(precision - 1, 1)}e}"
-    return f"{value:.{precision}f}"
 
 
 def heat_style(weight: float) -> Style:

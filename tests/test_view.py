@@ -10,7 +10,8 @@ from rich.console import Console
 
 from attncli.pipeline import attention
 from attncli.problem import problem_from_document
-from attncli.view import format_number, print_trace
+from attncli.keys import format_number
+from attncli.view import print_trace
 
 
 @pytest.mark.parametrize(
