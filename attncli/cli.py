@@ -19,7 +19,11 @@ from attncli import __version__
 from attncli.keys import FILE_KEYS, STEP_NAMES
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
 
+    from rich.console import Console
+
+    from attncli.problem import Problem
     from attncli.trace import Step, Trace
 
 EXIT_OK = 0
@@ -142,6 +146,29 @@ FullOption = Annotated[
     bool, typer.Option("--full", help="Show every row and column of large tables instead of eliding the middle.")
 ]
 MatrixPath = str | None
+NoColorOption = Annotated[bool, typer.Option("--no-color", help="Plain output without colour (as NO_COLOR=1).")]
+ExportSvgOption = Annotated[
+    str | None, typer.Option("--export-svg", metavar="FILE", help="Also save what is shown as an SVG picture.")
+]
+ExportHtmlOption = Annotated[
+    str | None, typer.Option("--export-html", metavar="FILE", help="Also save what is shown as an HTML page.")
+]
+HeadsOption = Annotated[
+    int | None,
+    typer.Option("--heads", metavar="N", callback=_whole_number(1), help="Number of heads (overrides the document)."),
+]
+ScaleOption = Annotated[
+    str | None,
+    typer.Option("--scale", metavar="RULE",
+                 help="sqrt (1/sqrt(head_dim), the default), none (1), or a positive number."),
+]
+CausalOption = Annotated[
+    bool, typer.Option("--causal", help="Query i sees keys 0..i only (replaces the document's mask).")
+]
+ProblemArgument = Annotated[
+    str, typer.Argument(metavar="FILE", help="A problem: .json, .npz, a folder, or - for standard input.",
+                        show_default=False),
+]
 
 
 @app.command()
@@ -166,21 +193,9 @@ def compute(
     w_out: Annotated[MatrixPath, _matrix_option("w_out")] = None,
     b_out: Annotated[MatrixPath, _matrix_option("b_out")] = None,
     mask: Annotated[MatrixPath, _matrix_option("mask")] = None,
-    heads: Annotated[
-        int | None,
-        typer.Option(
-            "--heads", metavar="N", callback=_whole_number(1), help="Number of heads (overrides the document)."
-        ),
-    ] = None,
-    scale: Annotated[
-        str | None,
-        typer.Option(
-            "--scale", metavar="RULE", help="sqrt (1/sqrt(head_dim), the default), none (1), or a positive number."
-        ),
-    ] = None,
-    causal: Annotated[
-        bool, typer.Option("--causal", help="Query i sees keys 0..i only (replaces the document's mask).")
-    ] = False,
+    heads: HeadsOption = None,
+    scale: ScaleOption = None,
+    causal: CausalOption = False,
     step: Annotated[
         list[str] | None,
         typer.Option(
@@ -212,11 +227,17 @@ def compute(
         bool, typer.Option("--lines", help="FILE (or -) holds one JSON problem per line; write one JSON line each.")
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="With --lines: stop at the first bad line.")] = False,
+    view: Annotated[
+        str, typer.Option("--view", metavar="table|heatmap", callback=_choice(("table", "heatmap")),
+                          help="table: every step as tables; heatmap: the softmax weights as compact colour grids."),
+    ] = "table",
     precision: PrecisionOption = 4,
     full: FullOption = False,
+    no_color: NoColorOption = False,
+    export_svg: ExportSvgOption = None,
+    export_html: ExportHtmlOption = None,
 ) -> None:
     """Compute attention for FILE (or the matrices given as options) and show every step."""
-    from attncli.errors import ProblemError
 
     matrix_paths = {
         key: path
@@ -242,26 +263,96 @@ def compute(
         _compute_lines(file or "-", output, heads, scale, causal, step, strict)
         return
 
-    from attncli.pipeline import attention
+    problem, input_paths, source = _load_problem(file, matrix_paths, heads, scale, causal)
+    trace = _computed(problem, source)
+    steps = _selected(trace, step, source)
+    if view == "heatmap":
+        if output_format not in (None, "table") or output is not None:
+            raise typer.BadParameter("the heatmap is a view: it goes to the terminal (and --export-svg/--export-html)",
+                                     param_hint="--view")
+        from attncli.view import print_heatmaps
+
+        _show(lambda console: print_heatmaps(trace, full, console), no_color, export_svg, export_html, input_paths)
+        return
+    if export_svg or export_html:
+        from attncli.view import print_trace
+
+        if output_format not in (None, "table") or output is not None:
+            raise typer.BadParameter("pictures record the table view", param_hint="--export-svg/--export-html")
+        _show(lambda console: print_trace(trace, steps, precision, full, console), no_color, export_svg, export_html,
+              input_paths)
+        return
+    _emit(trace, steps, output_format, output, input_paths, precision, full, no_color)
+
+
+def _load_problem(file: str | None, matrix_paths: dict[str, str], heads: int | None, scale: str | None,
+                  causal: bool) -> tuple[Problem, list[str], str]:
+    """The validated problem, every file it was read from, and the name errors give it."""
+    from attncli.errors import ProblemError
     from attncli.problem import problem_from_document
     from attncli.readers import Inputs, read_inputs, source_name
 
-    default_source = source_name(file) if file is not None else source_name(matrix_paths["x"])
+    source = source_name(file) if file is not None else source_name(matrix_paths["x"])
     inputs = Inputs({})
     try:
         inputs = read_inputs(file, matrix_paths)
         problem = problem_from_document(inputs.document, heads=heads, scale=scale, causal=causal)
-        trace = attention(problem)
-        steps = trace.select(step)
     except ProblemError as error:
-        _fail(inputs.source_of(error, default_source), error.message)
-    except MemoryError:
-        _fail(default_source, "is too large for this machine's memory (try --step output, or a smaller problem)")
-    for warning in trace.warnings:
-        _warn(default_source, warning)
+        _fail(inputs.source_of(error, source), error.message)
     # every file read, those inside a folder included: none may be written over
     input_paths = [path for path in (file, *matrix_paths.values(), *inputs.sources.values()) if path is not None]
-    _emit(trace, steps, output_format, output, input_paths, precision, full)
+    return problem, input_paths, source
+
+
+def _computed(problem: Problem, source: str) -> Trace:
+    from attncli.errors import ProblemError
+    from attncli.pipeline import attention
+
+    try:
+        trace = attention(problem)
+    except ProblemError as error:
+        _fail(source, error.message)
+    except MemoryError:
+        _fail(source, "is too large for this machine's memory (try --step output, or a smaller problem)")
+    for warning in trace.warnings:
+        _warn(source, warning)
+    return trace
+
+
+def _selected(trace: Trace, names: list[str] | None, source: str) -> list[Step]:
+    from attncli.errors import ProblemError
+
+    try:
+        return trace.select(names)
+    except ProblemError as error:
+        _fail(source, error.message)
+
+
+def _show(render: Callable[[Console], None], no_color: bool, export_svg: str | None, export_html: str | None,
+          input_paths: list[str]) -> None:
+    """Render to stdout and, when asked, the same again into SVG/HTML pictures at the width shown."""
+    from pathlib import Path
+
+    from attncli.errors import ProblemError
+    from attncli.view import recording, stdout_console
+    from attncli.writers import write_files
+
+    console = stdout_console(no_color)
+    with _stdout_guard():
+        render(console)
+    if not (export_svg or export_html):
+        return
+    recorder = recording(console.width)
+    render(recorder)
+    pictures = {}
+    if export_svg:
+        pictures[Path(export_svg)] = recorder.export_svg(title="attncli", clear=False).encode()
+    if export_html:
+        pictures[Path(export_html)] = recorder.export_html(clear=False).encode()
+    try:
+        write_files(pictures, input_paths)
+    except ProblemError as error:
+        _fail(error.source or "picture", error.message)
 
 
 def _compute_lines(path: str, output: str | None, heads: int | None, scale: str | None, causal: bool,
@@ -300,7 +391,7 @@ def _compute_lines(path: str, output: str | None, heads: int | None, scale: str 
 
 
 def _emit(trace: Trace, steps: list[Step], output_format: str | None, output: str | None, input_paths: list[str],
-          precision: int, full: bool) -> None:
+          precision: int, full: bool, no_color: bool = False) -> None:
     """Show the chosen steps on stdout, or write them to files, in the chosen format."""
     from attncli.errors import ProblemError
     from attncli.writers import plan_output, write_files
@@ -318,17 +409,12 @@ def _emit(trace: Trace, steps: list[Step], output_format: str | None, output: st
         _fail(error.source or "output", error.message)
     if plan.format == "npz" and sys.stdout.isatty():
         _fail("--format npz", "is binary: write it with -o FILE.npz or redirect stdout")
-    with _stdout_guard():
-        if plan.format == "table":
-            from attncli.view import print_trace
+    if plan.format == "table":
+        from attncli.view import print_trace
 
-            print_trace(trace, steps, precision, full)
-            return
-        data = _render(steps, trace, plan.format, precision, full)
-        # in pieces: one huge write() to a closed pipe can end "successfully" after 64 KiB
-        for start in range(0, len(data), 1 << 16):
-            sys.stdout.buffer.write(data[start : start + (1 << 16)])
-        sys.stdout.buffer.flush()
+        _show(lambda console: print_trace(trace, steps, precision, full, console), no_color, None, None, [])
+        return
+    _write_stdout(_render(steps, trace, plan.format, precision, full))
 
 
 def _render(steps: list[Step], trace: Trace, chosen: str, precision: int, full: bool) -> bytes:
@@ -351,6 +437,9 @@ def demo(
         ),
     ] = "table",
     precision: PrecisionOption = 4,
+    no_color: NoColorOption = False,
+    export_svg: ExportSvgOption = None,
+    export_html: ExportHtmlOption = None,
 ) -> None:
     """Walk through the classic worked example, step by step."""
     from attncli.demo import CLASSIC_DOCUMENT, walkthrough
@@ -365,8 +454,147 @@ def demo(
     from attncli.view import print_demo
 
     sections, warning = walkthrough(problem, trace)
+    _show(lambda console: print_demo(sections, warning, precision, console), no_color, export_svg, export_html, [])
+
+
+@app.command()
+def shapes(
+    file: Annotated[str | None, typer.Argument(metavar="[FILE]", show_default=False,
+                                               help="Read the sizes from this problem instead.")] = None,
+    batch: Annotated[int | None, typer.Option("--batch", metavar="N", callback=_whole_number(1),
+                                              help="Batch size (none: x has no batch axis).")] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", metavar="L", callback=_whole_number(1),
+                                                help="Tokens in x (queries).")] = None,
+    d_model: Annotated[int | None, typer.Option("--d-model", metavar="E", callback=_whole_number(1),
+                                                help="Width of x.")] = None,
+    heads: Annotated[int, typer.Option("--heads", metavar="H", callback=_whole_number(1),
+                                       help="Heads; must divide E.")] = 1,
+    context_len: Annotated[int | None, typer.Option("--context-len", metavar="M", callback=_whole_number(1),
+                                                    help="Tokens of a separate context (keys and values).")] = None,
+    head_dim_v: Annotated[int | None, typer.Option("--head-dim-v", metavar="D", callback=_whole_number(1),
+                                                   help="Width of one head's values, if not E/H.")] = None,
+    d_out: Annotated[int | None, typer.Option("--d-out", metavar="W", callback=_whole_number(1),
+                                              help="Width of an output projection W_O, if there is one.")] = None,
+    output_format: Annotated[str, typer.Option("--format", "-f", metavar="table|json",
+                                               callback=_choice(DEMO_FORMATS), help="table or json.")] = "table",
+    no_color: NoColorOption = False,
+) -> None:
+    """Show how the shapes flow through every step, from sizes or from a problem FILE."""
+    from attncli.errors import ProblemError
+    from attncli.shapes import Sizes, shape_flow, sizes_of
+
+    if file is not None:
+        problem, _, source = _load_problem(file, {}, None, None, False)
+        sizes = sizes_of(problem)
+    else:
+        if seq_len is None or d_model is None:
+            raise typer.BadParameter("give --seq-len and --d-model (or a problem FILE)", param_hint="--seq-len")
+        source = "shapes"
+        sizes = Sizes(seq_len=seq_len, d_model=d_model, heads=heads, batch=batch, context_len=context_len,
+                      head_dim_v=head_dim_v, d_out=d_out)
+    try:
+        rows = shape_flow(sizes)
+    except ProblemError as error:
+        _fail(source, error.message)
+    if output_format == "json":
+        import json
+        from dataclasses import asdict
+
+        _write_stdout((json.dumps({"steps": [asdict(row) for row in rows]}) + "\n").encode())
+        return
+    from attncli.view import print_shapes
+
+    _show(lambda console: print_shapes(rows, console), no_color, None, None, [])
+
+
+@app.command()
+def explain(
+    file: ProblemArgument,
+    query: Annotated[int, typer.Option("--query", "-q", metavar="I", help="The query (row) to explain.")],
+    key: Annotated[int | None, typer.Option("--key", "-k", metavar="J",
+                                            help="Spell out this key's dot product only.")] = None,
+    head: Annotated[int, typer.Option("--head", metavar="H", help="The head (default 0).")] = 0,
+    batch: Annotated[int, typer.Option("--batch", metavar="B", help="The batch item (default 0).")] = 0,
+    heads: HeadsOption = None,
+    scale: ScaleOption = None,
+    causal: CausalOption = False,
+    precision: PrecisionOption = 4,
+    no_color: NoColorOption = False,
+) -> None:
+    """Show the arithmetic behind one query's row: dot products, scale, mask, softmax, weighted sum."""
+    from attncli.errors import ProblemError
+    from attncli.explain import explain_query
+
+    problem, _, source = _load_problem(file, {}, heads, scale, causal)
+    trace = _computed(problem, source)
+    try:
+        sections = explain_query(problem, trace, query, key, head, batch, precision)
+    except ProblemError as error:
+        _fail(source, error.message)
+    from attncli.view import print_sections
+
+    _show(lambda console: print_sections(sections, console), no_color, None, None, [])
+
+
+@app.command()
+def check(
+    file: ProblemArgument,
+    expected: Annotated[str, typer.Option("--expected", "-e", metavar="PATH",
+                                          help="Your numbers: .json (an array, or a key named after the step), "
+                                          ".csv/.tsv or .npy; - for standard input.")],
+    step: Annotated[str, typer.Option("--step", "-s", metavar="NAME", callback=_choice(STEP_NAMES),
+                                      help="The step your numbers are for (default output).")] = "output",
+    atol: Annotated[float, typer.Option("--atol", metavar="A", help="Absolute tolerance.")] = 1e-6,
+    rtol: Annotated[float, typer.Option("--rtol", metavar="R", help="Relative tolerance.")] = 1e-5,
+    heads: HeadsOption = None,
+    scale: ScaleOption = None,
+    causal: CausalOption = False,
+    output_format: Annotated[str, typer.Option("--format", "-f", metavar="table|json",
+                                               callback=_choice(DEMO_FORMATS),
+                                               help="table (words) or json (the verdict as data).")] = "table",
+    no_color: NoColorOption = False,
+) -> None:
+    """Check your numbers for one step against attncli's; name the common mistake they show.
+
+    Exit 0 when they agree within the tolerance, 1 when they do not, 2 on bad input."""
+    from attncli.errors import ProblemError
+    from attncli.mistakes import check_step
+    from attncli.readers import read_expected, source_name
+
+    if atol < 0 or rtol < 0 or atol != atol or rtol != rtol:
+        raise typer.BadParameter("tolerances must be 0 or more", param_hint="--atol/--rtol")
+    if file == "-" and expected == "-":
+        _fail("<stdin>", "standard input (-) can feed only one input")
+    problem, _, source = _load_problem(file, {}, heads, scale, causal)
+    trace = _computed(problem, source)
+    if step not in trace.steps:
+        _fail(source, f"step {step!r}: this problem has no such step; the steps are {', '.join(trace.steps)}")
+    try:
+        yours = read_expected(expected, step)
+    except ProblemError as error:
+        _fail(error.source or source_name(expected), error.message)
+    try:
+        verdict = check_step(problem, trace, step, yours, atol, rtol)
+    except ProblemError as error:
+        _fail(source_name(expected), error.message)
+    if output_format == "json":
+        import json
+
+        _write_stdout((json.dumps(verdict.as_dict(), allow_nan=False) + "\n").encode())
+    else:
+        from attncli.view import print_verdict
+
+        _show(lambda console: print_verdict(verdict, console), no_color, None, None, [])
+    if not verdict.agree:
+        raise typer.Exit(EXIT_MISMATCH)
+
+
+def _write_stdout(data: bytes) -> None:
     with _stdout_guard():
-        print_demo(sections, warning, precision)
+        # in pieces: one huge write() to a closed pipe can end "successfully" after 64 KiB
+        for start in range(0, len(data), 1 << 16):
+            sys.stdout.buffer.write(data[start : start + (1 << 16)])
+        sys.stdout.buffer.flush()
 
 
 @app.command("random")

@@ -67,6 +67,10 @@ def explain_query(
     def number(value: float) -> str:
         return _number(value, precision)
 
+    def factor_text(value: float) -> str:
+        # a negative factor in brackets: 2×(-3), not 2×-3
+        return f"({number(value)})" if value < 0 else number(value)
+
     def vector(values: np.ndarray) -> str:
         return "[" + _join([number(value) for value in values], ", ") + "]"
 
@@ -85,7 +89,7 @@ def explain_query(
         if j is None:
             dot_lines.append("…")
             continue
-        terms = [f"{number(a)}×{number(b)}" for a, b in zip(q_row, k[batch, head, j], strict=True)]
+        terms = [f"{factor_text(a)}×{factor_text(b)}" for a, b in zip(q_row, k[batch, head, j], strict=True)]
         dot_lines.append(f"q[{query}]·k[{j}] = {_join(terms, ' + ')} = {number(scores[batch, head, query, j])}")
     sections.append(Section("Scores: the dot product of the query with each key", tuple(dot_lines)))
 

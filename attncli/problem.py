@@ -240,7 +240,7 @@ def _index(path: list[int]) -> str:
     return "".join(f"[{i}]" for i in path)
 
 
-def _nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, ...]) -> tuple[int, ...]:
+def nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, ...]) -> tuple[int, ...]:
     """Shape of a nested list (or numpy array, as NPY/CSV readers give) whose leaves are of the
     allowed types; raise on anything else."""
     if isinstance(value, np.ndarray):
@@ -261,7 +261,7 @@ def _nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, .
     # A row of plain numbers is the common case: check it in one pass, not one call per cell.
     if set(map(type, value)) <= set(allowed):
         return (len(value),)
-    shapes = [_nested_shape(name, item, path + [i], allowed) for i, item in enumerate(value)]
+    shapes = [nested_shape(name, item, path + [i], allowed) for i, item in enumerate(value)]
     first = shapes[0]
     for i, shape in enumerate(shapes):
         if shape != first:
@@ -285,7 +285,7 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 def as_array(name: str, value: Any, ranks: tuple[int, ...]) -> np.ndarray:
     """``value`` (nested lists of numbers, or a numeric array) as a finite float64 array with as
     many axes as one of ``ranks``; ProblemError naming ``name`` and the cell otherwise."""
-    shape = _nested_shape(name, value, [], (int, float))
+    shape = nested_shape(name, value, [], (int, float))
     if len(shape) not in ranks:
         wanted = " or ".join(f"{rank}-D" for rank in ranks)
         got = "a single number" if not shape else f"a {len(shape)}-D array of shape {_shape_text(shape)}"
@@ -399,7 +399,7 @@ def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[n
             f"mask is {value!r}; use \"causal\" or an array of 0/1 (1 = may attend){closest(value, ('causal',))}",
             key="mask",
         )
-    shape = _nested_shape("mask", value, [], (bool, int, float))
+    shape = nested_shape("mask", value, [], (bool, int, float))
     if len(shape) not in (2, 3, 4):
         raise ProblemError(
             f"mask must be 2-D (q_len, k_len), 3-D (batch, q_len, k_len) or 4-D "

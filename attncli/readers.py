@@ -23,6 +23,7 @@ import numpy as np
 
 from attncli.errors import ProblemError
 from attncli.keys import FILE_KEYS, closest, describe
+from attncli.problem import nested_shape
 
 STDIN_NAME = "<stdin>"
 # Far beyond any problem a table can show, small enough that a wrong file fails fast.
@@ -181,9 +182,10 @@ def _at(path: str, read: Any) -> Any:
 
 # --- single matrices ------------------------------------------------------------------------------
 
-def read_matrix(path: str, stdin: BinaryIO | None = None, key: str = "") -> Any:
-    """One matrix from a .csv/.tsv, .json (a bare array) or .npy file, or ``-``: nested lists or
-    an array, validated later as the document's ``key`` (a mask's CSV may say true/false)."""
+def read_matrix(path: str, stdin: BinaryIO | None = None, key: str = "", allow_object: bool = False) -> Any:
+    """One matrix from a .csv/.tsv, .json (a bare array; an object too with ``allow_object``) or
+    .npy file, or ``-``: nested lists or an array, validated later as the document's ``key`` (a
+    mask's CSV may say true/false)."""
     suffix = Path(path).suffix.lower() if path != "-" else ""
     if path != "-" and suffix not in MATRIX_SUFFIXES:
         raise ProblemError(f"unknown extension {suffix or '(none)'!r} for a matrix: use .csv, .tsv, .json or .npy")
@@ -194,7 +196,7 @@ def read_matrix(path: str, stdin: BinaryIO | None = None, key: str = "") -> Any:
         return parse_npy(data)
     if suffix == ".json" or (suffix == "" and data.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"[", b"{")):
         value = parse_json(data, "a JSON array")
-        if isinstance(value, dict):
+        if isinstance(value, dict) and not allow_object:
             raise ProblemError("holds a JSON object; a matrix file holds a bare array such as [[1, 2], [3, 4]]")
         return value
     return parse_csv(data, "\t" if suffix == ".tsv" else "," if suffix == ".csv" else None, booleans=key == "mask")
@@ -345,3 +347,22 @@ def read_inputs(path: str | None, matrix_paths: dict[str, str], stdin: BinaryIO 
         inputs.document[key] = _at(source_name(matrix_path), lambda p=matrix_path, k=key: read_matrix(p, stdin, k))
         inputs.sources[key] = source_name(matrix_path)
     return inputs
+
+
+def read_expected(path: str, step: str, stdin: BinaryIO | None = None) -> np.ndarray:
+    """A user's numbers for ``step``: a .json array (or an object with a key named ``step``, as
+    attncli's own JSON output has), a .csv/.tsv matrix or a .npy array; ``null`` reads as −∞ (a
+    masked logit)."""
+    value = _at(source_name(path), lambda: read_matrix(path, stdin, allow_object=True))
+    if isinstance(value, dict):
+        if step not in value:
+            raise ProblemError(f"holds no key {step!r} (its keys: {', '.join(map(str, value)) or 'none'})",
+                               source=source_name(path))
+        value = value[step]
+    shape = _at(source_name(path), lambda: nested_shape(step, value, [], (int, float, type(None))))
+    if not shape:
+        raise ProblemError(f"{step} is a single number, not an array", source=source_name(path))
+    if isinstance(value, np.ndarray):
+        return value.astype(np.float64)
+    array = np.array(value, dtype=np.float64)
+    return np.where(np.isnan(array), -np.inf, array)  # null: a masked logit, as attncli writes it

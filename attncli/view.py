@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -127,10 +128,16 @@ def matrix_block(
 
 
 class HeatLegend:
-    """A one-line key to the softmax shading; without colour there is no shading to explain."""
+    """A one-line key to the shading: colours where there is colour; with ``shades`` (the heatmap
+    view) the shade characters where there is not; nothing for plain tables, whose numbers speak."""
+
+    def __init__(self, shades: bool = False):
+        self.shades = shades
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        if console.color_system is None:
+        if console.color_system is None or console.no_color:
+            if self.shades:
+                yield Text("shades: ' ' < 0.2 ≤ ░ < 0.4 ≤ ▒ < 0.6 ≤ ▓ < 0.8 ≤ █", style="dim")
             return
         legend = Text("weight  ")
         for weight in (0.0, 0.25, 0.5, 0.75, 1.0):
@@ -229,3 +236,121 @@ def trace_text(trace: Trace, steps: list[Step], precision: int, full: bool = Fal
     buffer = io.StringIO()
     print_trace(trace, steps, precision, full, console=Console(file=buffer, no_color=True, force_terminal=False))
     return buffer.getvalue()
+
+
+# --- heatmaps ---------------------------------------------------------------------------------------
+
+SHADES = " ░▒▓█"
+
+
+class HeatGrid:
+    """A compact grid of one softmax matrix (q_len, k_len): one character per weight, coloured
+    by value (shade characters where there is no colour), token indices on both axes. In a
+    terminal too narrow for every key, each character stands for the largest of a few keys."""
+
+    def __init__(self, weights: np.ndarray, title: str):
+        self.weights = weights
+        self.title = title
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        weights = self.weights
+        n_rows, n_columns = weights.shape
+        label_width = len(str(n_rows - 1)) + 1
+        room = max(options.max_width - label_width, 10)
+        pool = 1 if not console.is_terminal else max(1, math.ceil(n_columns / room))
+        if pool > 1:
+            padded = np.pad(weights, ((0, 0), (0, (-n_columns) % pool)))
+            weights = padded.reshape(n_rows, -1, pool).max(axis=2)
+        yield Text(self.title + (f"   (each cell: the largest of {pool} keys)" if pool > 1 else ""), style="bold")
+        ruler = [" "] * weights.shape[1]
+        for column in range(0, weights.shape[1], 10):
+            label = str(column * pool)
+            ruler[column:column + len(label)] = label
+        yield Text(" " * label_width + "".join(ruler[:weights.shape[1]]), style="dim")
+        colour = console.color_system is not None and not console.no_color
+        for row_index, row in enumerate(weights):
+            line = Text(f"{row_index:>{label_width - 1}} ", style="dim")
+            for weight in row:
+                if colour:
+                    line.append("█", style=Style(color=heat_style(float(weight)).bgcolor))
+                else:
+                    line.append(SHADES[min(int(weight * len(SHADES)), len(SHADES) - 1)])
+            yield line
+
+
+def print_heatmaps(trace: Trace, full: bool = False, console: Console | None = None) -> None:
+    """The softmax weights of every batch item and head as compact grids (up to MAX_TABLES unless full)."""
+    console = console or PipeAwareConsole()
+    step = trace.steps["softmax"]
+    positions = list(itertools.product(*(range(size) for size in step.shape[:-2])))
+    shown = positions if full else positions[:MAX_TABLES]
+    for index in shown:
+        where = ", ".join(f"{'batch' if axis == 'batch' else 'head'} {position}"
+                          for axis, position in zip(step.axes[:-2], index, strict=True))
+        title = f"softmax   {step.shape[-2]}×{step.shape[-1]}" + (f"   ({where})" if where else "")
+        grid = HeatGrid(step.array[index], title)
+        if not console.is_terminal:
+            console.width = max(console.width, step.shape[-1] + len(str(step.shape[-2])) + 2, len(title))
+        console.print(grid)
+    if len(shown) < len(positions):
+        console.print(Text(f"… {len(positions) - len(shown)} more grids not shown: --full shows them", style="dim"))
+    console.print(HeatLegend(shades=True))
+
+
+# --- shapes, explanations, verdicts ------------------------------------------------------------------
+
+def print_shapes(rows: list, console: Console | None = None) -> None:
+    """The flow of shapes, one row per step: step, formula, shape, axes, how it got there."""
+    console = console or PipeAwareConsole()
+    table = Table(title=Text("How the shapes flow", style="bold"), title_justify="left")
+    for header in ("step", "formula", "shape", "axes", "how"):
+        table.add_column(header, no_wrap=header != "how", overflow="fold")
+    for row in rows:
+        table.add_row(row.step, Text(row.formula), "(" + ", ".join(map(str, row.shape)) + ")",
+                      Text("(" + ", ".join(row.axes) + ")"), Text(row.how))
+    if not console.is_terminal:
+        console.width = max(console.width, 140)
+    console.print(table)
+
+
+def print_sections(sections: list, console: Console | None = None) -> None:
+    """Headings and their lines, as plain text (a formula's brackets are not markup)."""
+    console = console or PipeAwareConsole()
+    for section in sections:
+        console.print(Text(section.heading, style="bold"))
+        for line in section.lines:
+            # one line of arithmetic stays one line: the terminal wraps it if it must
+            console.print(Text("  " + line), soft_wrap=True)
+
+
+def print_verdict(verdict, console: Console | None = None) -> None:
+    """One line saying whether the numbers agree; on a mismatch, where, and the likely mistake(s)."""
+    console = console or PipeAwareConsole()
+    tolerance = f"atol {verdict.atol:g}, rtol {verdict.rtol:g}"
+    if verdict.agree:
+        console.print(Text(f"✓ {verdict.step} agrees with attncli: largest difference {verdict.max_error:.3g} "
+                           f"({tolerance})", style="green"), soft_wrap=True)
+        return
+    cell = "[" + ", ".join(map(str, verdict.worst)) + "]"
+    lines = [Text(
+        f"✗ {verdict.step} differs from attncli in {verdict.wrong_cells} of {verdict.cells} cells ({tolerance}); "
+        f"largest difference {verdict.max_error:.6g} at {cell}: yours {verdict.yours!r}, attncli "
+        f"{verdict.expected!r}", style="red")]
+    if not verdict.mistakes:
+        lines.append(Text("No known mistake gives these numbers."))
+    for number, mistake in enumerate(verdict.mistakes):
+        lead = "Likely mistake" if number == 0 else "Or, giving the same numbers here"
+        lines.append(Text(f"{lead}: {mistake.name}: {mistake.means}.", style="bold" if number == 0 else ""))
+        lines.append(Text(f"  Fix: {mistake.fix}."))
+    for line in lines:
+        console.print(line, soft_wrap=True)
+
+
+def stdout_console(no_color: bool = False) -> Console:
+    """The console results are printed on: stdout, colour as the terminal and NO_COLOR allow."""
+    return PipeAwareConsole(no_color=no_color or None)
+
+
+def recording(width: int) -> Console:
+    """A console that records in colour at ``width`` columns, for SVG and HTML pictures."""
+    return Console(record=True, file=io.StringIO(), force_terminal=True, color_system="truecolor", width=width)

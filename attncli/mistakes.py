@@ -1,0 +1,296 @@
+"""Check a user's numbers for one step against attncli's, and name the common mistake they show.
+
+Each known mistake is a deliberately wrong variant of the computation; when the user's numbers
+match a variant's (and not the right answer), that mistake is the likely cause. Pure numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from attncli.errors import ProblemError
+from attncli.pipeline import attention, masked_softmax, merge_heads, split_heads
+from attncli.problem import Problem
+from attncli.trace import Trace, present_shape
+
+DEFAULT_ATOL = 1e-6
+DEFAULT_RTOL = 1e-5
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A common mistake: a short ``name``, what it ``means`` and the one-line ``fix``."""
+
+    name: str
+    means: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How the user's array for ``step`` compares with attncli's.
+
+    ``agree``: every cell within tolerance; ``max_error``: the largest |yours − attncli|;
+    ``worst``: that cell's index; ``yours``/``expected``: the two values there; ``wrong_cells``:
+    how many cells are out of tolerance; ``mistakes``: the known mistakes the numbers match (more
+    than one when, for these inputs, they give the same numbers), most common first.
+    """
+
+    step: str
+    agree: bool
+    max_error: float
+    worst: tuple[int, ...]
+    yours: float
+    expected: float
+    wrong_cells: int
+    cells: int
+    atol: float
+    rtol: float
+    mistakes: tuple[Mistake, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "agree": self.agree,
+            "max_error": self.max_error,
+            "worst": {"index": list(self.worst), "yours": self.yours, "expected": self.expected},
+            "wrong_cells": self.wrong_cells,
+            "cells": self.cells,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "mistakes": [dataclasses.asdict(mistake) for mistake in self.mistakes],
+        }
+
+
+def check_step(
+    problem: Problem, trace: Trace, step: str, yours: np.ndarray,
+    atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+) -> Verdict:
+    """Compare ``yours`` with the trace's ``step`` (shapes must agree once size-1 axes are set
+    aside) and, when they differ, try the known mistakes. Raises ProblemError on a shape mismatch."""
+    expected = trace.steps[step].array
+    yours = _fit(yours, expected.shape, step)
+    difference = np.abs(yours - expected)
+    # a masked logit is −∞ in both: equal, not NaN
+    difference[np.isneginf(yours) & np.isneginf(expected)] = 0.0
+    difference[np.isnan(difference)] = np.inf
+    wrong = difference > atol + rtol * np.abs(np.where(np.isfinite(expected), expected, 0.0))
+    worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(difference)), difference.shape))
+    mistakes = _matching_mistakes(problem, step, yours, atol, rtol) if wrong.any() else ()
+    return Verdict(
+        step=step, agree=not wrong.any(), max_error=float(difference.max()), worst=worst,
+        yours=float(yours[worst]), expected=float(expected[worst]),
+        wrong_cells=int(wrong.sum()), cells=int(wrong.size), atol=atol, rtol=rtol, mistakes=mistakes,
+    )
+
+
+def _fit(yours: np.ndarray, shape: tuple[int, ...], step: str) -> np.ndarray:
+    """``yours`` in the step's shape: axes of size 1 the step does not have are dropped (a user's
+    (1, 3, 3) for an unbatched 3×3 is the same numbers)."""
+    yours = np.asarray(yours, dtype=np.float64)
+    if yours.shape != shape and [n for n in yours.shape if n != 1] == [n for n in shape if n != 1]:
+        yours = yours.reshape(shape)
+    if yours.shape != shape:
+        raise ProblemError(
+            f"has shape {'×'.join(map(str, yours.shape))} but {step} is {'×'.join(map(str, shape))}",
+            {step: shape},
+        )
+    return yours
+
+
+def _matching_mistakes(
+    problem: Problem, step: str, yours: np.ndarray, atol: float, rtol: float
+) -> tuple[Mistake, ...]:
+    matches = []
+    for mistake, arrays in variants(problem):
+        wrong = arrays.get(step)
+        if wrong is None or wrong.shape != yours.shape:
+            continue
+        both_masked = np.isneginf(wrong) & np.isneginf(yours)
+        if (np.isclose(yours, wrong, atol=atol, rtol=rtol) | both_masked).all():
+            matches.append(mistake)
+    return tuple(matches)
+
+
+MISTAKES = {
+    "transposed_weighted_sum": Mistake(
+        "weighted values summed over the query axis",
+        "the output was computed as softmaxᵀ·V: each value row weighted by a column of the weights",
+        "sum over the keys: output[i] = Σ_j softmax[i, j]·V[j], i.e. softmax·V, not softmax.T·V",
+    ),
+    "softmax_over_queries": Mistake(
+        "softmax over the wrong axis",
+        "each column of the weights sums to 1 (softmax over the queries) instead of each row",
+        "normalise over the keys, the last axis: softmax(scores, axis=-1)",
+    ),
+    "no_scaling": Mistake(
+        "scores not scaled",
+        "the scores went into the softmax without the 1/√head_dim factor",
+        "divide the scores by √head_dim before the softmax",
+    ),
+    "sqrt_d_model": Mistake(
+        "scaled by √d_model instead of √head_dim",
+        "the scores were divided by the square root of the model width, not of one head's width",
+        "divide by √head_dim = √(d_model / heads)",
+    ),
+    "scaled_twice": Mistake(
+        "scaled twice",
+        "the 1/√head_dim factor was applied twice (e.g. to Q and again to the scores)",
+        "apply the scale once: to the scores, or √ of it to Q and K each",
+    ),
+    "scores_transposed": Mistake(
+        "Q and K swapped",
+        "the scores are K·Qᵀ, the transpose of Q·Kᵀ",
+        "scores[i, j] = q_i·k_j: compute Q·Kᵀ with queries on the rows",
+    ),
+    "mask_inverted": Mistake(
+        "mask inverted",
+        "the mask was read with the opposite meaning: 1 as blocked (PyTorch's nn.MultiheadAttention "
+        "convention) where 1 means may attend",
+        "flip the mask: attncli and F.scaled_dot_product_attention take 1/True = may attend",
+    ),
+    "causal_not_asked": Mistake(
+        "causal mask applied",
+        "each query only saw the keys up to itself, but this problem has no mask",
+        "drop the causal mask (is_causal=False), or add \"mask\": \"causal\" to the problem if it was meant",
+    ),
+    "mask_ignored": Mistake(
+        "mask ignored",
+        "every key was attended to, though the problem masks some",
+        "apply the mask: masked logits must be −∞ before the softmax",
+    ),
+    "weights_not_transposed": Mistake(
+        "weights used as (out, in) without transposing",
+        "the weights were applied as x·Wᵀ (PyTorch's layout) to weights stored (in, out)",
+        "use x·W for attncli's (in, out) weights; PyTorch's (out, in) weights need x·Wᵀ",
+    ),
+    "heads_interleaved": Mistake(
+        "heads split with the wrong reshape",
+        "each head took every heads-th column (reshape to (head_dim, heads)) instead of a contiguous block",
+        "reshape (batch, seq, heads*head_dim) to (batch, seq, heads, head_dim), then move heads forward",
+    ),
+    "no_output_projection": Mistake(
+        "output projection left out",
+        "the result is the concatenated heads, without W_O",
+        "multiply the concatenated heads by W_O (and add b_O)",
+    ),
+}
+
+
+def _bias_mistake(name: str) -> Mistake:
+    return Mistake(f"{name} left out", f"the computation ran without the bias {name}",
+                   f"add {name} after its projection")
+
+
+def variants(problem: Problem) -> Iterator[tuple[Mistake, dict[str, np.ndarray]]]:
+    """Each known mistake that applies to this problem, with the steps it would produce
+    (in the Trace's shapes). Changes of the problem itself run through the real pipeline."""
+    factor = problem.scale_factor
+    d_model = problem.x.shape[2]
+    replace = dataclasses.replace
+
+    def traced(changed: Problem) -> dict[str, np.ndarray]:
+        try:
+            return {name: step.array for name, step in attention(changed).steps.items()}
+        except ProblemError:
+            return {}
+
+    yield MISTAKES["transposed_weighted_sum"], _structural(problem, transposed_weighted_sum=True)
+    yield MISTAKES["softmax_over_queries"], _structural(problem, softmax_axis=-2)
+    yield MISTAKES["scores_transposed"], _structural(problem, transpose_scores=True)
+    if problem.heads > 1:
+        yield MISTAKES["heads_interleaved"], _structural(problem, interleave=True)
+    if factor != 1.0:
+        yield MISTAKES["no_scaling"], traced(replace(problem, scale="none"))
+        yield MISTAKES["scaled_twice"], traced(replace(problem, scale=factor * factor))
+    if problem.heads > 1 and problem.scale == "sqrt":
+        yield MISTAKES["sqrt_d_model"], traced(replace(problem, scale=1.0 / math.sqrt(d_model)))
+    if problem.mask is not None:
+        yield MISTAKES["mask_inverted"], traced(replace(problem, mask=~problem.mask))
+        yield MISTAKES["mask_ignored"], traced(replace(problem, mask=None, mask_rule=None))
+    else:
+        q_len, k_len = problem.x.shape[1], problem.context.shape[1]
+        causal = np.tri(q_len, k_len, dtype=bool)[None, None]
+        yield MISTAKES["causal_not_asked"], traced(replace(problem, mask=causal, mask_rule="causal"))
+    transposed = _transposed_weights(problem)
+    if transposed is not None:
+        yield MISTAKES["weights_not_transposed"], traced(transposed)
+    if problem.w_out is not None:
+        yield MISTAKES["no_output_projection"], _without_projection(traced(replace(problem, w_out=None, b_out=None)))
+    for name in ("b_query", "b_key", "b_value", "b_out"):
+        if getattr(problem, name) is not None:
+            yield _bias_mistake(name), traced(replace(problem, **{name: None}))
+
+
+def _without_projection(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # only the output differs: the earlier steps are the right ones
+    return {"output": arrays["output"]} if "output" in arrays else {}
+
+
+def _transposed_weights(problem: Problem) -> Problem | None:
+    """The problem with every weight transposed, when every weight is square (else x·Wᵀ would not fit)."""
+    weights = {name: getattr(problem, name) for name in ("w_query", "w_key", "w_value", "w_out")}
+    present = {name: weight for name, weight in weights.items() if weight is not None}
+    if any(weight.shape[0] != weight.shape[1] for weight in present.values()):
+        return None
+    if all(np.array_equal(weight, weight.T) for weight in present.values()):
+        return None  # symmetric weights: the mistake would change nothing
+    return dataclasses.replace(problem, **{name: weight.T.copy() for name, weight in present.items()})
+
+
+def _structural(
+    problem: Problem, *, softmax_axis: int = -1, transpose_scores: bool = False,
+    transposed_weighted_sum: bool = False, interleave: bool = False,
+) -> dict[str, np.ndarray]:
+    """The steps as an implementation with one structural slip computes them: the softmax over
+    another axis, the scores transposed, softmaxᵀ·V, or heads taken as interleaved columns.
+    Returns {} when the slip cannot even run for this problem's shapes (e.g. q_len != k_len)."""
+    heads = problem.heads
+    q_len, k_len = problem.x.shape[1], problem.context.shape[1]
+    if (transpose_scores or transposed_weighted_sum) and q_len != k_len:
+        return {}
+    split: Callable[[np.ndarray, int], np.ndarray] = _split_interleaved if interleave else split_heads
+
+    def project(source: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        projected = source @ weight
+        return projected + bias if bias is not None else projected
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        q = split(project(problem.x, problem.w_query, problem.b_query), heads)
+        k = split(project(problem.context, problem.w_key, problem.b_key), heads)
+        v = split(project(problem.context, problem.w_value, problem.b_value), heads)
+        scores = q @ k.swapaxes(-1, -2)
+        if transpose_scores:
+            scores = scores.swapaxes(-1, -2)
+        logits = scores / math.sqrt(problem.head_dim) if problem.scale == "sqrt" else scores * problem.scale_factor
+        allowed = problem.mask
+        if allowed is not None:
+            logits = np.where(allowed, logits, -np.inf)
+        if softmax_axis == -1:
+            weights = masked_softmax(logits, allowed)
+        else:
+            weights = masked_softmax(logits.swapaxes(-1, -2), None if allowed is None else np.broadcast_to(
+                allowed, logits.shape).swapaxes(-1, -2)).swapaxes(-1, -2)
+        per_head = (weights.swapaxes(-1, -2) if transposed_weighted_sum else weights) @ v
+        concat = merge_heads(per_head)
+        output = concat
+        if problem.w_out is not None:
+            output = concat @ problem.w_out
+            if problem.b_out is not None:
+                output = output + problem.b_out
+    full = {"q": q, "k": k, "v": v, "scores": scores, "logits": logits, "softmax": weights, "concat": concat,
+            "output": output}
+    return {name: array.reshape(present_shape(array.shape, name, problem.batched, heads))
+            for name, array in full.items()}
+
+
+def _split_interleaved(projected: np.ndarray, heads: int) -> np.ndarray:
+    # the slip: (batch, seq, head_dim, heads) puts every heads-th column in one head
+    batch, seq, width = projected.shape
+    return projected.reshape(batch, seq, width // heads, heads).transpose(0, 3, 1, 2)
