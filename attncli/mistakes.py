@@ -76,7 +76,8 @@ def check_step(
     aside) and, when they differ, try the known mistakes. Raises ProblemError on a shape mismatch."""
     expected = trace.steps[step].array
     yours = _fit(yours, expected.shape, step)
-    difference = np.abs(yours - expected)
+    with np.errstate(invalid="ignore"):  # −∞ − −∞, a masked logit in both, is set to 0 below
+        difference = np.abs(yours - expected)
     # a masked logit is −∞ in both: equal, not NaN
     difference[np.isneginf(yours) & np.isneginf(expected)] = 0.0
     difference[np.isnan(difference)] = np.inf

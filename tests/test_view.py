@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from attncli.keys import format_number
 from attncli.pipeline import attention
 from attncli.problem import problem_from_document
-from attncli.keys import format_number
 from attncli.view import print_trace
 
 
