@@ -38,11 +38,11 @@ class Matrix:
 
 @dataclass(frozen=True)
 class Section:
-    """One step of the walk-through: a heading, one line of explanation, its matrices."""
+    """One step of the walk-through: a heading, one line of explanation, its matrices in rows."""
 
     heading: str
     explanation: str
-    matrices: tuple[Matrix, ...]
+    rows: tuple[tuple[Matrix, ...], ...]  # matrices shown side by side, row by row
     heatmap: bool = False
 
 
@@ -58,37 +58,39 @@ def walkthrough(problem: Problem, trace: Trace) -> tuple[list[Section], str]:
             "1. Inputs",
             "x holds one row per token (3 tokens of width 4); W_Q, W_K and W_V are the learned weights (4×3).",
             (
-                Matrix("x", problem.x[0], "token", "dim"),
-                Matrix("W_Q", problem.w_query, "in", "out"),
-                Matrix("W_K", problem.w_key, "in", "out"),
-                Matrix("W_V", problem.w_value, "in", "out"),
+                (Matrix("x", problem.x[0], "token", "dim"),),
+                (
+                    Matrix("W_Q", problem.w_query, "in", "out"),
+                    Matrix("W_K", problem.w_key, "in", "out"),
+                    Matrix("W_V", problem.w_value, "in", "out"),
+                ),
             ),
         ),
         Section(
             "2. Linear maps",
             "Q = x·W_Q, K = x·W_K, V = x·W_V: each token becomes a query, a key and a value.",
-            (
+            ((
                 Matrix("Q", arrays["q"], "token", "dim"),
                 Matrix("K", arrays["k"], "token", "dim"),
                 Matrix("V", arrays["v"], "token", "dim"),
-            ),
+            ),),
         ),
         Section(
             "3. Scores",
             "scores = Q·Kᵀ: row i, column j is how well query i matches key j "
             "(left unscaled here, as the classic walk-through does; attncli's default divides by √head_dim).",
-            (Matrix("scores", arrays["scores"], "query", "key"),),
+            ((Matrix("scores", arrays["scores"], "query", "key"),),),
         ),
         Section(
             "4. Softmax",
             "softmax over each row (over the keys): e^score / Σ e^score, so each query's weights sum to 1.",
-            (Matrix("softmax", arrays["softmax"], "query", "key"),),
+            ((Matrix("softmax", arrays["softmax"], "query", "key"),),),
             heatmap=True,
         ),
         Section(
             "5. Weighted sum",
             "output = softmax·V: output row i is the sum over keys j of weight[i, j] × V row j.",
-            (Matrix("output", arrays["output"], "token", "dim"),),
+            ((Matrix("output", arrays["output"], "token", "dim"),),),
         ),
     ]
     return sections, mistake_warning(arrays["softmax"], arrays["v"], arrays["output"])

@@ -95,29 +95,28 @@ def shape_flow(sizes: Sizes) -> list[ShapeRow]:
         return ShapeRow(name, "given", shape, lead + (length_axis, "d_model" if name == "x" else "d_context"),
                         "the input" if name == "x" else "the input keys and values are computed from")
 
-    split = (f"project to heads*head_dim = {heads}×{head_dim} = {width}"
-             + (f", split into {heads} heads of {head_dim} and move heads before the tokens" if heads > 1 else ""))
-    split_v = (f"project to heads*head_dim_v = {heads}×{head_dim_v} = {width_v}"
-               + (f", split into {heads} heads of {head_dim_v} and move heads before the tokens" if heads > 1 else ""))
+    def split(weight: str, d_in: int, width_out: int, dim: int) -> str:
+        text = f"times {weight} ({d_in}×{width_out})"
+        return text + (f", split into {heads} heads × {dim}" if heads > 1 else "")
+
     rows = [given("x", sizes.seq_len, sizes.d_model, "q_len")]
     if sizes.context_len:
         rows.append(given("context", k_len, d_context, "k_len"))
     rows += [
-        row("q", "Q = x·W_Q", f"x·W_Q with W_Q ({sizes.d_model}, {width}): {split}"),
-        row("k", f"K = {source}·W_K", f"{source}·W_K with W_K ({d_context}, {width}): {split}"),
-        row("v", f"V = {source}·W_V", f"{source}·W_V with W_V ({d_context}, {width_v}): {split_v}"),
-        row("scores", "scores = Q·Kᵀ", f"per head, (q_len, head_dim)·(head_dim, k_len): head_dim = {head_dim} is "
-            "summed away"),
+        row("q", "Q = x·W_Q", split("W_Q", sizes.d_model, width, head_dim)),
+        row("k", f"K = {source}·W_K", split("W_K", d_context, width, head_dim)),
+        row("v", f"V = {source}·W_V", split("W_V", d_context, width_v, head_dim_v)),
+        row("scores", "scores = Q·Kᵀ", f"each query·each key, per head: {head_dim} dims summed away"),
     ]
     if sizes.scaled or sizes.masked:
         what = " and ".join(word for word, flag in (("scaled", sizes.scaled), ("masked", sizes.masked)) if flag)
-        rows.append(row("logits", "logits = scores × scale", f"{what} cell by cell: same shape"))
-    rows.append(row("softmax", "softmax over keys", "normalised along k_len: each row sums to 1, same shape"))
-    merge = (f"per head softmax·V is (q_len, head_dim_v); move heads back after the tokens and concatenate "
-             f"{heads}×{head_dim_v} = {width_v}" if heads > 1 else "softmax·V: (q_len, k_len)·(k_len, head_dim_v)")
+        rows.append(row("logits", "logits = scores × scale", f"{what} cell by cell"))
+    rows.append(row("softmax", "softmax over keys", "along k_len: each row sums to 1"))
+    merge = (f"softmax·V per head, heads joined: {heads}×{head_dim_v} = {width_v}"
+             if heads > 1 else "softmax·V: weighted sums of V's rows")
     if sizes.d_out is not None:
         rows.append(row("concat", "concat = [softmax·V for each head]", merge))
-        rows.append(row("output", "output = concat·W_O", f"concat·W_O with W_O ({width_v}, {sizes.d_out})"))
+        rows.append(row("output", "output = concat·W_O", f"times W_O ({width_v}×{sizes.d_out})"))
     else:
         rows.append(row("output", "output = [softmax·V for each head]", merge))
     return rows

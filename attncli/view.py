@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 from rich.color import Color, blend_rgb
 from rich.color_triplet import ColorTriplet
+from rich.columns import Columns
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.measure import Measurement
 from rich.style import Style
@@ -189,18 +190,14 @@ def print_demo(sections: list[Section], warning: str, precision: int, console: C
     for section in sections:
         blocks.append(Text(section.heading, style="bold underline"))
         blocks.append(Text(section.explanation))
-        for matrix in section.matrices:
-            n_rows, n_columns = matrix.array.shape
-            blocks.append(
-                matrix_block(
-                    console,
-                    matrix.array,
-                    f"{matrix.name}   {n_rows}×{n_columns}",
-                    f"{matrix.row_label}╲{matrix.column_label}",
-                    precision,
-                    section.heatmap,
-                )
-            )
+        for row in section.rows:
+            tables = [
+                matrix_block(console, matrix.array, f"{matrix.name}   {matrix.array.shape[0]}×{matrix.array.shape[1]}",
+                             f"{matrix.row_label}╲{matrix.column_label}", precision, section.heatmap)
+                for matrix in row
+            ]
+            # small matrices side by side, as many as the width allows
+            blocks.append(Columns(tables, padding=(0, 3)) if len(tables) > 1 else tables[0])
         if section.heatmap:
             blocks.append(HeatLegend())
         blocks.append(Text(""))
@@ -309,7 +306,7 @@ def print_shapes(rows: list, console: Console | None = None) -> None:
         table.add_row(row.step, Text(row.formula), "(" + ", ".join(map(str, row.shape)) + ")",
                       Text("(" + ", ".join(row.axes) + ")"), Text(row.how))
     if not console.is_terminal:
-        console.width = max(console.width, 140)
+        console.width = max(console.width, _width(console, table))
     console.print(table)
 
 
