@@ -483,9 +483,13 @@ def shapes(
     from attncli.errors import ProblemError
     from attncli.shapes import Sizes, shape_flow, sizes_of
 
+    formulas = None
     if file is not None:
+        from attncli.pipeline import formula
+
         problem, _, source = _load_problem(file, {}, None, None, False)
         sizes = sizes_of(problem)
+        formulas = {name: formula(name, problem) for name in STEP_NAMES}
     else:
         if seq_len is None or d_model is None:
             raise typer.BadParameter("give --seq-len and --d-model (or a problem FILE)", param_hint="--seq-len")
@@ -493,7 +497,7 @@ def shapes(
         sizes = Sizes(seq_len=seq_len, d_model=d_model, heads=heads, batch=batch, context_len=context_len,
                       head_dim_v=head_dim_v, d_out=d_out)
     try:
-        rows = shape_flow(sizes)
+        rows = shape_flow(sizes, formulas)
     except ProblemError as error:
         _fail(source, error.message)
     if output_format == "json":

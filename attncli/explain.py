@@ -102,12 +102,12 @@ def explain_query(
         lines = [f"scale = {rule} = {number(factor)}"] if factor != 1.0 else ["no scaling"]
         masked = [j for j in range(k_len) if not allowed[j]]
         if masked:
-            lines.append(f"masked keys (−∞, weight 0): {_join([str(j) for j in masked], ', ')}")
+            lines.append(f"masked keys (-∞, weight 0): {_join([str(j) for j in masked], ', ')}")
         scaling = f"/ √{q.shape[3]}" if problem.scale == "sqrt" else f"× {number(factor)}"
         lines += [
             "…" if j is None else
             f"logit[{j}] = {number(scores[batch, head, query, j])} {scaling} = {number(logit_row[j])}"
-            if allowed[j] else f"logit[{j}] = −∞ (masked)"
+            if allowed[j] else f"logit[{j}] = -∞ (masked)"
             for j in _elide(list(range(k_len)))
         ]
         sections.append(Section("Scale and mask", tuple(lines)))
@@ -120,7 +120,7 @@ def explain_query(
         exps = {j: math.exp(logit_row[j] - top) for j in visible}
         total = sum(exps[j] for j in visible)
         lines = [f"subtract the largest logit, {number(top)}, so no exponential overflows"]
-        lines += ["…" if j is None else f"e^({number(logit_row[j])} − {number(top)}) = {number(exps[j])}"
+        lines += ["…" if j is None else f"e^({number(logit_row[j])} - {number(top)}) = {number(exps[j])}"
                   for j in _elide(visible)]
         lines.append(f"sum = {_join([number(exps[j]) for j in visible], ' + ')} = {number(total)}")
         lines += ["…" if j is None else
@@ -138,12 +138,12 @@ def explain_query(
 
 
 def _projection_note(problem: Problem) -> tuple[str, ...]:
-    notes = []
+    steps = []
     if problem.heads > 1:
-        notes.append("the heads' rows are then put side by side (concat)")
+        steps.append("the heads' rows are put side by side (concat)")
     if problem.w_out is not None:
-        notes.append("and multiplied by W_O" + (" plus b_O" if problem.b_out is not None else "") + " (output)")
-    return ("(" + ", ".join(notes) + ")",) if notes else ()
+        steps.append("multiplied by W_O" + (" plus b_O" if problem.b_out is not None else "") + " (output)")
+    return ("then " + " and ".join(steps),) if steps else ()
 
 
 def _allowed_row(problem: Problem, batch: int, head: int, query: int, k_len: int) -> np.ndarray:

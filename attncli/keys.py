@@ -51,10 +51,10 @@ def head_counts(width: int) -> str:
 
 def format_number(value: float, precision: int, integers: bool = False) -> str:
     """``value`` with ``precision`` decimals (as a whole number when ``integers``); a masked −∞
-    as ``−∞``; in scientific notation when ``precision`` decimals (2 or more) would show a
+    as ``-∞``; in scientific notation when ``precision`` decimals (2 or more) would show a
     nonzero value as 0, or for magnitudes of 1e9 and beyond."""
     if math.isinf(value) and value < 0:
-        return "−∞"
+        return "-∞"
     if integers:
         return str(int(value))
     magnitude = abs(value)

@@ -37,7 +37,7 @@ class Verdict:
     """How the user's array for ``step`` compares with attncli's.
 
     ``agree``: every cell within tolerance; ``max_error``: the largest |yours − attncli|;
-    ``worst``: that cell's index; ``yours``/``expected``: the two values there; ``wrong_cells``:
+    ``worst``: that cell's index; ``yours``/``attncli``: the two values there; ``wrong_cells``:
     how many cells are out of tolerance; ``mistakes``: the known mistakes the numbers match (more
     than one when, for these inputs, they give the same numbers), most common first.
     """
@@ -47,7 +47,7 @@ class Verdict:
     max_error: float
     worst: tuple[int, ...]
     yours: float
-    expected: float
+    attncli: float
     wrong_cells: int
     cells: int
     atol: float
@@ -59,7 +59,7 @@ class Verdict:
             "step": self.step,
             "agree": self.agree,
             "max_error": self.max_error,
-            "worst": {"index": list(self.worst), "yours": self.yours, "expected": self.expected},
+            "worst": {"index": list(self.worst), "yours": self.yours, "attncli": self.attncli},
             "wrong_cells": self.wrong_cells,
             "cells": self.cells,
             "atol": self.atol,
@@ -86,7 +86,7 @@ def check_step(
     mistakes = _matching_mistakes(problem, step, yours, atol, rtol) if wrong.any() else ()
     return Verdict(
         step=step, agree=not wrong.any(), max_error=float(difference.max()), worst=worst,
-        yours=float(yours[worst]), expected=float(expected[worst]),
+        yours=float(yours[worst]), attncli=float(expected[worst]),
         wrong_cells=int(wrong.sum()), cells=int(wrong.size), atol=atol, rtol=rtol, mistakes=mistakes,
     )
 

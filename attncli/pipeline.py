@@ -145,13 +145,14 @@ def _step(name: str, array: np.ndarray, problem: Problem) -> Step:
     axes = present_axes(name, problem.batched, problem.heads)
     return Step(
         name=name,
-        formula=_formula(name, problem),
+        formula=formula(name, problem),
         array=array.reshape(present_shape(array.shape, name, problem.batched, problem.heads)),
         axes=axes,
     )
 
 
-def _formula(name: str, problem: Problem) -> str:
+def formula(name: str, problem: Problem) -> str:
+    """The formula of step ``name`` for this problem, e.g. ``Q = x·W_Q + b_Q``."""
     source = "context" if problem.cross else "x"
     match name:
         case "q":

@@ -98,7 +98,8 @@ def parse_json(data: bytes, what: str = "a JSON object") -> Any:
     try:
         return json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=float)
     except json.JSONDecodeError as error:
-        raise ProblemError(f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+        hint = " (one problem per line? give a .jsonl file, or --lines)" if error.msg == "Extra data" else ""
+        raise ProblemError(f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}{hint}") from None
     except RecursionError:
         raise ProblemError("invalid JSON: nested too deeply") from None
     except ProblemError:
@@ -316,6 +317,8 @@ def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
         try:
             document = parse_json(raw)
         except ProblemError as error:
+            # the stream's line number is given by the caller; within one line only the column counts
+            error.message = error.message.replace("invalid JSON at line 1, column", "invalid JSON at column")
             yield number, error
             continue
         yield number, document

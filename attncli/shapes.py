@@ -60,8 +60,9 @@ def sizes_of(problem: Problem) -> Sizes:
     )
 
 
-def shape_flow(sizes: Sizes) -> list[ShapeRow]:
-    """Every step from the inputs to the output, in order, for these sizes.
+def shape_flow(sizes: Sizes, formulas: dict[str, str] | None = None) -> list[ShapeRow]:
+    """Every step from the inputs to the output, in order, for these sizes; ``formulas`` (step ->
+    formula, as a real problem's trace has them) replace the generic ones.
 
     Raises ProblemError when d_model does not split into the heads (naming the counts that would).
     """
@@ -88,7 +89,7 @@ def shape_flow(sizes: Sizes) -> list[ShapeRow]:
     def row(step: str, formula: str, how: str) -> ShapeRow:
         axes = present_axes(step, batched, heads)
         shape = present_shape(tuple(full[axis] for axis in STEP_AXES[step]), step, batched, heads)
-        return ShapeRow(step, formula, shape, axes, how)
+        return ShapeRow(step, (formulas or {}).get(step, formula), shape, axes, how)
 
     def given(name: str, length: int, width_in: int, length_axis: str) -> ShapeRow:
         shape = ((sizes.batch,) if batched else ()) + (length, width_in)
@@ -106,7 +107,8 @@ def shape_flow(sizes: Sizes) -> list[ShapeRow]:
         row("q", "Q = x·W_Q", split("W_Q", sizes.d_model, width, head_dim)),
         row("k", f"K = {source}·W_K", split("W_K", d_context, width, head_dim)),
         row("v", f"V = {source}·W_V", split("W_V", d_context, width_v, head_dim_v)),
-        row("scores", "scores = Q·Kᵀ", f"each query·each key, per head: {head_dim} dims summed away"),
+        row("scores", "scores = Q·Kᵀ", f"each query·each key{', per head' if heads > 1 else ''}: "
+            f"{head_dim} dims summed away"),
     ]
     if sizes.scaled or sizes.masked:
         what = " and ".join(word for word, flag in (("scaled", sizes.scaled), ("masked", sizes.masked)) if flag)
@@ -118,5 +120,5 @@ def shape_flow(sizes: Sizes) -> list[ShapeRow]:
         rows.append(row("concat", "concat = [softmax·V for each head]", merge))
         rows.append(row("output", "output = concat·W_O", f"times W_O ({width_v}×{sizes.d_out})"))
     else:
-        rows.append(row("output", "output = [softmax·V for each head]", merge))
+        rows.append(row("output", "output = [softmax·V for each head]" if heads > 1 else "output = softmax·V", merge))
     return rows

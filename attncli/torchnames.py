@@ -45,7 +45,9 @@ def from_pytorch_names(document: dict) -> dict:
         )
     if document.get("heads") is None:
         raise ProblemError(
-            "heads is required with PyTorch's weight names (nn.MultiheadAttention's num_heads)", key="heads"
+            "heads is required with PyTorch's weight names (nn.MultiheadAttention's num_heads): "
+            "give it in the file or as --heads N",
+            key="heads",
         )
     converted = {key: value for key, value in document.items() if key not in TORCH_KEYS}
     if "in_proj_weight" in document:

@@ -72,6 +72,8 @@ def _table(
     heatmap: bool,
 ) -> Table:
     finite = array[np.isfinite(array)]
+    # a value this far below the table's largest is rounding left-over (0.1 + 0.2 - 0.3), shown as 0
+    noise = 1e-12 * float(np.abs(finite).max()) if finite.size else 0.0
     # whole-number matrices (the classic example's inputs) read best without decimals; weights never
     integers = (
         not heatmap
@@ -93,7 +95,7 @@ def _table(
                 cells.append("…")
                 continue
             value = float(array[row, column])
-            text = format_number(value, precision, integers)
+            text = format_number(0.0 if abs(value) < noise else value, precision, integers)
             cells.append(Text(text, style=heat_style(value)) if heatmap and np.isfinite(value) else text)
         table.add_row(str(row), *cells)
     return table
@@ -259,8 +261,10 @@ class HeatGrid:
             padded = np.pad(weights, ((0, 0), (0, (-n_columns) % pool)))
             weights = padded.reshape(n_rows, -1, pool).max(axis=2)
         yield Text(self.title + (f"   (each cell: the largest of {pool} keys)" if pool > 1 else ""), style="bold")
+        yield Text(" " * label_width + "keys →   (rows: queries)", style="dim")
         ruler = [" "] * weights.shape[1]
-        for column in range(0, weights.shape[1], 10):
+        step = 1 if weights.shape[1] <= 10 else 10
+        for column in range(0, weights.shape[1], step):
             label = str(column * pool)
             ruler[column:column + len(label)] = label
         yield Text(" " * label_width + "".join(ruler[:weights.shape[1]]), style="dim")
@@ -268,7 +272,9 @@ class HeatGrid:
         for row_index, row in enumerate(weights):
             line = Text(f"{row_index:>{label_width - 1}} ", style="dim")
             for weight in row:
-                if colour:
+                if weight == 0:
+                    line.append(" ")  # exactly 0 (a masked key) stays blank, unlike a small weight
+                elif colour:
                     line.append("█", style=Style(color=heat_style(float(weight)).bgcolor))
                 else:
                     line.append(SHADES[min(int(weight * len(SHADES)), len(SHADES) - 1)])
@@ -297,14 +303,19 @@ def print_heatmaps(trace: Trace, full: bool = False, console: Console | None = N
 # --- shapes, explanations, verdicts ------------------------------------------------------------------
 
 def print_shapes(rows: list, console: Console | None = None) -> None:
-    """The flow of shapes, one row per step: step, formula, shape, axes, how it got there."""
+    """The flow of shapes, one row per step: the step; its shape over its named axes; its formula
+    over how it got that shape (two lines each, so the table fits an 80-column terminal)."""
     console = console or PipeAwareConsole()
     table = Table(title=Text("How the shapes flow", style="bold"), title_justify="left")
-    for header in ("step", "formula", "shape", "axes", "how"):
-        table.add_column(header, no_wrap=header != "how", overflow="fold")
+    table.add_column("step", no_wrap=True)
+    table.add_column("shape and axes", no_wrap=True)
+    table.add_column("formula and how", overflow="fold")
     for row in rows:
-        table.add_row(row.step, Text(row.formula), "(" + ", ".join(map(str, row.shape)) + ")",
-                      Text("(" + ", ".join(row.axes) + ")"), Text(row.how))
+        shape = Text("(" + ", ".join(map(str, row.shape)) + ")\n")
+        shape.append("(" + ", ".join(row.axes) + ")", style="dim")
+        what = Text(row.formula + "\n")
+        what.append(row.how, style="dim")
+        table.add_row(row.step, shape, what)
     if not console.is_terminal:
         console.width = max(console.width, _width(console, table))
     console.print(table)
@@ -332,7 +343,7 @@ def print_verdict(verdict, console: Console | None = None) -> None:
     lines = [Text(
         f"✗ {verdict.step} differs from attncli in {verdict.wrong_cells} of {verdict.cells} cells ({tolerance}); "
         f"largest difference {verdict.max_error:.6g} at {cell}: yours {verdict.yours!r}, attncli "
-        f"{verdict.expected!r}", style="red")]
+        f"{verdict.attncli!r}", style="red")]
     if not verdict.mistakes:
         lines.append(Text("No known mistake gives these numbers."))
     for number, mistake in enumerate(verdict.mistakes):

@@ -121,7 +121,7 @@ def test_a_bad_json_line_is_reported_with_its_number_and_the_others_go_on(tmp_pa
     ]
     assert result.stderr.splitlines() == [
         f"Error: {path}: line 2: expected a JSON object with x, w_query, w_key and w_value, got an array",
-        f"Error: {path}: line 3: invalid JSON at line 1, column 2: Expecting property name enclosed in double quotes",
+        f"Error: {path}: line 3: invalid JSON at column 2: Expecting property name enclosed in double quotes",
         f"Error: {path}: line 5: w_query has 4 rows but x has 2 columns",
     ]
     strict = run("compute", path, "--strict", "--step", "output")
@@ -153,7 +153,7 @@ def test_pytorch_names_need_heads(tmp_path):
     assert_one_line_error(
         run("compute", tmp_path / "noheads.npz"),
         f"{tmp_path / 'noheads.npz'}: heads is required with PyTorch's weight names (nn.MultiheadAttention's "
-        "num_heads)",
+        "num_heads): give it in the file or as --heads N",
     )
     result = json_output(run("compute", tmp_path / "noheads.npz", "--heads", "3", "-f", "json", "-s", "output"))
     np.testing.assert_allclose(result["output"], TORCH_EXPECTED["packed"], rtol=1e-12, atol=1e-13)

@@ -98,7 +98,7 @@ def test_explain_numbers_are_the_traces():
                                                                          abs=1e-11)
         assert numbers_after(lines, f"weight[{key}] =") == pytest.approx([trace.steps["softmax"].array[1, 2, key]],
                                                                         abs=1e-11)
-    assert "  masked keys (−∞, weight 0): 3" in lines and "  logit[3] = −∞ (masked)" in lines
+    assert "  masked keys (-∞, weight 0): 3" in lines and "  logit[3] = -∞ (masked)" in lines
     per_head = trace.steps["softmax"].array[1, 2] @ trace.steps["v"].array[1]
     np.testing.assert_allclose(numbers_after(lines, "= ["), per_head, atol=1e-11)
 
@@ -106,7 +106,7 @@ def test_explain_numbers_are_the_traces():
 def test_explain_the_classic_example_spells_out_the_dot_product():
     lines = explain_lines(SAMPLES / "classic.json", "--query", "0", "--key", "1")
     assert "  q[0]·k[1] = 1×4 + 0×4 + 2×0 = 4" in lines
-    assert "  e^(2 − 4) = 0.1353" in lines and "  weight[0] = 0.1353 / 2.1353 = 0.0634" in lines
+    assert "  e^(2 - 4) = 0.1353" in lines and "  weight[0] = 0.1353 / 2.1353 = 0.0634" in lines
     assert "  out[0] = 0.0634×[1, 2, 3] + 0.4683×[2, 8, 0] + 0.4683×[2, 6, 3]" in lines
     assert "         = [1.9366, 6.6831, 1.5951]" in lines
     assert len(lines) < 30  # readable without scrolling
@@ -274,20 +274,22 @@ def test_heatmap_has_one_cell_per_weight_and_axis_labels():
     document = random_document(seq_len=30, d_model=4, seed=5)
     lines = grid_lines(document, 200, colour=False)
     assert lines[0] == "softmax   30×30"
-    assert lines[1].split() == ["0", "10", "20"]
-    rows = lines[2:32]
+    assert lines[1].strip() == "keys →   (rows: queries)"
+    assert lines[2].split() == ["0", "10", "20"]
+    rows = lines[3:33]
     assert [row.split(" ", 1)[0].strip() or row.split()[0] for row in rows][:3] == ["0", "1", "2"]
     assert all(len(row) == 3 + 30 for row in rows)
     assert lines[-1].startswith("shades: ")
     weights = attention(problem_from_document(document)).steps["softmax"].array
     for column in range(30):
-        assert rows[0][3 + column] == " ░▒▓█"[min(int(weights[0, column] * 5), 4)]
+        expected = " " if weights[0, column] == 0 else " ░▒▓█"[min(int(weights[0, column] * 5), 4)]
+        assert rows[0][3 + column] == expected
 
 
 def test_heatmap_stays_readable_at_200_and_pools_to_a_narrow_terminal():
     document = random_document(seq_len=200, d_model=4, seed=6)
     wide = grid_lines(document, 220, colour=True)
-    assert len(wide) == 1 + 1 + 200 + 1 and "\x1b[" in "".join(wide)
+    assert len(wide) == 1 + 2 + 200 + 1 and "\x1b[" in "".join(wide)
     narrow = grid_lines(document, 80, colour=False)
     assert narrow[0] == "softmax   200×200   (each cell: the largest of 3 keys)"
     assert max(len(line) for line in narrow) <= 80

@@ -25,7 +25,7 @@ from attncli.view import print_trace
         (0.0, 4, False, "0.0000"),
         (-2.5e9, 2, False, "-2.5e+09"),
         (16.0, 4, True, "16"),
-        (-np.inf, 4, False, "−∞"),
+        (-np.inf, 4, False, "-∞"),
     ],
 )
 def test_format_number(value, precision, integers, shown):
