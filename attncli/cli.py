@@ -264,7 +264,7 @@ def compute(
         return
 
     problem, input_paths, source = _load_problem(file, matrix_paths, heads, scale, causal)
-    trace = _computed(problem, source)
+    trace = _computed(problem, source, None if view == "heatmap" else step)
     steps = _selected(trace, step, source)
     if view == "heatmap":
         if output_format not in (None, "table") or output is not None:
@@ -304,12 +304,19 @@ def _load_problem(file: str | None, matrix_paths: dict[str, str], heads: int | N
     return problem, input_paths, source
 
 
-def _computed(problem: Problem, source: str) -> Trace:
+def _computed(problem: Problem, source: str, steps: list[str] | None = None) -> Trace:
+    """The trace of ``steps`` (all when None); only the output steps: computed in blocks."""
     from attncli.errors import ProblemError
     from attncli.pipeline import attention
 
     try:
-        trace = attention(problem)
+        if steps and set(steps) <= {"q", "k", "v", "concat", "output"}:
+            from attncli.view import progress_bar
+
+            with progress_bar() as report:
+                trace = attention(problem, steps, progress=report)
+        else:
+            trace = attention(problem)
     except ProblemError as error:
         _fail(source, error.message)
     except MemoryError:

@@ -10,6 +10,9 @@ No I/O and no printing: problems are reported by raising ProblemError.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +63,42 @@ def weighted_values(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
     return per_head
 
 
-def attention(problem: Problem) -> Trace:
+# Steps that need no full score matrix: asked for alone, the scores are made block by block.
+LIGHT_STEPS = frozenset({"q", "k", "v", "concat", "output"})
+# Below this many score cells per problem, blocks and threads cost more than they save.
+BLOCKED_MIN_CELLS = 1 << 18
+BLOCK_ROWS = 128
+
+
+def attention(
+    problem: Problem,
+    steps: list[str] | tuple[str, ...] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int = 2,
+) -> Trace:
+    """Run the pipeline on a validated Problem and return the Trace of ``steps`` (None: all).
+
+    When no step asked for is a score matrix (scores, logits, softmax) and the problem has at
+    least BLOCKED_MIN_CELLS scores, they are made a block of queries at a time on ``workers``
+    threads (memory O(block × k_len) per worker, not O(batch × heads × q_len × k_len)) and
+    ``progress(done, total)`` is called as blocks finish; the numbers agree with the full
+    computation to about 1e-15 relative in float64 (the last digit may differ).
+    """
+    wanted = tuple(steps) if steps else None
+    cells = problem.x.shape[0] * problem.heads * problem.x.shape[1] * problem.context.shape[1]
+    # small problems take the full path: the same last digits whichever steps are asked for
+    if wanted is not None and set(wanted) <= LIGHT_STEPS and cells >= BLOCKED_MIN_CELLS:
+        trace = _blocked_attention(problem, wanted, progress, workers)
+    else:
+        trace = full_attention(problem)
+    if wanted is None:
+        return trace
+    kept = {name: step for name, step in trace.steps.items() if name in wanted}
+    # asked-for steps this problem lacks stay out, so Trace.select can say so
+    return Trace(steps=kept, meta=trace.meta, warnings=trace.warnings)
+
+
+def full_attention(problem: Problem) -> Trace:
     """Run the whole pipeline on a validated Problem and return its Trace.
 
     Internally every array has both a batch and a heads axis:
@@ -125,6 +163,134 @@ def attention(problem: Problem) -> Trace:
     return Trace(steps=steps, meta=_meta(problem), warnings=_masked_row_warnings(problem))
 
 
+def _blocked_attention(
+    problem: Problem, wanted: tuple[str, ...], progress: Callable[[int, int], None] | None, workers: int
+) -> Trace:
+    heads, batch = problem.heads, problem.x.shape[0]
+    q_len, k_len = problem.x.shape[1], problem.context.shape[1]
+    head_dim, head_dim_v = problem.head_dim, problem.head_dim_v
+    arrays: dict[str, np.ndarray] = {}
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if "q" in wanted:
+            arrays["q"] = _projected_heads("q", problem.x, problem.w_query, problem.b_query, problem)
+        keys = _projected_heads("k", problem.context, problem.w_key, problem.b_key, problem)
+        values = _projected_heads("v", problem.context, problem.w_value, problem.b_value, problem)
+        if "k" in wanted:
+            arrays["k"] = keys
+        if "v" in wanted:
+            arrays["v"] = values
+        # Q is made block by block from x, with the scale folded into W_Q and b_Q: one multiplication
+        # of d_model × width, not one per score
+        w_query, b_query = problem.w_query, problem.b_query
+        if problem.scale == "sqrt":
+            root = np.sqrt(np.asarray(head_dim, dtype=w_query.dtype))
+            w_query, b_query = w_query / root, (None if b_query is None else b_query / root)
+        elif problem.scale_factor != 1.0:
+            factor = np.asarray(problem.scale_factor, dtype=w_query.dtype)
+            w_query, b_query = w_query * factor, (None if b_query is None else b_query * factor)
+        w_query_heads = np.ascontiguousarray(w_query.reshape(-1, heads, head_dim).transpose(1, 0, 2))
+        b_query_heads = None if b_query is None else b_query.reshape(heads, head_dim)
+        # a column of ones beside V: softmax·[V | 1] gives the weighted values and the row sums in one product
+        parts = {"keys": keys, "extended": np.concatenate(
+            [values, np.ones(values.shape[:-1] + (1,), dtype=values.dtype)], axis=-1)}
+        del keys, values
+        concat = np.empty((batch, q_len, heads * head_dim_v), dtype=parts["extended"].dtype)
+        causal = problem.mask_rule == "causal"
+        block_rows = BLOCK_ROWS
+        tasks = [(b, h, start, min(start + block_rows, q_len))
+                 for b in range(batch) for h in range(heads) for start in range(0, q_len, block_rows)]
+
+        def run(task: tuple[int, int, int, int]) -> None:
+            b, h, start, stop = task
+            queries = problem.x[b, start:stop] @ w_query_heads[h]
+            if b_query_heads is not None:
+                queries += b_query_heads[h]
+            # query i sees keys 0..i: keys past the block's last query are never needed
+            k_stop = min(k_len, stop) if causal else k_len
+            scores = queries @ parts["keys"][b, h, :k_stop].T
+            if problem.mask is not None:
+                allowed = problem.mask[min(b, problem.mask.shape[0] - 1), min(h, problem.mask.shape[1] - 1),
+                                       start:stop, :k_stop]
+                np.copyto(scores, -np.inf, where=~allowed)
+            row_max = scores.max(axis=1, keepdims=True)
+            if not np.isfinite(row_max).all():
+                broken = np.isnan(row_max) | np.isposinf(row_max)
+                if broken.any():
+                    raise ProblemError(
+                        f"scores overflow {scores.dtype} in query {start + int(np.argmax(broken))} (beyond "
+                        f"±{_largest(scores.dtype)}); scale the inputs or weights down",
+                        {"scores": (q_len, k_len)},
+                    )
+                row_max[np.isneginf(row_max)] = 0.0  # a row with every key masked: weights 0, not NaN
+            np.subtract(scores, row_max, out=scores)
+            np.exp(scores, out=scores)
+            extended = parts["extended"][b, h, :k_stop]
+            weighted = scores @ extended
+            totals = weighted[:, -1:]
+            block = np.divide(weighted[:, :-1], totals, out=np.zeros_like(weighted[:, :-1]), where=totals > 0)
+            if not np.isfinite(block).all():
+                # a convex combination of V's rows lies in their range: rounding past ±max is that bound
+                v_block = extended[:, :-1]
+                block = np.where(np.isfinite(block), block, np.clip(block, v_block.min(axis=0), v_block.max(axis=0)))
+            concat[b, start:stop, h * head_dim_v:(h + 1) * head_dim_v] = block
+
+        _run_tasks(run, tasks, workers if len(tasks) > 1 else 1, progress)
+        parts.clear()  # K and V are no longer needed: free them before the output projection
+        if problem.w_out is not None:
+            if "concat" in wanted:
+                arrays["concat"] = concat
+            output = concat @ problem.w_out
+            if problem.b_out is not None:
+                output += problem.b_out
+        else:
+            output = concat
+        _check_finite("output", output, problem)
+        if "output" in wanted:
+            arrays["output"] = output
+    steps = {name: _step(name, arrays[name], problem) for name in STEP_AXES if name in arrays}
+    return Trace(steps=steps, meta=_meta(problem), warnings=_masked_row_warnings(problem))
+
+
+def _projected_heads(name: str, source: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                     problem: Problem) -> np.ndarray:
+    """source·weight + bias split into heads, contiguous per head: (batch, heads, seq, dim)."""
+    projected = source @ weight
+    if bias is not None:
+        projected += bias
+    heads_first = np.ascontiguousarray(split_heads(projected, problem.heads))
+    del projected
+    _check_finite(name, heads_first, problem)
+    return heads_first
+
+
+def _run_tasks(run: Callable[[Any], None], tasks: list, workers: int,
+               progress: Callable[[int, int], None] | None) -> None:
+    """Run every task, on ``workers`` threads when more than one (numpy releases the GIL in its
+    products and ufuncs), reporting progress as tasks finish; the first error is raised."""
+    total = len(tasks)
+    if workers <= 1:
+        for done, task in enumerate(tasks, start=1):
+            run(task)
+            if progress:
+                progress(done, total)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run, task) for task in tasks]
+        try:
+            for done, future in enumerate(as_completed(futures), start=1):
+                future.result()
+                if progress:
+                    progress(done, total)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _largest(dtype: np.dtype) -> str:
+    return f"{np.finfo(dtype).max:.1e}".replace("e+", "e")
+
+
 def _check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.ndarray | None = None) -> None:
     finite = np.isfinite(array)
     if allowed is not None:
@@ -136,7 +302,8 @@ def _check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.nd
             f"{axis} {int(index)}" for axis, index in zip(STEP_AXES[name], where, strict=True) if axis in axes
         )
         raise ProblemError(
-            f"{name} overflows float64 at ({position}): beyond ±1.8e308; scale the inputs or weights down",
+            f"{name} overflows {array.dtype} at ({position}): beyond ±{_largest(array.dtype)}; "
+            "scale the inputs or weights down",
             {name: present_shape(array.shape, name, problem.batched, problem.heads)},
         )
 

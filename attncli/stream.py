@@ -40,7 +40,7 @@ def compute_lines(
             if isinstance(parsed, ProblemError):
                 raise parsed
             problem = problem_from_document(parsed, heads=heads, scale=scale, causal=causal)
-            trace = attention(problem)
+            trace = attention(problem, step_names)
             output = trace_to_json(trace, trace.select(step_names))
         except ProblemError as error:
             yield LineResult(None, ProblemError(f"line {number}: {error.message}", error.shapes))

@@ -5,10 +5,14 @@ Rich is imported here and in the CLI only; nothing else in attncli needs it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import math
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 from rich.color import Color, blend_rgb
@@ -362,3 +366,32 @@ def stdout_console(no_color: bool = False) -> Console:
 def recording(width: int) -> Console:
     """A console that records in colour at ``width`` columns, for SVG and HTML pictures."""
     return Console(record=True, file=io.StringIO(), force_terminal=True, color_system="truecolor", width=width)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str = "computing") -> Iterator[Callable[[int, int], None] | None]:
+    """A progress reporter for ``attention(progress=...)``: a bar on stderr that appears once a run
+    has taken a second, only when stderr is a terminal (never on stdout, never in a pipe)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    started = time.monotonic()
+    bar: dict[str, Any] = {}
+
+    def report(done: int, total: int) -> None:
+        if "progress" not in bar:
+            if time.monotonic() - started < 1.0:
+                return
+            bar["progress"] = Progress(TextColumn(description), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                       TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            bar["progress"].start()
+            bar["task"] = bar["progress"].add_task(description, total=total)
+        bar["progress"].update(bar["task"], completed=done)
+
+    try:
+        yield report
+    finally:
+        if "progress" in bar:
+            bar["progress"].stop()

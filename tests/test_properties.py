@@ -181,3 +181,22 @@ def test_json_output_parses_back_to_the_same_float64_values(document):
         finite = np.isfinite(step.array)
         assert np.array_equal(np.array(back[finite], dtype=np.float64), step.array[finite])
         assert (back[~finite] == None).all()  # noqa: E711 — masked logits are JSON null
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems(), st.integers(1, 3), st.sampled_from([1, 2]))
+def test_blocked_path_gives_the_full_paths_numbers(document, block_rows, workers):
+    import attncli.pipeline as pipeline
+
+    problem = problem_from_document(document)
+    full = pipeline.full_attention(problem)
+    saved = pipeline.BLOCK_ROWS, pipeline.BLOCKED_MIN_CELLS
+    pipeline.BLOCK_ROWS, pipeline.BLOCKED_MIN_CELLS = block_rows, 0  # blocks of a few rows, even here
+    try:
+        blocked = pipeline.attention(problem, steps=["q", "k", "v", "concat", "output"], workers=workers)
+    finally:
+        pipeline.BLOCK_ROWS, pipeline.BLOCKED_MIN_CELLS = saved
+    assert "scores" not in blocked.steps
+    for name, step in blocked.steps.items():
+        np.testing.assert_allclose(step.array, full.steps[name].array, rtol=1e-12, atol=1e-12, err_msg=name)
+    assert blocked.warnings == full.warnings
