@@ -227,6 +227,10 @@ def compute(
         bool, typer.Option("--lines", help="FILE (or -) holds one JSON problem per line; write one JSON line each.")
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="With --lines: stop at the first bad line.")] = False,
+    dtype: Annotated[
+        str, typer.Option("--dtype", metavar="float64|float32", callback=_choice(("float64", "float32")),
+                          help="Compute in float64 (default) or float32, to match a framework's float32 numbers."),
+    ] = "float64",
     view: Annotated[
         str, typer.Option("--view", metavar="table|heatmap", callback=_choice(("table", "heatmap")),
                           help="table: every step as tables; heatmap: the softmax weights as compact colour grids."),
@@ -260,10 +264,12 @@ def compute(
             raise typer.BadParameter("matrix options do not combine with JSON Lines", param_hint="--lines")
         if output_format not in (None, "json"):
             raise typer.BadParameter("JSON Lines are written as JSON lines", param_hint="--format")
-        _compute_lines(file or "-", output, heads, scale, causal, step, strict)
+        _compute_lines(file or "-", output, heads, scale, causal, step, strict, dtype)
         return
 
     problem, input_paths, source = _load_problem(file, matrix_paths, heads, scale, causal)
+    if dtype == "float32":
+        problem = problem.astype("float32")
     trace = _computed(problem, source, None if view == "heatmap" else step)
     steps = _selected(trace, step, source)
     if view == "heatmap":
@@ -363,7 +369,7 @@ def _show(render: Callable[[Console], None], no_color: bool, export_svg: str | N
 
 
 def _compute_lines(path: str, output: str | None, heads: int | None, scale: str | None, causal: bool,
-                   step: list[str] | None, strict: bool) -> None:
+                   step: list[str] | None, strict: bool, dtype: str) -> None:
     from attncli.errors import ProblemError
     from attncli.readers import open_lines, source_name
     from attncli.stream import compute_lines
@@ -380,7 +386,8 @@ def _compute_lines(path: str, output: str | None, heads: int | None, scale: str 
             refuse_inputs([plan.target], [path])
         with contextlib.ExitStack() as stack, _stdout_guard():
             sink = stack.enter_context(atomic_file(plan.target)) if plan.target else sys.stdout.buffer
-            for result in compute_lines(stream, heads=heads, scale=scale, causal=causal, step_names=step):
+            for result in compute_lines(stream, heads=heads, scale=scale, causal=causal, step_names=step,
+                                        dtype=dtype):
                 for warning in result.warnings:
                     _warn(source, warning)
                 if result.error is not None:

@@ -6,6 +6,7 @@ so the pipeline can assume consistent float64 arrays. Pure Python and numpy: no 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,14 @@ class Problem:
     mask_rule: str | None
     batched: bool
     cross: bool
+
+    def astype(self, dtype: Any) -> Problem:
+        """The same problem with every array in ``dtype`` (float32 to match a framework's float32 numbers)."""
+        names = ("x", "context", "w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out")
+        changed = {name: getattr(self, name).astype(dtype) for name in names if getattr(self, name) is not None}
+        if self.context is self.x:
+            changed["context"] = changed["x"]  # self-attention stays one array
+        return dataclasses.replace(self, **changed)
 
     @property
     def head_dim(self) -> int:

@@ -33,13 +33,17 @@ def compute_lines(
     scale: str | float | None = None,
     causal: bool = False,
     step_names: list[str] | None = None,
+    dtype: str = "float64",
 ) -> Iterator[LineResult]:
-    """Compute each JSON Lines problem of ``stream`` in turn, with the command-line overrides."""
+    """Compute each JSON Lines problem of ``stream`` in turn, with the command-line overrides,
+    in ``dtype``."""
     for number, parsed in iter_json_lines(stream):
         try:
             if isinstance(parsed, ProblemError):
                 raise parsed
             problem = problem_from_document(parsed, heads=heads, scale=scale, causal=causal)
+            if dtype != "float64":
+                problem = problem.astype(dtype)
             trace = attention(problem, step_names)
             output = trace_to_json(trace, trace.select(step_names))
         except ProblemError as error:

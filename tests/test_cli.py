@@ -70,7 +70,7 @@ def test_compute_json_has_every_step_at_full_precision_and_meta(seed_example):
     assert document["output"] == seed_example["expected"]["output"]
     assert document["meta"] == {
         "heads": 1, "head_dim": 3, "head_dim_v": 3, "batched": False, "cross_attention": False,
-        "scale": {"rule": "none", "factor": 1.0}, "mask": None,
+        "scale": {"rule": "none", "factor": 1.0}, "mask": None, "dtype": "float64",
         "steps": {
             "q": {"shape": [3, 3], "axes": ["q_len", "head_dim"], "formula": "Q = x·W_Q"},
             "k": {"shape": [3, 3], "axes": ["k_len", "head_dim"], "formula": "K = x·W_K"},
