@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from attncli import __version__
-from attncli.keys import FILE_KEYS, STEP_NAMES
+from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL, FILE_KEYS, STEP_NAMES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -259,11 +259,16 @@ def compute(
     if unknown_steps:
         raise typer.BadParameter(f"{unknown_steps[0]!r} is not a step; the steps are {', '.join(STEP_NAMES)}",
                                  param_hint="--step")
+    if output == "-":
+        output = None  # - is standard output, as it is standard input for FILE
     if lines or (file is not None and file.lower().endswith(".jsonl")):
         if matrix_paths:
             raise typer.BadParameter("matrix options do not combine with JSON Lines", param_hint="--lines")
         if output_format not in (None, "json"):
             raise typer.BadParameter("JSON Lines are written as JSON lines", param_hint="--format")
+        if view != "table" or export_svg is not None or export_html is not None:
+            raise typer.BadParameter("JSON Lines are written as JSON lines, not shown as pictures",
+                                     param_hint="--view/--export-svg/--export-html")
         _compute_lines(file or "-", output, heads, scale, causal, step, strict, dtype)
         return
 
@@ -273,6 +278,9 @@ def compute(
     trace = _computed(problem, source, None if view == "heatmap" else step)
     steps = _selected(trace, step, source)
     if view == "heatmap":
+        if step:
+            raise typer.BadParameter("the heatmap shows the softmax weights; --step does not apply",
+                                     param_hint="--step")
         if output_format not in (None, "table") or output is not None:
             raise typer.BadParameter("the heatmap is a view: it goes to the terminal (and --export-svg/--export-html)",
                                      param_hint="--view")
@@ -348,20 +356,31 @@ def _show(render: Callable[[Console], None], no_color: bool, export_svg: str | N
 
     from attncli.errors import ProblemError
     from attncli.view import recording, stdout_console
-    from attncli.writers import write_files
+    from attncli.writers import refuse_inputs, write_files
 
+    pictures_at = {}
+    try:
+        for option, path in (("--export-svg", export_svg), ("--export-html", export_html)):
+            if path is None:
+                continue
+            if path == "" or path.endswith(("/", os.sep)) or Path(path).is_dir():
+                raise ProblemError("needs a file name, not a folder", source=option if path == "" else path)
+            pictures_at[option] = Path(path)
+        refuse_inputs(pictures_at.values(), input_paths)
+    except ProblemError as error:
+        _fail(error.source or "picture", error.message)
     console = stdout_console(no_color)
     with _stdout_guard():
         render(console)
-    if not (export_svg or export_html):
+    if not pictures_at:
         return
     recorder = recording(console.width)
     render(recorder)
     pictures = {}
-    if export_svg:
-        pictures[Path(export_svg)] = recorder.export_svg(title="attncli", clear=False).encode()
-    if export_html:
-        pictures[Path(export_html)] = recorder.export_html(clear=False).encode()
+    if "--export-svg" in pictures_at:
+        pictures[pictures_at["--export-svg"]] = recorder.export_svg(title="attncli", clear=False).encode()
+    if "--export-html" in pictures_at:
+        pictures[pictures_at["--export-html"]] = recorder.export_html(clear=False).encode()
     try:
         write_files(pictures, input_paths)
     except ProblemError as error:
@@ -481,8 +500,8 @@ def shapes(
                                                 help="Tokens in x (queries).")] = None,
     d_model: Annotated[int | None, typer.Option("--d-model", metavar="E", callback=_whole_number(1),
                                                 help="Width of x.")] = None,
-    heads: Annotated[int, typer.Option("--heads", metavar="H", callback=_whole_number(1),
-                                       help="Heads; must divide E.")] = 1,
+    heads: Annotated[int | None, typer.Option("--heads", metavar="H", callback=_whole_number(1),
+                                              help="Heads; must divide E (default 1).")] = None,
     context_len: Annotated[int | None, typer.Option("--context-len", metavar="M", callback=_whole_number(1),
                                                     help="Tokens of a separate context (keys and values).")] = None,
     head_dim_v: Annotated[int | None, typer.Option("--head-dim-v", metavar="D", callback=_whole_number(1),
@@ -498,6 +517,12 @@ def shapes(
     from attncli.shapes import Sizes, shape_flow, sizes_of
 
     formulas = None
+    sizes_given = [name for name, value in (("--batch", batch), ("--seq-len", seq_len), ("--d-model", d_model),
+                                            ("--heads", heads), ("--context-len", context_len),
+                                            ("--head-dim-v", head_dim_v), ("--d-out", d_out)) if value is not None]
+    if file is not None and sizes_given:
+        raise typer.BadParameter("a FILE brings its own sizes: give sizes or a FILE, not both",
+                                 param_hint=sizes_given[0])
     if file is not None:
         from attncli.pipeline import formula
 
@@ -508,17 +533,16 @@ def shapes(
         if seq_len is None or d_model is None:
             raise typer.BadParameter("give --seq-len and --d-model (or a problem FILE)", param_hint="--seq-len")
         source = "shapes"
-        sizes = Sizes(seq_len=seq_len, d_model=d_model, heads=heads, batch=batch, context_len=context_len,
+        sizes = Sizes(seq_len=seq_len, d_model=d_model, heads=heads or 1, batch=batch, context_len=context_len,
                       head_dim_v=head_dim_v, d_out=d_out)
     try:
         rows = shape_flow(sizes, formulas)
     except ProblemError as error:
         _fail(source, error.message)
     if output_format == "json":
-        import json
-        from dataclasses import asdict
+        from attncli.export import shapes_to_json
 
-        _write_stdout((json.dumps({"steps": [asdict(row) for row in rows]}) + "\n").encode())
+        _write_stdout(shapes_to_json(rows).encode())
         return
     from attncli.view import print_shapes
 
@@ -562,8 +586,8 @@ def check(
                                           ".csv/.tsv or .npy; - for standard input.")],
     step: Annotated[str, typer.Option("--step", "-s", metavar="NAME", callback=_choice(STEP_NAMES),
                                       help="The step your numbers are for (default output).")] = "output",
-    atol: Annotated[float, typer.Option("--atol", metavar="A", help="Absolute tolerance.")] = 1e-6,
-    rtol: Annotated[float, typer.Option("--rtol", metavar="R", help="Relative tolerance.")] = 1e-5,
+    atol: Annotated[float, typer.Option("--atol", metavar="A", help="Absolute tolerance.")] = DEFAULT_ATOL,
+    rtol: Annotated[float, typer.Option("--rtol", metavar="R", help="Relative tolerance.")] = DEFAULT_RTOL,
     heads: HeadsOption = None,
     scale: ScaleOption = None,
     causal: CausalOption = False,
@@ -579,8 +603,8 @@ def check(
     from attncli.mistakes import check_step
     from attncli.readers import read_expected, source_name
 
-    if atol < 0 or rtol < 0 or atol != atol or rtol != rtol:
-        raise typer.BadParameter("tolerances must be 0 or more", param_hint="--atol/--rtol")
+    if not (0 <= atol < float("inf") and 0 <= rtol < float("inf")):
+        raise typer.BadParameter("tolerances must be finite numbers of 0 or more", param_hint="--atol/--rtol")
     if file == "-" and expected == "-":
         _fail("<stdin>", "standard input (-) can feed only one input")
     problem, _, source = _load_problem(file, {}, heads, scale, causal)
@@ -596,9 +620,9 @@ def check(
     except ProblemError as error:
         _fail(source_name(expected), error.message)
     if output_format == "json":
-        import json
+        from attncli.export import verdict_to_json
 
-        _write_stdout((json.dumps(verdict.as_dict(), allow_nan=False) + "\n").encode())
+        _write_stdout(verdict_to_json(verdict).encode())
     else:
         from attncli.view import print_verdict
 
@@ -644,6 +668,8 @@ def random_problem(
                                    out_proj=out_proj, bias=bias, causal=causal, seed=seed)
     except ProblemError as error:
         _fail("random", error.message)
+    except MemoryError:
+        _fail("random", "that document is too large for this machine's memory")
     with _stdout_guard():
         sys.stdout.write(json.dumps(document) + "\n")
         sys.stdout.flush()

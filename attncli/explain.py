@@ -103,10 +103,11 @@ def explain_query(
         masked = [j for j in range(k_len) if not allowed[j]]
         if masked:
             lines.append(f"masked keys (-∞, weight 0): {_join([str(j) for j in masked], ', ')}")
-        scaling = f"/ √{q.shape[3]}" if problem.scale == "sqrt" else f"× {number(factor)}"
+        scaling = f" / √{q.shape[3]}" if problem.scale == "sqrt" else f" × {number(factor)}" if factor != 1.0 else ""
         lines += [
             "…" if j is None else
-            f"logit[{j}] = {number(scores[batch, head, query, j])} {scaling} = {number(logit_row[j])}"
+            (f"logit[{j}] = {number(scores[batch, head, query, j])}{scaling} = {number(logit_row[j])}" if scaling
+             else f"logit[{j}] = {number(logit_row[j])}")
             if allowed[j] else f"logit[{j}] = -∞ (masked)"
             for j in _elide(list(range(k_len)))
         ]
@@ -155,7 +156,8 @@ def _allowed_row(problem: Problem, batch: int, head: int, query: int, k_len: int
 
 def _check_index(option: str, index: int, size: int, what: str) -> None:
     if not 0 <= index < size:
-        raise ProblemError(f"{option} {index} is out of range: there are {size} {what} (0 to {size - 1})")
+        there = f"there is 1 {what.rstrip('s')} (0)" if size == 1 else f"there are {size} {what} (0 to {size - 1})"
+        raise ProblemError(f"{option} {index} is out of range: {there}")
 
 
 def _elide(items: list) -> list:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
@@ -72,3 +73,13 @@ def render(trace: Trace, steps: list[Step], chosen: str) -> bytes:
     if chosen == "csv":
         return step_to_csv(steps[0]).encode()
     return trace_to_npz(trace, steps)
+
+
+def shapes_to_json(rows: list) -> str:
+    """The shape flow as one JSON object: ``steps``, a list of {step, formula, shape, axes, how}."""
+    return json.dumps({"steps": [dataclasses.asdict(row) for row in rows]}) + "\n"
+
+
+def verdict_to_json(verdict: Any) -> str:
+    """A check's verdict as one strict JSON object."""
+    return json.dumps(verdict.as_dict(), allow_nan=False) + "\n"

@@ -41,7 +41,8 @@ def random_document(
         raise ProblemError(f"context_len is {context_len}; it must be at least 1")
     if d_model % heads:
         raise ProblemError(
-            f"d_model {d_model} does not split into {heads} heads (head counts that would: {head_counts(d_model)})"
+            f"d_model {d_model} does not split into {heads} heads "
+            f"(head counts that would: {head_counts(d_model, heads)})"
         )
     rng = np.random.default_rng(seed)
     lead = () if batch is None else (batch,)

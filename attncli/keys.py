@@ -20,6 +20,9 @@ OPTION_KEYS = ("heads", "scale", "mask")
 KNOWN_KEYS = MATRIX_KEYS + OPTION_KEYS + ("about",)
 REQUIRED_KEYS = ("x", "w_query", "w_key", "w_value")
 STEP_NAMES = ("q", "k", "v", "scores", "logits", "softmax", "concat", "output")
+# check's default tolerances: |yours - attncli| <= ATOL + RTOL·|attncli|, as numpy.isclose
+DEFAULT_ATOL = 1e-6
+DEFAULT_RTOL = 1e-5
 
 
 def closest(word: Any, choices: tuple[str, ...], cutoff: float = 0.5) -> str:
@@ -44,9 +47,14 @@ def describe(value: Any) -> str:
     return repr(value)
 
 
-def head_counts(width: int) -> str:
-    """The head counts that split ``width`` evenly, for a message: ``1, 2, 4``."""
-    return ", ".join(str(heads) for heads in range(1, width + 1) if width % heads == 0)
+def head_counts(width: int, wanted: int | None = None, most: int = 8) -> str:
+    """The head counts that split ``width`` evenly, for a message: ``1, 2, 4``; for a width with
+    many, the ``most`` nearest to ``wanted``. Divisors are found up to √width, so a huge width is quick."""
+    small = [number for number in range(1, math.isqrt(width) + 1) if width % number == 0]
+    counts = sorted(set(small + [width // number for number in small]))
+    if len(counts) > most:
+        counts = sorted(sorted(counts, key=lambda count: abs(count - (wanted or 1)))[:most])
+    return ", ".join(map(str, counts))
 
 
 def format_number(value: float, precision: int, integers: bool = False) -> str:

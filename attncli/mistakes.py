@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 
 from attncli.errors import ProblemError
+from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL
 from attncli.pipeline import attention, masked_softmax, merge_heads, split_heads
 from attncli.problem import Problem
 from attncli.trace import Trace, present_shape
 
-DEFAULT_ATOL = 1e-6
-DEFAULT_RTOL = 1e-5
+# A user's logit this low where attncli has −∞ is a mask too (masked_fill(-1e9) is common): e^-1e4 is 0.
+MASKED_ENOUGH = -1e4
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,12 @@ class Verdict:
     mistakes: tuple[Mistake, ...]
 
     def as_dict(self) -> dict[str, Any]:
+        """The verdict as JSON-ready data; a value that is not finite is a string ("-inf", "nan")."""
         return {
             "step": self.step,
             "agree": self.agree,
-            "max_error": self.max_error,
-            "worst": {"index": list(self.worst), "yours": self.yours, "attncli": self.attncli},
+            "max_error": _number(self.max_error),
+            "worst": {"index": list(self.worst), "yours": _number(self.yours), "attncli": _number(self.attncli)},
             "wrong_cells": self.wrong_cells,
             "cells": self.cells,
             "atol": self.atol,
@@ -78,8 +80,8 @@ def check_step(
     yours = _fit(yours, expected.shape, step)
     with np.errstate(invalid="ignore"):  # −∞ − −∞, a masked logit in both, is set to 0 below
         difference = np.abs(yours - expected)
-    # a masked logit is −∞ in both: equal, not NaN
-    difference[np.isneginf(yours) & np.isneginf(expected)] = 0.0
+    # a masked logit is −∞ in both (or very low in yours): equal, not NaN
+    difference[(yours <= MASKED_ENOUGH) & np.isneginf(expected)] = 0.0
     difference[np.isnan(difference)] = np.inf
     wrong = difference > atol + rtol * np.abs(np.where(np.isfinite(expected), expected, 0.0))
     worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(difference)), difference.shape))
@@ -113,10 +115,18 @@ def _matching_mistakes(
         wrong = arrays.get(step)
         if wrong is None or wrong.shape != yours.shape:
             continue
-        both_masked = np.isneginf(wrong) & np.isneginf(yours)
-        if (np.isclose(yours, wrong, atol=atol, rtol=rtol) | both_masked).all():
+        close = np.isclose(yours, wrong, atol=atol, rtol=rtol)
+        close |= (yours <= MASKED_ENOUGH) & np.isneginf(wrong)
+        # a row with every key masked: attncli's variants give 0 there, naive code (and PyTorch's
+        # nn.MultiheadAttention) NaN; both are the same mistake
+        close |= np.isnan(yours) & (wrong == 0)
+        if close.all():
             matches.append(mistake)
     return tuple(matches)
+
+
+def _number(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
 
 
 MISTAKES = {
@@ -198,9 +208,12 @@ def variants(problem: Problem) -> Iterator[tuple[Mistake, dict[str, np.ndarray]]
 
     def traced(changed: Problem) -> dict[str, np.ndarray]:
         try:
-            return {name: step.array for name, step in attention(changed).steps.items()}
+            arrays = {name: step.array for name, step in attention(changed).steps.items()}
         except ProblemError:
             return {}
+        # without scale or mask a variant has no logits step: its logits are its scores
+        arrays.setdefault("logits", arrays["scores"])
+        return arrays
 
     yield MISTAKES["transposed_weighted_sum"], _structural(problem, transposed_weighted_sum=True)
     yield MISTAKES["softmax_over_queries"], _structural(problem, softmax_axis=-2)
@@ -210,7 +223,7 @@ def variants(problem: Problem) -> Iterator[tuple[Mistake, dict[str, np.ndarray]]
     if factor != 1.0:
         yield MISTAKES["no_scaling"], traced(replace(problem, scale="none"))
         yield MISTAKES["scaled_twice"], traced(replace(problem, scale=factor * factor))
-    if problem.heads > 1 and problem.scale == "sqrt":
+    if problem.scale == "sqrt" and d_model != problem.head_dim:
         yield MISTAKES["sqrt_d_model"], traced(replace(problem, scale=1.0 / math.sqrt(d_model)))
     if problem.mask is not None:
         yield MISTAKES["mask_inverted"], traced(replace(problem, mask=~problem.mask))

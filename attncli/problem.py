@@ -301,12 +301,12 @@ def as_array(name: str, value: Any, ranks: tuple[int, ...]) -> np.ndarray:
         raise ProblemError(f"{name} must be a {wanted} array, got {got}", {name: shape})
     if 0 in shape:
         raise ProblemError(f"{name} is empty (shape {_shape_text(shape)})", {name: shape})
-    array = _float_array(name, value)
+    array = float_array(name, value)
     _check_finite_cells(name, array)
     return array
 
 
-def _float_array(name: str, value: list) -> np.ndarray:
+def float_array(name: str, value: list) -> np.ndarray:
     """``value`` (a validated nested list or array) as float64; an integer too large for float64 is an error."""
     if isinstance(value, np.ndarray):
         return value.astype(np.float64)
@@ -371,7 +371,7 @@ def _check_divisible(weight: np.ndarray, name: str, heads: int) -> None:
     if width % heads:
         raise ProblemError(
             f"{name} has {_count(width, 'column')}, which do not split into {heads} heads "
-            f"(head counts that would: {head_counts(width)})",
+            f"(head counts that would: {head_counts(width, heads)})",
             {name: weight.shape},
         )
 
@@ -415,7 +415,7 @@ def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[n
             f"(batch, heads, q_len, k_len), got shape {_shape_text(shape)}",
             {"mask": shape},
         )
-    array = _float_array("mask", value)
+    array = float_array("mask", value)
     bad = np.argwhere((array != 0) & (array != 1))
     if len(bad):
         where = tuple(int(i) for i in bad[0])

@@ -22,8 +22,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from attncli.errors import ProblemError
-from attncli.keys import FILE_KEYS, closest, describe
-from attncli.problem import nested_shape
+from attncli.keys import FILE_KEYS, STEP_NAMES, closest, describe
+from attncli.problem import float_array, nested_shape
 
 STDIN_NAME = "<stdin>"
 # Far beyond any problem a table can show, small enough that a wrong file fails fast.
@@ -156,10 +156,12 @@ def read_folder(folder: Path) -> Inputs:
         if entry.name == OPTIONS_FILE or entry.suffix.lower() not in MATRIX_SUFFIXES or not entry.is_file():
             continue
         key = entry.stem
+        if key in STEP_NAMES:
+            continue  # a step attncli wrote here (-o FOLDER/), not an input
         if key not in FILE_KEYS:
             raise ProblemError(f"is not named after a matrix attncli knows{closest(key, FILE_KEYS, 0.6)}",
                                source=str(entry))
-        if key in sources and sources[key] != str(options_path):
+        if key in sources:
             raise ProblemError(f"{key} is given twice in this folder: {Path(sources[key]).name} and {entry.name}",
                                source=str(folder))
         document[key] = _at(str(entry), lambda path=str(entry), key=key: read_matrix(path, key=key))
@@ -183,10 +185,11 @@ def _at(path: str, read: Any) -> Any:
 
 # --- single matrices ------------------------------------------------------------------------------
 
-def read_matrix(path: str, stdin: BinaryIO | None = None, key: str = "", allow_object: bool = False) -> Any:
+def read_matrix(path: str, stdin: BinaryIO | None = None, key: str = "", allow_object: bool = False,
+                masked: bool = False) -> Any:
     """One matrix from a .csv/.tsv, .json (a bare array; an object too with ``allow_object``) or
     .npy file, or ``-``: nested lists or an array, validated later as the document's ``key`` (a
-    mask's CSV may say true/false)."""
+    mask's CSV may say true/false; with ``masked``, a CSV may hold -inf, a masked logit)."""
     suffix = Path(path).suffix.lower() if path != "-" else ""
     if path != "-" and suffix not in MATRIX_SUFFIXES:
         raise ProblemError(f"unknown extension {suffix or '(none)'!r} for a matrix: use .csv, .tsv, .json or .npy")
@@ -200,10 +203,11 @@ def read_matrix(path: str, stdin: BinaryIO | None = None, key: str = "", allow_o
         if isinstance(value, dict) and not allow_object:
             raise ProblemError("holds a JSON object; a matrix file holds a bare array such as [[1, 2], [3, 4]]")
         return value
-    return parse_csv(data, "\t" if suffix == ".tsv" else "," if suffix == ".csv" else None, booleans=key == "mask")
+    return parse_csv(data, "\t" if suffix == ".tsv" else "," if suffix == ".csv" else None, booleans=key == "mask",
+                     masked=masked)
 
 
-def parse_csv(data: bytes, delimiter: str | None = None, booleans: bool = False) -> np.ndarray:
+def parse_csv(data: bytes, delimiter: str | None = None, booleans: bool = False, masked: bool = False) -> np.ndarray:
     """A matrix from CSV/TSV text: ``delimiter`` or, when None, tab if the first row has one,
     else comma. A first row none of whose cells is a number is a header and skipped; blank
     lines and ``#`` comments are ignored; with ``booleans``, true/false count as 1/0 (masks).
@@ -225,7 +229,7 @@ def parse_csv(data: bytes, delimiter: str | None = None, booleans: bool = False)
             column = values.index(None) + 1
             raise ProblemError(f"line {number}, column {column}: {_cell_text(cells[column - 1])} is not a number")
         for column, value in enumerate(values, start=1):
-            if not math.isfinite(value):
+            if not math.isfinite(value) and not (masked and value == -math.inf):
                 cell = cells[column - 1].strip()
                 raise ProblemError(f"line {number}, column {column}: {cell} is not a finite number")
         if rows and len(values) != len(rows[0]):
@@ -302,7 +306,9 @@ def parse_npz(data: bytes) -> dict[str, Any]:
                 raise ProblemError(f"array {key!r} cannot be read ({error})", key=key) from None
             except MemoryError:
                 raise ProblemError(f"array {key!r} is too large for this machine's memory", key=key) from None
-            document[key] = array.item() if array.ndim == 0 else array
+            # heads and scale are single values, however they were saved (0-d or one element)
+            single = array.ndim == 0 or (key in ("heads", "scale") and array.size == 1)
+            document[key] = array.reshape(()).item() if single else array
     return document
 
 
@@ -356,7 +362,7 @@ def read_expected(path: str, step: str, stdin: BinaryIO | None = None) -> np.nda
     """A user's numbers for ``step``: a .json array (or an object with a key named ``step``, as
     attncli's own JSON output has), a .csv/.tsv matrix or a .npy array; ``null`` reads as −∞ (a
     masked logit)."""
-    value = _at(source_name(path), lambda: read_matrix(path, stdin, allow_object=True))
+    value = _at(source_name(path), lambda: read_matrix(path, stdin, allow_object=True, masked=True))
     if isinstance(value, dict):
         if step not in value:
             raise ProblemError(f"holds no key {step!r} (its keys: {', '.join(map(str, value)) or 'none'})",
@@ -367,5 +373,11 @@ def read_expected(path: str, step: str, stdin: BinaryIO | None = None) -> np.nda
         raise ProblemError(f"{step} is a single number, not an array", source=source_name(path))
     if isinstance(value, np.ndarray):
         return value.astype(np.float64)
-    array = np.array(value, dtype=np.float64)
-    return np.where(np.isnan(array), -np.inf, array)  # null: a masked logit, as attncli writes it
+    # null is a masked logit, as attncli writes it; a NaN stays NaN
+    return _at(source_name(path), lambda: float_array(step, _nulls_as_masked(value)))
+
+
+def _nulls_as_masked(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_nulls_as_masked(item) for item in value]
+    return -math.inf if value is None else value

@@ -70,7 +70,7 @@ def shape_flow(sizes: Sizes, formulas: dict[str, str] | None = None) -> list[Sha
     if sizes.head_dim is None and sizes.d_model % heads:
         raise ProblemError(
             f"d_model {sizes.d_model} does not split into {heads} heads "
-            f"(head counts that would: {head_counts(sizes.d_model)})"
+            f"(head counts that would: {head_counts(sizes.d_model, heads)})"
         )
     head_dim = sizes.head_dim or sizes.d_model // heads
     head_dim_v = sizes.head_dim_v or head_dim
