@@ -288,7 +288,7 @@ def compute(
 
         _show(lambda console: print_heatmaps(trace, full, console), no_color, export_svg, export_html, input_paths)
         return
-    if export_svg or export_html:
+    if export_svg is not None or export_html is not None:
         from attncli.view import print_trace
 
         if output_format not in (None, "table") or output is not None:
