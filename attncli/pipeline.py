@@ -41,12 +41,16 @@ def masked_softmax(logits: np.ndarray, allowed: np.ndarray | None) -> np.ndarray
     a query may see; masked logits are expected to be −∞ already. A row with
     no allowed key gets weights 0, as PyTorch's SDPA gives, rather than NaN.
     """
-    row_max = logits.max(axis=-1, keepdims=True)
+    # ufuncs called directly: this runs once per problem of a JSON Lines stream, where the
+    # method wrappers' overhead is a fair share of the whole
+    row_max = np.maximum.reduce(logits, axis=-1, keepdims=True)
     if allowed is not None:
         # a fully masked row has max −∞; shifting by 0 instead keeps exp(−∞) = 0, not NaN
         row_max[np.isneginf(row_max)] = 0.0
-    weights = np.exp(logits - row_max)
-    totals = weights.sum(axis=-1, keepdims=True)
+    weights = np.exp(np.subtract(logits, row_max))
+    totals = np.add.reduce(weights, axis=-1, keepdims=True)
+    if allowed is None:
+        return np.divide(weights, totals, out=weights)  # every row has a positive total
     np.divide(weights, totals, out=weights, where=totals > 0)
     return weights
 
@@ -58,6 +62,8 @@ def weighted_values(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
     pushes a sum of values near ±1.8e308 to ±inf, the range's bound is the right answer.
     """
     per_head = weights @ values
+    if math.isfinite(np.add.reduce(per_head, axis=None)):
+        return per_head
     if not np.isfinite(per_head).all() and np.isfinite(values).all():
         low, high = values.min(axis=-2, keepdims=True), values.max(axis=-2, keepdims=True)
         per_head = np.where(np.isfinite(per_head), per_head, np.clip(per_head, low, high))
@@ -94,7 +100,7 @@ def attention(
     if wanted is not None and set(wanted) <= LIGHT_STEPS and cells >= BLOCKED_MIN_CELLS:
         trace = _blocked_attention(problem, wanted, progress, workers)
     else:
-        trace = full_attention(problem)
+        trace = full_attention(problem, wanted)
     if wanted is None:
         return trace
     kept = {name: step for name, step in trace.steps.items() if name in wanted}
@@ -102,8 +108,9 @@ def attention(
     return Trace(steps=kept, meta=trace.meta, warnings=trace.warnings)
 
 
-def full_attention(problem: Problem) -> Trace:
-    """Run the whole pipeline on a validated Problem and return its Trace.
+def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None) -> Trace:
+    """Run the whole pipeline on a validated Problem and return its Trace (of the ``wanted`` steps
+    only, when given: every step is still computed and checked).
 
     Internally every array has both a batch and a heads axis:
     q (batch, heads, q_len, head_dim), k (batch, heads, k_len, head_dim),
@@ -162,7 +169,7 @@ def full_attention(problem: Problem) -> Trace:
     steps = {
         name: _step(name, arrays[name], problem)
         for name in STEP_AXES
-        if name in arrays
+        if name in arrays and (wanted is None or name in wanted)
     }
     return Trace(steps=steps, meta=_meta(problem), warnings=_masked_row_warnings(problem))
 
@@ -305,6 +312,10 @@ def _largest(dtype: np.dtype) -> str:
 
 
 def _check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.ndarray | None = None) -> None:
+    # a finite sum means every value is finite (one reduction, the cheap test run on every step);
+    # an infinite one may be a masked −∞ or a sum too large, and gets the cell-by-cell test
+    if allowed is None and math.isfinite(np.add.reduce(array, axis=None)):
+        return
     finite = np.isfinite(array)
     if allowed is not None:
         finite |= ~allowed
@@ -363,6 +374,10 @@ def _has_logits(problem: Problem) -> bool:
     return problem.scale_factor != 1.0 or problem.mask is not None
 
 
+# numpy's dtype.name is slow enough to matter once per problem in a stream
+_DTYPE_NAMES = {"d": "float64", "f": "float32"}
+
+
 def _meta(problem: Problem) -> dict:
     return {
         "heads": problem.heads,
@@ -375,7 +390,7 @@ def _meta(problem: Problem) -> dict:
             "factor": problem.scale_factor,
         },
         "mask": problem.mask_rule,
-        "dtype": str(problem.x.dtype),
+        "dtype": _DTYPE_NAMES.get(problem.x.dtype.char) or str(problem.x.dtype),
     }
 
 

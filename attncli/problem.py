@@ -7,6 +7,7 @@ so the pipeline can assume consistent float64 arrays. Pure Python and numpy: no 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -267,9 +268,13 @@ def nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, ..
         raise ProblemError(f"{name}{_index(path)} is {describe(value)}, expected a number", key=name)
     if not value:
         return (0,)
-    # A row of plain numbers is the common case: check it in one pass, not one call per cell.
+    # A row of plain numbers, or a matrix of such rows, is the common case: check it in one
+    # pass, not one call per cell or row. Anything else takes the slow path that says what is wrong.
     if set(map(type, value)) <= set(allowed):
         return (len(value),)
+    if all(type(row) is list for row in value) and len({len(row) for row in value}) == 1 and value[0]:
+        if set(map(type, itertools.chain.from_iterable(value))) <= set(allowed):
+            return (len(value), len(value[0]))
     shapes = [nested_shape(name, item, path + [i], allowed) for i, item in enumerate(value)]
     first = shapes[0]
     for i, shape in enumerate(shapes):
@@ -330,6 +335,11 @@ def _find_huge_integer(value: Any, path: list[int]) -> list[int] | None:
 
 
 def _check_finite_cells(name: str, array: np.ndarray) -> None:
+    # a finite sum means every cell is finite: one reduction in the usual case (a sum too large
+    # for float64 just takes the cell-by-cell test)
+    with np.errstate(over="ignore"):
+        if math.isfinite(np.add.reduce(array, axis=None)):
+            return
     bad = np.argwhere(~np.isfinite(array))
     if len(bad):
         where = tuple(int(i) for i in bad[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ STEP_AXES = dict(zip(STEP_NAMES, (
 ), strict=True))
 
 
+@functools.cache
 def present_axes(name: str, batched: bool, heads: int) -> tuple[str, ...]:
     """The axes of step ``name`` as a Trace shows them: no batch axis when x had none, no heads
     axis for a single head."""
