@@ -330,7 +330,8 @@ def _computed(problem: Problem, source: str, steps: list[str] | None = None) -> 
             with progress_bar() as report:
                 trace = attention(problem, steps, progress=report)
         else:
-            trace = attention(problem)
+            _check_memory(problem, source)
+            trace = attention(problem, steps)
     except ProblemError as error:
         _fail(source, error.message)
     except MemoryError:
@@ -338,6 +339,18 @@ def _computed(problem: Problem, source: str, steps: list[str] | None = None) -> 
     for warning in trace.warnings:
         _warn(source, warning)
     return trace
+
+
+def _check_memory(problem: Problem, source: str) -> None:
+    """Refuse, before allocating, a trace larger than the memory this machine has free."""
+    from attncli.machine import available_memory
+    from attncli.pipeline import full_trace_bytes
+
+    needed, available = full_trace_bytes(problem), available_memory()
+    if available is not None and needed > available:
+        _fail(source, f"every step of this problem needs about {needed / 2**30:.1f} GiB, but "
+                      f"{available / 2**30:.1f} GiB is free: ask for --step output (computed in blocks), "
+                      "or give a smaller problem")
 
 
 def _selected(trace: Trace, names: list[str] | None, source: str) -> list[Step]:

@@ -108,6 +108,18 @@ def attention(
     return Trace(steps=kept, meta=trace.meta, warnings=trace.warnings)
 
 
+def full_trace_bytes(problem: Problem) -> int:
+    """About how many bytes computing every step of ``problem`` holds at once: q, k, v, the three
+    score matrices (scores, logits, softmax) plus one more for the temporaries, concat and output."""
+    batch, q_len, _ = problem.x.shape
+    k_len = problem.context.shape[1]
+    width, width_v = problem.w_query.shape[1], problem.w_value.shape[1]
+    d_out = problem.w_out.shape[1] if problem.w_out is not None else width_v
+    cells = (batch * (q_len * width + k_len * (width + width_v) + q_len * (width_v + d_out))
+             + 4 * batch * problem.heads * q_len * k_len)
+    return cells * problem.x.itemsize
+
+
 def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None) -> Trace:
     """Run the whole pipeline on a validated Problem and return its Trace (of the ``wanted`` steps
     only, when given: every step is still computed and checked).

@@ -131,3 +131,24 @@ def test_picture_paths_are_checked_before_anything_is_shown(tmp_path):
                            f"{SAMPLES / 'classic.json'}: is one of this run's inputs ({SAMPLES / 'classic.json'}); "
                            "attncli never writes over its input")):
         assert_one_line_error(run("compute", SAMPLES / "classic.json", "--export-svg", path), message)
+
+
+def test_a_trace_too_large_for_memory_is_refused_before_allocating(monkeypatch):
+    import attncli.machine as machine
+
+    monkeypatch.setattr(machine, "available_memory", lambda: 100)  # bytes; the classic trace needs 648
+    problem = SAMPLES / "classic.json"
+    assert_one_line_error(run("compute", problem),
+                          f"{problem}: every step of this problem needs about 0.0 GiB, but 0.0 GiB is free: "
+                          "ask for --step output (computed in blocks), or give a smaller problem")
+    # the output alone is computed in blocks and needs no full trace
+    assert run("compute", problem, "--step", "output", "-f", "json").exit_code == 0
+
+
+def test_the_memory_estimate_counts_the_score_matrices():
+    from attncli.pipeline import full_trace_bytes
+
+    problem = problem_from_document({"x": np.zeros((2, 100, 8)).tolist(), "w_query": np.eye(8).tolist(),
+                                     "w_key": np.eye(8).tolist(), "w_value": np.eye(8).tolist(), "heads": 2})
+    scores = 2 * 2 * 100 * 100
+    assert full_trace_bytes(problem) == 8 * (2 * (100 * 8 + 100 * 16 + 100 * 16) + 4 * scores)
