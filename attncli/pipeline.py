@@ -105,7 +105,13 @@ def attention(
         return trace
     kept = {name: step for name, step in trace.steps.items() if name in wanted}
     # asked-for steps this problem lacks stay out, so Trace.select can say so
-    return Trace(steps=kept, meta=trace.meta, warnings=trace.warnings)
+    return Trace(steps=kept, meta=trace.meta, warnings=trace.warnings, available=problem_steps(problem))
+
+
+def problem_steps(problem: Problem) -> tuple[str, ...]:
+    """The steps this problem has, in order: logits only when scaled or masked, concat only with W_O."""
+    return tuple(name for name in STEP_AXES
+                 if (name != "logits" or _has_logits(problem)) and (name != "concat" or problem.w_out is not None))
 
 
 def full_trace_bytes(problem: Problem) -> int:

@@ -70,6 +70,8 @@ class Trace:
     steps: dict[str, Step]
     meta: dict[str, Any]
     warnings: tuple[str, ...] = field(default=())
+    # every step this problem has, computed or not (a trace of chosen steps holds fewer)
+    available: tuple[str, ...] = field(default=())
 
     def select(self, names: Iterable[str] | None) -> list[Step]:
         """The named steps in pipeline order (all of them for None or empty).
@@ -81,7 +83,7 @@ class Trace:
             return list(self.steps.values())
         for name in names:
             if name not in self.steps:
-                known = ", ".join(self.steps)
+                known = ", ".join(self.available or self.steps)
                 reason = (
                     "this problem has no such step"
                     if name in STEP_NAMES

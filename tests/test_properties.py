@@ -197,6 +197,7 @@ def test_blocked_path_gives_the_full_paths_numbers(document, block_rows, workers
     finally:
         pipeline.BLOCK_ROWS, pipeline.BLOCKED_MIN_CELLS = saved
     assert "scores" not in blocked.steps
+    assert pipeline.problem_steps(problem) == tuple(full.steps)
     for name, step in blocked.steps.items():
         np.testing.assert_allclose(step.array, full.steps[name].array, rtol=1e-12, atol=1e-12, err_msg=name)
     assert blocked.warnings == full.warnings
