@@ -293,11 +293,8 @@ def _structural(
                 allowed, logits.shape).swapaxes(-1, -2)).swapaxes(-1, -2)
         per_head = (weights.swapaxes(-1, -2) if transposed_weighted_sum else weights) @ v
         concat = merge_heads(per_head)
-        output = concat
-        if problem.w_out is not None:
-            output = concat @ problem.w_out
-            if problem.b_out is not None:
-                output = output + problem.b_out
+        output = concat if problem.w_out is None else concat @ problem.w_out + (
+            0.0 if problem.b_out is None else problem.b_out)
     full = {"q": q, "k": k, "v": v, "scores": scores, "logits": logits, "softmax": weights, "concat": concat,
             "output": output}
     return {name: array.reshape(present_shape(array.shape, name, problem.batched, heads))

@@ -176,13 +176,7 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None) -> T
         concat = merge_heads(weighted_values(arrays["softmax"], arrays["v"]))
         if problem.w_out is not None:
             arrays["concat"] = concat
-            output = concat @ problem.w_out
-            if problem.b_out is not None:
-                output += problem.b_out
-        else:
-            output = concat
-        arrays["output"] = output
-        _check_finite("output", output, problem)
+        arrays["output"] = output_projection(concat, problem)
 
     steps = {
         name: _step(name, arrays[name], problem)
@@ -190,6 +184,17 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None) -> T
         if name in arrays and (wanted is None or name in wanted)
     }
     return Trace(steps=steps, meta=_meta(problem), warnings=_masked_row_warnings(problem))
+
+
+def output_projection(concat: np.ndarray, problem: Problem) -> np.ndarray:
+    """concat·W_O + b_O (batch, q_len, d_out), or concat itself without W_O; checked for overflow."""
+    output = concat
+    if problem.w_out is not None:
+        output = concat @ problem.w_out
+        if problem.b_out is not None:
+            output += problem.b_out
+    _check_finite("output", output, problem)
+    return output
 
 
 def _blocked_attention(
@@ -271,15 +276,9 @@ def _blocked_attention(
 
         _run_tasks(run, tasks, workers if len(tasks) > 1 else 1, progress)
         parts.clear()  # K and V are no longer needed: free them before the output projection
-        if problem.w_out is not None:
-            if "concat" in wanted:
-                arrays["concat"] = concat
-            output = concat @ problem.w_out
-            if problem.b_out is not None:
-                output += problem.b_out
-        else:
-            output = concat
-        _check_finite("output", output, problem)
+        if problem.w_out is not None and "concat" in wanted:
+            arrays["concat"] = concat
+        output = output_projection(concat, problem)
         if "output" in wanted:
             arrays["output"] = output
     steps = {name: _step(name, arrays[name], problem) for name in STEP_AXES if name in arrays}
