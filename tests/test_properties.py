@@ -201,3 +201,79 @@ def test_blocked_path_gives_the_full_paths_numbers(document, block_rows, workers
     for name, step in blocked.steps.items():
         np.testing.assert_allclose(step.array, full.steps[name].array, rtol=1e-12, atol=1e-12, err_msg=name)
     assert blocked.warnings == full.warnings
+
+
+def _without_mask_rule(document):
+    # a causal mask is not a set of pairs that travels with a permutation
+    if document.get("mask") == "causal":
+        return {key: value for key, value in document.items() if key != "mask"}
+    return document
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems(), st.randoms(use_true_random=False))
+def test_permuting_keys_with_their_values_changes_nothing(document, random):
+    document = _without_mask_rule(document)
+    source = "context" if "context" in document else "x"
+    length = np.shape(document[source])[-2]
+    order = list(range(length))
+    random.shuffle(order)
+    permuted = dict(document)
+    if source == "context":
+        permuted["context"] = np.take(np.array(document["context"]), order, axis=-2).tolist()
+        if isinstance(document.get("mask"), list):
+            permuted["mask"] = np.take(np.array(document["mask"]), order, axis=-1).tolist()
+        before = attention(problem_from_document(document)).steps["output"].array
+        after = attention(problem_from_document(permuted)).steps["output"].array
+        np.testing.assert_allclose(after, before, rtol=1e-9, atol=1e-9)
+    else:
+        # self-attention: the tokens are queries too, so the output rows move with them
+        permuted["x"] = np.take(np.array(document["x"]), order, axis=-2).tolist()
+        if isinstance(document.get("mask"), list):
+            mask = np.take(np.take(np.array(document["mask"]), order, axis=-1), order, axis=-2)
+            permuted["mask"] = mask.tolist()
+        before = attention(problem_from_document(document)).steps["output"].array
+        after = attention(problem_from_document(permuted)).steps["output"].array
+        np.testing.assert_allclose(after, np.take(before, order, axis=-2), rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(hnp.arrays(np.float64, (3, 5), elements=VALUES), hnp.arrays(np.float64, (3, 1), elements=VALUES),
+       hnp.arrays(np.bool_, (3, 5)))
+def test_a_constant_added_to_a_row_of_logits_changes_nothing(logits, shift, allowed):
+    masked = np.where(allowed, logits, -np.inf)
+    from attncli.pipeline import masked_softmax
+
+    np.testing.assert_allclose(masked_softmax(masked + shift, allowed), masked_softmax(masked, allowed),
+                               rtol=1e-12, atol=1e-15)
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems())
+def test_inputs_a_thousand_times_larger_neither_overflow_nor_give_nan(document):
+    scaled = {**document, "x": (np.array(document["x"]) * 1000).tolist()}
+    if "context" in document:
+        scaled["context"] = (np.array(document["context"]) * 1000).tolist()
+    trace = attention(problem_from_document(scaled))
+    for step in trace.steps.values():
+        assert not np.isnan(step.array).any()
+    assert np.isfinite(trace.steps["output"].array).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems())
+def test_each_batch_item_is_computed_as_if_alone(document):
+    if np.ndim(document["x"]) != 3:
+        return
+    batched = attention(problem_from_document(document)).steps["output"].array
+    for item in range(len(document["x"])):
+        alone = {**document, "x": document["x"][item]}
+        if "context" in document:
+            alone["context"] = document["context"][item]
+        if isinstance(document.get("mask"), list):
+            mask = np.array(document["mask"])
+            chosen = min(item, len(mask) - 1)
+            # (batch, q, k) -> (q, k); (batch, heads, q, k) -> (1, heads, q, k); (q, k) stays
+            alone["mask"] = {2: mask, 3: mask[chosen], 4: mask[chosen:chosen + 1]}[mask.ndim].tolist()
+        single = attention(problem_from_document(alone)).steps["output"].array
+        np.testing.assert_allclose(single, batched[item], rtol=1e-12, atol=1e-12)
