@@ -674,8 +674,14 @@ def random_problem(
     import json
 
     from attncli.errors import ProblemError
-    from attncli.generate import random_document
+    from attncli.generate import document_bytes, random_document
+    from attncli.machine import available_memory
 
+    needed, available = document_bytes(seq_len, d_model, batch=batch, context_len=context_len, out_proj=out_proj,
+                                       bias=bias), available_memory()
+    if available is not None and needed > available:
+        _fail("random", f"that document needs about {needed / 2**30:.1f} GiB to make, but {available / 2**30:.1f} GiB "
+                        "is free: ask for fewer tokens or a smaller d_model")
     try:
         document = random_document(seq_len, d_model, heads=heads, batch=batch, context_len=context_len,
                                    out_proj=out_proj, bias=bias, causal=causal, seed=seed)

@@ -14,6 +14,19 @@ from attncli.keys import head_counts
 DECIMALS = 4
 
 
+# A number in the document costs its float64 in numpy, its Python float in the lists and about a
+# dozen characters of JSON text: estimated generously, so a refusal comes before any allocation.
+BYTES_PER_NUMBER = 64
+
+
+def document_bytes(seq_len: int, d_model: int, *, batch: int | None = None, context_len: int | None = None,
+                   out_proj: bool = False, bias: bool = False) -> int:
+    """About how many bytes making and printing this random document takes."""
+    tokens = (batch or 1) * (seq_len + (context_len or 0))
+    weights = (4 if out_proj else 3) * d_model * d_model + (4 * d_model if bias else 0)
+    return (tokens * d_model + weights) * BYTES_PER_NUMBER
+
+
 def random_document(
     seq_len: int,
     d_model: int,

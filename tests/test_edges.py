@@ -152,3 +152,23 @@ def test_the_memory_estimate_counts_the_score_matrices():
                                      "w_key": np.eye(8).tolist(), "w_value": np.eye(8).tolist(), "heads": 2})
     scores = 2 * 2 * 100 * 100
     assert full_trace_bytes(problem) == 8 * (2 * (100 * 8 + 100 * 16 + 100 * 16) + 4 * scores)
+
+
+def test_random_refuses_a_document_larger_than_memory_before_making_it():
+    result = run("random", "--seq-len", "10000000", "--d-model", "512")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("Error: random: that document needs about 305.2 GiB to make, but ")
+    assert result.stderr.endswith(" GiB is free: ask for fewer tokens or a smaller d_model\n")
+
+
+def test_ctrl_c_exits_130_with_one_line_and_leaves_no_output_file(tmp_path, monkeypatch):
+    import attncli.pipeline as pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "attention", interrupted)
+    result = run("compute", SAMPLES / "classic.json", "-o", tmp_path / "out.npz")
+    assert result.exit_code == 130
+    assert result.stderr == "Error: interrupted\n"
+    assert list(tmp_path.iterdir()) == []
