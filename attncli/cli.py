@@ -321,10 +321,10 @@ def _load_problem(file: str | None, matrix_paths: dict[str, str], heads: int | N
 def _computed(problem: Problem, source: str, steps: list[str] | None = None) -> Trace:
     """The trace of ``steps`` (all when None); only the output steps: computed in blocks."""
     from attncli.errors import ProblemError
-    from attncli.pipeline import attention
+    from attncli.pipeline import LIGHT_STEPS, attention
 
     try:
-        if steps and set(steps) <= {"q", "k", "v", "concat", "output"}:
+        if steps and set(steps) <= LIGHT_STEPS:
             from attncli.view import progress_bar
 
             with progress_bar() as report:
