@@ -238,7 +238,8 @@ def _reject_unknown_keys(document: dict) -> None:
     unknown = [key for key in document if key not in KNOWN_KEYS]
     if unknown:
         key = unknown[0]
-        others = f" (and {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
+        # repr: a key may hold any character, a line break included, and the message stays one line
+        others = f" (and {', '.join(map(repr, unknown[1:]))})" if len(unknown) > 1 else ""
         raise ProblemError(f"unknown key {key!r}{others}{closest(key, KNOWN_KEYS)}")
 
 

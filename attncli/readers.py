@@ -365,7 +365,7 @@ def read_expected(path: str, step: str, stdin: BinaryIO | None = None) -> np.nda
     value = _at(source_name(path), lambda: read_matrix(path, stdin, allow_object=True, masked=True))
     if isinstance(value, dict):
         if step not in value:
-            raise ProblemError(f"holds no key {step!r} (its keys: {', '.join(map(str, value)) or 'none'})",
+            raise ProblemError(f"holds no key {step!r} (its keys: {', '.join(map(repr, value)) or 'none'})",
                                source=source_name(path))
         value = value[step]
     shape = _at(source_name(path), lambda: nested_shape(step, value, [], (int, float, type(None))))

@@ -251,7 +251,7 @@ def test_check_bad_input_exits_2(tmp_path):
                           f"{wrong_shape}: has shape 2×2 but output is 3×3")
     no_key = write(tmp_path, "key.json", '{"softmax": [[1]]}')
     assert_one_line_error(run("check", SAMPLES / "classic.json", "-e", no_key),
-                          f"{no_key}: holds no key 'output' (its keys: softmax)")
+                          f"{no_key}: holds no key 'output' (its keys: 'softmax')")
     assert_one_line_error(run("check", SAMPLES / "classic.json", "-e", tmp_path / "none.json"),
                           f"{tmp_path / 'none.json'}: no such file")
     assert_one_line_error(run("check", SAMPLES / "classic.json", "-e", wrong_shape, "-s", "logits"),
