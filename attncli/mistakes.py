@@ -16,7 +16,7 @@ import numpy as np
 
 from attncli.errors import ProblemError
 from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL
-from attncli.pipeline import attention, masked_softmax, merge_heads, split_heads
+from attncli.pipeline import attention, masked_logits, masked_softmax, merge_heads, split_heads
 from attncli.problem import Problem
 from attncli.trace import Trace, present_shape
 
@@ -282,10 +282,8 @@ def _structural(
         scores = q @ k.swapaxes(-1, -2)
         if transpose_scores:
             scores = scores.swapaxes(-1, -2)
-        logits = scores / math.sqrt(problem.head_dim) if problem.scale == "sqrt" else scores * problem.scale_factor
+        logits = masked_logits(scores, problem)
         allowed = problem.mask
-        if allowed is not None:
-            logits = np.where(allowed, logits, -np.inf)
         if softmax_axis == -1:
             weights = masked_softmax(logits, allowed)
         else:

@@ -55,6 +55,16 @@ def masked_softmax(logits: np.ndarray, allowed: np.ndarray | None) -> np.ndarray
     return weights
 
 
+def masked_logits(scores: np.ndarray, problem: Problem) -> np.ndarray:
+    """scores × the problem's scale, −∞ where its mask blocks: (batch, heads, q_len, k_len)."""
+    if problem.scale == "sqrt":
+        # one rounding (÷√d) instead of two (×(1/√d)): closer to the exact value
+        logits = scores / math.sqrt(problem.head_dim)
+    else:
+        logits = scores * problem.scale_factor
+    return logits if problem.mask is None else np.where(problem.mask, logits, -np.inf)
+
+
 def weighted_values(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
     """softmax·V per head: (batch, heads, q_len, k_len) · (batch, heads, k_len, head_dim_v).
 
@@ -139,7 +149,6 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None) -> T
     Raises ProblemError when a step overflows float64.
     """
     heads = problem.heads
-    factor = problem.scale_factor
     arrays: dict[str, np.ndarray] = {}
     # Overflow is checked step by step below and reported by name, so numpy's warnings are noise.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -161,13 +170,7 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None) -> T
 
         logits = arrays["scores"]
         if _has_logits(problem):
-            if problem.scale == "sqrt":
-                # one rounding (÷√d) instead of two (×(1/√d)): closer to the exact value
-                logits = logits / math.sqrt(problem.head_dim)
-            else:
-                logits = logits * factor
-            if allowed is not None:
-                logits = np.where(allowed, logits, -np.inf)
+            logits = masked_logits(logits, problem)
             _check_finite("logits", logits, problem, allowed)
             arrays["logits"] = logits
 

@@ -152,6 +152,12 @@ class HeatLegend:
         yield legend
 
 
+def _position(axes: tuple[str, ...], index: tuple[int, ...]) -> str:
+    """Which table of a step this is, e.g. ``batch 1, head 3`` (empty for a plain matrix)."""
+    return ", ".join(f"{'batch' if axis == 'batch' else 'head'} {position}"
+                     for axis, position in zip(axes, index, strict=True))
+
+
 def step_blocks(console: Console, step: Step, precision: int, full: bool = False) -> Iterator[RenderableType]:
     """One titled table per batch item and head of ``step`` (formula, shape and position); past
     MAX_TABLES of them, unless ``full``, a line saying how many more there are."""
@@ -162,10 +168,7 @@ def step_blocks(console: Console, step: Step, precision: int, full: bool = False
     positions = list(itertools.product(*(range(size) for size in step.shape[:-2])))
     shown = positions if full else positions[:MAX_TABLES]
     for index in shown:
-        where = ", ".join(
-            f"{'batch' if axis == 'batch' else 'head'} {position}"
-            for axis, position in zip(leading_axes, index, strict=True)
-        )
+        where = _position(leading_axes, index)
         title = f"{step.formula}   {n_rows}×{n_columns}" + (f"   ({where})" if where else "")
         yield matrix_block(console, step.array[index], title, corner, precision, heatmap, full)
     if len(shown) < len(positions):
@@ -292,8 +295,7 @@ def print_heatmaps(trace: Trace, full: bool = False, console: Console | None = N
     positions = list(itertools.product(*(range(size) for size in step.shape[:-2])))
     shown = positions if full else positions[:MAX_TABLES]
     for index in shown:
-        where = ", ".join(f"{'batch' if axis == 'batch' else 'head'} {position}"
-                          for axis, position in zip(step.axes[:-2], index, strict=True))
+        where = _position(step.axes[:-2], index)
         title = f"softmax   {step.shape[-2]}×{step.shape[-1]}" + (f"   ({where})" if where else "")
         grid = HeatGrid(step.array[index], title)
         if not console.is_terminal:
