@@ -1,0 +1,92 @@
+"""What attncli reads and writes: one registry each, by suffix (or file signature) and by name.
+
+No numpy and no I/O here: the CLI's help texts and option checks list formats from these tables
+without paying numpy's import. The functions that do the work are named as ``module:function``
+and imported only when a file of that kind is read or written.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """A kind of input file: its ``name``, the ``suffixes`` that mark it, the ``signature`` its
+    bytes begin with (b"" for none), what it ``holds`` ("problem", "matrix" or "lines": many
+    problems) and the ``function`` ("module:function") that reads it."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    signature: bytes
+    holds: tuple[str, ...]
+    function: str
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """A kind of output: its ``name`` (as --format takes it), the ``suffixes`` of files that get
+    it, whether it is ``binary`` and the ``function`` ("module:function") that renders a trace."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    binary: bool
+    function: str
+
+
+INPUT_FORMATS = (
+    InputFormat("JSON", (".json",), b"", ("problem", "matrix"), "attncli.readers:parse_json"),
+    InputFormat("JSON Lines", (".jsonl",), b"", ("lines",), "attncli.readers:iter_json_lines"),
+    InputFormat("NPZ", (".npz",), b"PK\x03\x04", ("problem",), "attncli.readers:parse_npz"),
+    InputFormat("CSV", (".csv",), b"", ("matrix",), "attncli.readers:parse_csv"),
+    InputFormat("TSV", (".tsv",), b"", ("matrix",), "attncli.readers:parse_csv"),
+    InputFormat("NPY", (".npy",), b"\x93NUMPY", ("matrix",), "attncli.readers:parse_npy"),
+)
+
+OUTPUT_FORMATS = (
+    OutputFormat("table", (".txt",), False, "attncli.view:trace_text"),
+    OutputFormat("json", (".json", ".jsonl"), False, "attncli.export:trace_to_json"),
+    OutputFormat("csv", (".csv",), False, "attncli.export:step_to_csv"),
+    OutputFormat("npz", (".npz",), True, "attncli.export:trace_to_npz"),
+)
+
+
+def input_suffixes(holds: str) -> tuple[str, ...]:
+    """The suffixes of the input formats that hold ``holds`` ("problem", "matrix" or "lines")."""
+    return tuple(suffix for entry in INPUT_FORMATS if holds in entry.holds for suffix in entry.suffixes)
+
+
+def input_format(suffix: str) -> InputFormat | None:
+    """The input format of files ending in ``suffix`` (lower case, with its dot), or None."""
+    return next((entry for entry in INPUT_FORMATS if suffix in entry.suffixes), None)
+
+
+def output_names() -> tuple[str, ...]:
+    """The names --format takes for a trace: table, json, csv, npz."""
+    return tuple(entry.name for entry in OUTPUT_FORMATS)
+
+
+def output_suffixes() -> dict[str, str]:
+    """Each output file suffix and the format it picks: {".json": "json", …}."""
+    return {suffix: entry.name for entry in OUTPUT_FORMATS for suffix in entry.suffixes}
+
+
+def output_format(name: str) -> OutputFormat:
+    """The output format called ``name`` (one of output_names())."""
+    return next(entry for entry in OUTPUT_FORMATS if entry.name == name)
+
+
+def listed(suffixes: tuple[str, ...], conjunction: str = "or") -> str:
+    """Suffixes for a sentence: ``.csv, .tsv, .json or .npy``."""
+    if len(suffixes) == 1:
+        return suffixes[0]
+    return f"{', '.join(suffixes[:-1])} {conjunction} {suffixes[-1]}"
+
+
+def load(function: str) -> Callable[..., Any]:
+    """The function named ``module:function``, imported now."""
+    module, name = function.split(":")
+    return getattr(importlib.import_module(module), name)
