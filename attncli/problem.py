@@ -7,15 +7,16 @@ so the pipeline can assume consistent float64 arrays. Pure Python and numpy: no 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from attncli import torchnames
 from attncli.errors import ProblemError
 from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, closest, describe, head_counts
+from attncli.numbers import as_array, counted, float_array, index_text, nested_shape, shape_text
 
 SCALE_RULES = ("sqrt", "none")
 
@@ -105,8 +106,7 @@ def problem_from_document(
         raise ProblemError(
             f"expected a JSON object with x, w_query, w_key and w_value, got {describe(document)}"
         )
-    from attncli import torchnames  # it builds on as_array below
-
+    # PyTorch's names are translated first: what follows validates attncli's own
     if torchnames.uses_pytorch_names(document):
         document = torchnames.from_pytorch_names(document if heads is None else {**document, "heads": heads})
     _reject_unknown_keys(document)
@@ -153,7 +153,7 @@ def problem_from_document(
     q_width, k_width = weights["w_query"].shape[1], weights["w_key"].shape[1]
     if q_width != k_width:
         raise ProblemError(
-            f"w_query has {_count(q_width, 'column')} but w_key has {k_width}: "
+            f"w_query has {counted(q_width, 'column')} but w_key has {k_width}: "
             "queries and keys must have the same width to be multiplied",
             {"w_query": weights["w_query"].shape, "w_key": weights["w_key"].shape},
         )
@@ -171,7 +171,7 @@ def problem_from_document(
         concat_width = weights["w_value"].shape[1]
         if w_out.shape[0] != concat_width:
             raise ProblemError(
-                f"w_out has {_count(w_out.shape[0], 'row')} but the heads concatenated have width "
+                f"w_out has {counted(w_out.shape[0], 'row')} but the heads concatenated have width "
                 f"{concat_width} (heads × head_dim_v = {heads} × {concat_width // heads})",
                 {"w_out": w_out.shape, "w_value": weights["w_value"].shape},
             )
@@ -243,111 +243,6 @@ def _reject_unknown_keys(document: dict) -> None:
         raise ProblemError(f"unknown key {key!r}{others}{closest(key, KNOWN_KEYS)}")
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
-def _index(path: list[int]) -> str:
-    return "".join(f"[{i}]" for i in path)
-
-
-def nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, ...]) -> tuple[int, ...]:
-    """Shape of a nested list (or numpy array, as NPY/CSV readers give) whose leaves are of the
-    allowed types; raise on anything else."""
-    if isinstance(value, np.ndarray):
-        kinds = "biuf" if bool in allowed else "iuf"
-        if value.dtype.kind not in kinds:
-            raise ProblemError(f"{name}{_index(path)} holds values of type {value.dtype}, expected numbers", key=name)
-        return value.shape
-    if len(path) > 4:
-        # no matrix has more than 4 axes: stop before a deeply nested document exhausts the stack
-        raise ProblemError(f"{name} is nested more than 4 deep; a matrix has at most 4 axes", key=name)
-    if not isinstance(value, list):
-        # subclasses count (numpy's float64 is a float), except bool posing as an int
-        if isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
-            return ()
-        raise ProblemError(f"{name}{_index(path)} is {describe(value)}, expected a number", key=name)
-    if not value:
-        return (0,)
-    # A row of plain numbers, or a matrix of such rows, is the common case: check it in one
-    # pass, not one call per cell or row. Anything else takes the slow path that says what is wrong.
-    if set(map(type, value)) <= set(allowed):
-        return (len(value),)
-    if all(type(row) is list for row in value) and len({len(row) for row in value}) == 1 and value[0]:
-        if set(map(type, itertools.chain.from_iterable(value))) <= set(allowed):
-            return (len(value), len(value[0]))
-    shapes = [nested_shape(name, item, path + [i], allowed) for i, item in enumerate(value)]
-    first = shapes[0]
-    for i, shape in enumerate(shapes):
-        if shape != first:
-            if len(shape) == 1 and len(first) == 1:
-                where = f"{name}{_index(path)}" if path else name
-                raise ProblemError(
-                    f"{where}: row {i} has {_count(shape[0], 'value')} but row 0 has {first[0]}", key=name
-                )
-            raise ProblemError(
-                f"{name}{_index(path + [i])} has shape {_shape_text(shape)} "
-                f"but {name}{_index(path + [0])} has {_shape_text(first)}",
-                key=name,
-            )
-    return (len(value),) + first
-
-
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "×".join(map(str, shape)) if shape else "a single number"
-
-
-def as_array(name: str, value: Any, ranks: tuple[int, ...]) -> np.ndarray:
-    """``value`` (nested lists of numbers, or a numeric array) as a finite float64 array with as
-    many axes as one of ``ranks``; ProblemError naming ``name`` and the cell otherwise."""
-    shape = nested_shape(name, value, [], (int, float))
-    if len(shape) not in ranks:
-        wanted = " or ".join(f"{rank}-D" for rank in ranks)
-        got = "a single number" if not shape else f"a {len(shape)}-D array of shape {_shape_text(shape)}"
-        raise ProblemError(f"{name} must be a {wanted} array, got {got}", {name: shape})
-    if 0 in shape:
-        raise ProblemError(f"{name} is empty (shape {_shape_text(shape)})", {name: shape})
-    array = float_array(name, value)
-    _check_finite_cells(name, array)
-    return array
-
-
-def float_array(name: str, value: list) -> np.ndarray:
-    """``value`` (a validated nested list or array) as float64; an integer too large for float64 is an error."""
-    if isinstance(value, np.ndarray):
-        return value.astype(np.float64)
-    try:
-        return np.array(value, dtype=np.float64)
-    except OverflowError:
-        path = _find_huge_integer(value, [])
-        raise ProblemError(
-            f"{name}{_index(path or [])} is an integer too large for float64 (beyond ±1.8e308)", key=name
-        ) from None
-
-
-def _find_huge_integer(value: Any, path: list[int]) -> list[int] | None:
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _find_huge_integer(item, path + [i])
-            if found is not None:
-                return found
-        return None
-    return path if isinstance(value, int) and abs(value) > 1.7976931348623157e308 else None
-
-
-def _check_finite_cells(name: str, array: np.ndarray) -> None:
-    # a finite sum means every cell is finite: one reduction in the usual case (a sum too large
-    # for float64 just takes the cell-by-cell test)
-    with np.errstate(over="ignore"):
-        if math.isfinite(np.add.reduce(array, axis=None)):
-            return
-    bad = np.argwhere(~np.isfinite(array))
-    if len(bad):
-        where = tuple(int(i) for i in bad[0])
-        what = "NaN" if np.isnan(array[where]) else "infinite (beyond ±1.8e308)"
-        raise ProblemError(f"{name}{_index(list(where))} is {what}; every value must be a finite number", key=name)
-
-
 def _resolve_heads(value: Any, per_head_counts: dict[str, int]) -> int:
     if value is not None:
         whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
@@ -372,7 +267,7 @@ def _resolve_heads(value: Any, per_head_counts: dict[str, int]) -> int:
 def _check_rows(weight: np.ndarray, name: str, source: np.ndarray, source_name: str) -> None:
     if weight.shape[0] != source.shape[2]:
         raise ProblemError(
-            f"{name} has {_count(weight.shape[0], 'row')} but {source_name} has {_count(source.shape[2], 'column')}",
+            f"{name} has {counted(weight.shape[0], 'row')} but {source_name} has {counted(source.shape[2], 'column')}",
             {name: weight.shape, source_name: source.shape},
         )
 
@@ -381,7 +276,7 @@ def _check_divisible(weight: np.ndarray, name: str, heads: int) -> None:
     width = weight.shape[1]
     if width % heads:
         raise ProblemError(
-            f"{name} has {_count(width, 'column')}, which do not split into {heads} heads "
+            f"{name} has {counted(width, 'column')}, which do not split into {heads} heads "
             f"(head counts that would: {head_counts(width, heads)})",
             {name: weight.shape},
         )
@@ -395,13 +290,13 @@ def _bias(document: dict, name: str, width: int, weight_name: str, heads: int | 
         # per head, (heads, head_dim): laid side by side like the per-head weights
         if bias.shape[0] != heads:
             raise ProblemError(
-                f"{name} has {_count(bias.shape[0], 'row')} but there are {heads} heads",
+                f"{name} has {counted(bias.shape[0], 'row')} but there are {heads} heads",
                 {name: bias.shape},
             )
         bias = bias.reshape(-1)
     if bias.shape[0] != width:
         raise ProblemError(
-            f"{name} has {_count(bias.shape[0], 'value')} but {weight_name} has {_count(width, 'column')}",
+            f"{name} has {counted(bias.shape[0], 'value')} but {weight_name} has {counted(width, 'column')}",
             {name: bias.shape},
         )
     return bias
@@ -423,7 +318,7 @@ def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[n
     if len(shape) not in (2, 3, 4):
         raise ProblemError(
             f"mask must be 2-D (q_len, k_len), 3-D (batch, q_len, k_len) or 4-D "
-            f"(batch, heads, q_len, k_len), got shape {_shape_text(shape)}",
+            f"(batch, heads, q_len, k_len), got shape {shape_text(shape)}",
             {"mask": shape},
         )
     array = float_array("mask", value)
@@ -431,7 +326,8 @@ def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[n
     if len(bad):
         where = tuple(int(i) for i in bad[0])
         raise ProblemError(
-            f"mask{_index(list(where))} is {float(array[where]):g}; a mask holds 0/1 or false/true (1 = may attend)",
+            f"mask{index_text(list(where))} is {float(array[where]):g}; "
+            "a mask holds 0/1 or false/true (1 = may attend)",
             key="mask",
         )
     allowed = array.astype(bool)
@@ -451,8 +347,8 @@ def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[n
             4: ((batch, heads, q_len, k_len), "batch, heads, q_len, k_len"),
         }[len(shape)]
         raise ProblemError(
-            f"mask has shape {_shape_text(shape)} but the scores need "
-            f"{_shape_text(expected[0])} ({expected[1]})",
+            f"mask has shape {shape_text(shape)} but the scores need "
+            f"{shape_text(expected[0])} ({expected[1]})",
             {"mask": shape},
         )
     return allowed, "array"

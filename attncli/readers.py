@@ -23,7 +23,7 @@ import numpy as np
 
 from attncli.errors import ProblemError
 from attncli.keys import FILE_KEYS, STEP_NAMES, closest, describe
-from attncli.problem import float_array, nested_shape
+from attncli.numbers import float_array, nested_shape
 
 STDIN_NAME = "<stdin>"
 # Far beyond any problem a table can show, small enough that a wrong file fails fast.

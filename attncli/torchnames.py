@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from attncli.errors import ProblemError
-from attncli.problem import as_array
+from attncli.numbers import as_array
 
 PACKED = ("in_proj_weight", "in_proj_bias")
 SEPARATE = ("q_proj_weight", "k_proj_weight", "v_proj_weight")

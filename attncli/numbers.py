@@ -1,0 +1,130 @@
+"""Numbers as a document gives them: nested lists (or numeric arrays) checked for their shape and
+made into finite float64 arrays, with the words a message uses for a cell, a shape and a count.
+
+Shared by the readers, the PyTorch-name translation and the validator; it imports none of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from attncli.errors import ProblemError
+from attncli.keys import describe
+
+# The largest float64; an integer beyond it cannot become one.
+_FLOAT64_MAX = 1.7976931348623157e308
+
+
+def counted(number: int, noun: str) -> str:
+    """``3 rows``, ``1 row``."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def index_text(path: list[int]) -> str:
+    """A cell's place after its matrix's name: ``[0][2]``."""
+    return "".join(f"[{i}]" for i in path)
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """``2×3``, or ``a single number`` for no axes."""
+    return "×".join(map(str, shape)) if shape else "a single number"
+
+
+def nested_shape(name: str, value: Any, path: list[int], allowed: tuple[type, ...]) -> tuple[int, ...]:
+    """Shape of a nested list (or numpy array, as NPY/CSV readers give) whose leaves are of the
+    allowed types; raise on anything else."""
+    if isinstance(value, np.ndarray):
+        kinds = "biuf" if bool in allowed else "iuf"
+        if value.dtype.kind not in kinds:
+            raise ProblemError(f"{name}{index_text(path)} holds values of type {value.dtype}, expected numbers",
+                               key=name)
+        return value.shape
+    if len(path) > 4:
+        # no matrix has more than 4 axes: stop before a deeply nested document exhausts the stack
+        raise ProblemError(f"{name} is nested more than 4 deep; a matrix has at most 4 axes", key=name)
+    if not isinstance(value, list):
+        # subclasses count (numpy's float64 is a float), except bool posing as an int
+        if isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
+            return ()
+        raise ProblemError(f"{name}{index_text(path)} is {describe(value)}, expected a number", key=name)
+    if not value:
+        return (0,)
+    # A row of plain numbers, or a matrix of such rows, is the common case: check it in one
+    # pass, not one call per cell or row. Anything else takes the slow path that says what is wrong.
+    if set(map(type, value)) <= set(allowed):
+        return (len(value),)
+    if all(type(row) is list for row in value) and len({len(row) for row in value}) == 1 and value[0]:
+        if set(map(type, itertools.chain.from_iterable(value))) <= set(allowed):
+            return (len(value), len(value[0]))
+    shapes = [nested_shape(name, item, path + [i], allowed) for i, item in enumerate(value)]
+    first = shapes[0]
+    for i, shape in enumerate(shapes):
+        if shape != first:
+            if len(shape) == 1 and len(first) == 1:
+                where = f"{name}{index_text(path)}" if path else name
+                raise ProblemError(
+                    f"{where}: row {i} has {counted(shape[0], 'value')} but row 0 has {first[0]}", key=name
+                )
+            raise ProblemError(
+                f"{name}{index_text(path + [i])} has shape {shape_text(shape)} "
+                f"but {name}{index_text(path + [0])} has {shape_text(first)}",
+                key=name,
+            )
+    return (len(value),) + first
+
+
+def as_array(name: str, value: Any, ranks: tuple[int, ...]) -> np.ndarray:
+    """``value`` (nested lists of numbers, or a numeric array) as a finite float64 array with as
+    many axes as one of ``ranks``; ProblemError naming ``name`` and the cell otherwise."""
+    shape = nested_shape(name, value, [], (int, float))
+    if len(shape) not in ranks:
+        wanted = " or ".join(f"{rank}-D" for rank in ranks)
+        got = "a single number" if not shape else f"a {len(shape)}-D array of shape {shape_text(shape)}"
+        raise ProblemError(f"{name} must be a {wanted} array, got {got}", {name: shape})
+    if 0 in shape:
+        raise ProblemError(f"{name} is empty (shape {shape_text(shape)})", {name: shape})
+    array = float_array(name, value)
+    check_finite(name, array)
+    return array
+
+
+def float_array(name: str, value: list) -> np.ndarray:
+    """``value`` (a validated nested list or array) as float64; an integer too large for float64 is an error."""
+    if isinstance(value, np.ndarray):
+        return value.astype(np.float64)
+    try:
+        return np.array(value, dtype=np.float64)
+    except OverflowError:
+        path = _find_huge_integer(value, [])
+        raise ProblemError(
+            f"{name}{index_text(path or [])} is an integer too large for float64 (beyond ±1.8e308)", key=name
+        ) from None
+
+
+def _find_huge_integer(value: Any, path: list[int]) -> list[int] | None:
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _find_huge_integer(item, path + [i])
+            if found is not None:
+                return found
+        return None
+    return path if isinstance(value, int) and abs(value) > _FLOAT64_MAX else None
+
+
+def check_finite(name: str, array: np.ndarray) -> None:
+    """ProblemError naming the first NaN or infinite cell of ``array``, if it has one."""
+    # a finite sum means every cell is finite: one reduction in the usual case (a sum too large
+    # for float64 just takes the cell-by-cell test)
+    with np.errstate(over="ignore"):
+        if math.isfinite(np.add.reduce(array, axis=None)):
+            return
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        where = tuple(int(i) for i in bad[0])
+        what = "NaN" if np.isnan(array[where]) else "infinite (beyond ±1.8e308)"
+        raise ProblemError(f"{name}{index_text(list(where))} is {what}; every value must be a finite number",
+                           key=name)
