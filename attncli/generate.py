@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from attncli.errors import ProblemError
-from attncli.keys import head_counts
+from attncli.wording import head_counts
 
 # Four decimals keep a document readable; the values need no more to be a fair test.
 DECIMALS = 4

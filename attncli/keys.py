@@ -1,11 +1,11 @@
-"""Names shared by every layer, and the wording of values in messages. No numpy: the CLI's
---help and option checks use it without paying numpy's import."""
+"""Names shared by every layer. No numpy: the CLI's --help and option checks use it without paying
+numpy's import. (Message wording lives in attncli.wording.)"""
 
 from __future__ import annotations
 
-import difflib
 import math
-from typing import Any
+
+from attncli.wording import closest, describe, head_counts  # noqa: F401  (moved; re-exported for now)
 
 MATRIX_KEYS = (
     "x", "context",
@@ -23,38 +23,6 @@ STEP_NAMES = ("q", "k", "v", "scores", "logits", "softmax", "concat", "output")
 # check's default tolerances: |yours - attncli| <= ATOL + RTOL·|attncli|, as numpy.isclose
 DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-5
-
-
-def closest(word: Any, choices: tuple[str, ...], cutoff: float = 0.5) -> str:
-    """``; did you mean 'CHOICE'?`` for the choice most like ``word``, or an empty string."""
-    matches = difflib.get_close_matches(str(word).lower(), choices, n=1, cutoff=cutoff)
-    return f"; did you mean {matches[0]!r}?" if matches else ""
-
-
-def describe(value: Any) -> str:
-    """A JSON value as a message names it: null, true, the string '…', an object, an array, 3."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        shown = value if len(value) <= 20 else value[:17] + "..."
-        return f"the string {shown!r}"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    return repr(value)
-
-
-def head_counts(width: int, wanted: int | None = None, most: int = 8) -> str:
-    """The head counts that split ``width`` evenly, for a message: ``1, 2, 4``; for a width with
-    many, the ``most`` nearest to ``wanted``. Divisors are found up to √width, so a huge width is quick."""
-    small = [number for number in range(1, math.isqrt(width) + 1) if width % number == 0]
-    counts = sorted(set(small + [width // number for number in small]))
-    if len(counts) > most:
-        counts = sorted(sorted(counts, key=lambda count: abs(count - (wanted or 1)))[:most])
-    return ", ".join(map(str, counts))
 
 
 def format_number(value: float, precision: int, integers: bool = False) -> str:

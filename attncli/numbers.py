@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from attncli.errors import ProblemError
-from attncli.keys import describe
+from attncli.wording import describe
 
 # The largest float64; an integer beyond it cannot become one.
 _FLOAT64_MAX = 1.7976931348623157e308

@@ -15,8 +15,9 @@ import numpy as np
 
 from attncli import torchnames
 from attncli.errors import ProblemError
-from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, closest, describe, head_counts
+from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS
 from attncli.numbers import as_array, counted, float_array, index_text, nested_shape, shape_text
+from attncli.wording import closest, describe, head_counts
 
 SCALE_RULES = ("sqrt", "none")
 

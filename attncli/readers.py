@@ -22,8 +22,9 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from attncli.errors import ProblemError
-from attncli.keys import FILE_KEYS, STEP_NAMES, closest, describe
+from attncli.keys import FILE_KEYS, STEP_NAMES
 from attncli.numbers import float_array, nested_shape
+from attncli.wording import closest, describe
 
 STDIN_NAME = "<stdin>"
 # Far beyond any problem a table can show, small enough that a wrong file fails fast.

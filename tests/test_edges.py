@@ -9,7 +9,6 @@ import numpy as np
 from conftest import SAMPLES
 from test_cli import assert_one_line_error, run, write
 
-from attncli.keys import head_counts
 from attncli.pipeline import attention
 from attncli.problem import problem_from_document
 
@@ -89,12 +88,6 @@ def test_unscaled_logits_are_named_on_the_logits_step(tmp_path):
     result = run("check", problem, "-e", write(tmp_path, "s.json", json.dumps(scores.tolist())), "-s", "logits",
                  "-f", "json")
     assert json.loads(result.stdout)["mistakes"][0]["name"] == "scores not scaled"
-
-
-def test_head_counts_of_a_huge_prime_width_are_quick():
-    assert head_counts(1_000_000_007, 2) == "1, 1000000007"
-    assert head_counts(720, 7) == "2, 3, 4, 5, 6, 8, 9, 10"  # the 8 of its 30 divisors nearest 7
-    assert head_counts(12) == "1, 2, 3, 4, 6, 12"
 
 
 def test_a_problem_folder_ignores_the_steps_written_into_it(tmp_path):

@@ -1,0 +1,40 @@
+"""How messages word what a user gave: a suggestion for a near miss, a JSON value, the head counts
+that would fit. No numpy: the CLI's option checks use it without paying numpy's import."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+
+def closest(word: Any, choices: tuple[str, ...], cutoff: float = 0.5) -> str:
+    """``; did you mean 'CHOICE'?`` for the choice most like ``word``, or an empty string."""
+    matches = difflib.get_close_matches(str(word).lower(), choices, n=1, cutoff=cutoff)
+    return f"; did you mean {matches[0]!r}?" if matches else ""
+
+
+def describe(value: Any) -> str:
+    """A JSON value as a message names it: null, true, the string '…', an object, an array, 3."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = value if len(value) <= 20 else value[:17] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def head_counts(width: int, wanted: int | None = None, most: int = 8) -> str:
+    """The head counts that split ``width`` evenly, for a message: ``1, 2, 4``; for a width with
+    many, the ``most`` nearest to ``wanted``. Divisors are found up to √width, so a huge width is quick."""
+    small = [number for number in range(1, math.isqrt(width) + 1) if width % number == 0]
+    counts = sorted(set(small + [width // number for number in small]))
+    if len(counts) > most:
+        counts = sorted(sorted(counts, key=lambda count: abs(count - (wanted or 1)))[:most])
+    return ", ".join(map(str, counts))
