@@ -23,7 +23,7 @@ def array_to_json_value(array: np.ndarray) -> Any:
 def trace_meta(trace: Trace, steps: list[Step]) -> dict[str, Any]:
     """The trace's meta plus, for each step shown, its shape, axis names and formula."""
     return {
-        **trace.meta,
+        **trace.meta.as_dict(),
         "steps": {
             step.name: {"shape": list(step.shape), "axes": list(step.axes), "formula": step.formula}
             for step in steps

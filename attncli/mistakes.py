@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +16,10 @@ import numpy as np
 
 from attncli.errors import ProblemError
 from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL
-from attncli.pipeline import attention, masked_logits, masked_softmax, merge_heads, split_heads
+from attncli.pipeline import full_attention
 from attncli.problem import Problem
-from attncli.trace import Trace, present_shape
+from attncli.stages import RIGHT, Slip
+from attncli.trace import Trace
 
 # A user's logit this low where attncli has −∞ is a mask too (masked_fill(-1e9) is common): e^-1e4 is 0.
 MASKED_ENOUGH = -1e4
@@ -200,26 +201,26 @@ def _bias_mistake(name: str) -> Mistake:
 
 
 def variants(problem: Problem) -> Iterator[tuple[Mistake, dict[str, np.ndarray]]]:
-    """Each known mistake that applies to this problem, with the steps it would produce
-    (in the Trace's shapes). Changes of the problem itself run through the real pipeline."""
+    """Each known mistake that applies to this problem, with the steps it would produce (in the
+    Trace's shapes): the same stages, run with a slip or on the problem with one thing changed."""
     factor = problem.scale_factor
     d_model = problem.x.shape[2]
     replace = dataclasses.replace
 
-    def traced(changed: Problem) -> dict[str, np.ndarray]:
+    def traced(changed: Problem, slip: Slip = RIGHT) -> dict[str, np.ndarray]:
         try:
-            arrays = {name: step.array for name, step in attention(changed).steps.items()}
+            arrays = {name: step.array for name, step in full_attention(changed, slip=slip).steps.items()}
         except ProblemError:
-            return {}
+            return {}  # the slip cannot even run for this problem's shapes, or overflows
         # without scale or mask a variant has no logits step: its logits are its scores
         arrays.setdefault("logits", arrays["scores"])
         return arrays
 
-    yield MISTAKES["transposed_weighted_sum"], _structural(problem, transposed_weighted_sum=True)
-    yield MISTAKES["softmax_over_queries"], _structural(problem, softmax_axis=-2)
-    yield MISTAKES["scores_transposed"], _structural(problem, transpose_scores=True)
+    yield MISTAKES["transposed_weighted_sum"], traced(problem, Slip(weights_transposed=True))
+    yield MISTAKES["softmax_over_queries"], traced(problem, Slip(softmax_axis=-2))
+    yield MISTAKES["scores_transposed"], traced(problem, Slip(scores_transposed=True))
     if problem.heads > 1:
-        yield MISTAKES["heads_interleaved"], _structural(problem, interleave=True)
+        yield MISTAKES["heads_interleaved"], traced(problem, Slip(interleaved_heads=True))
     if factor != 1.0:
         yield MISTAKES["no_scaling"], traced(replace(problem, scale="none"))
         yield MISTAKES["scaled_twice"], traced(replace(problem, scale=factor * factor))
@@ -256,50 +257,3 @@ def _transposed_weights(problem: Problem) -> Problem | None:
     if all(np.array_equal(weight, weight.T) for weight in present.values()):
         return None  # symmetric weights: the mistake would change nothing
     return dataclasses.replace(problem, **{name: weight.T.copy() for name, weight in present.items()})
-
-
-def _structural(
-    problem: Problem, *, softmax_axis: int = -1, transpose_scores: bool = False,
-    transposed_weighted_sum: bool = False, interleave: bool = False,
-) -> dict[str, np.ndarray]:
-    """The steps as an implementation with one structural slip computes them: the softmax over
-    another axis, the scores transposed, softmaxᵀ·V, or heads taken as interleaved columns.
-    Returns {} when the slip cannot even run for this problem's shapes (e.g. q_len != k_len)."""
-    heads = problem.heads
-    q_len, k_len = problem.x.shape[1], problem.context.shape[1]
-    if (transpose_scores or transposed_weighted_sum) and q_len != k_len:
-        return {}
-    split: Callable[[np.ndarray, int], np.ndarray] = _split_interleaved if interleave else split_heads
-
-    def project(source: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-        projected = source @ weight
-        return projected + bias if bias is not None else projected
-
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        q = split(project(problem.x, problem.w_query, problem.b_query), heads)
-        k = split(project(problem.context, problem.w_key, problem.b_key), heads)
-        v = split(project(problem.context, problem.w_value, problem.b_value), heads)
-        scores = q @ k.swapaxes(-1, -2)
-        if transpose_scores:
-            scores = scores.swapaxes(-1, -2)
-        logits = masked_logits(scores, problem)
-        allowed = problem.mask
-        if softmax_axis == -1:
-            weights = masked_softmax(logits, allowed)
-        else:
-            weights = masked_softmax(logits.swapaxes(-1, -2), None if allowed is None else np.broadcast_to(
-                allowed, logits.shape).swapaxes(-1, -2)).swapaxes(-1, -2)
-        per_head = (weights.swapaxes(-1, -2) if transposed_weighted_sum else weights) @ v
-        concat = merge_heads(per_head)
-        output = concat if problem.w_out is None else concat @ problem.w_out + (
-            0.0 if problem.b_out is None else problem.b_out)
-    full = {"q": q, "k": k, "v": v, "scores": scores, "logits": logits, "softmax": weights, "concat": concat,
-            "output": output}
-    return {name: array.reshape(present_shape(array.shape, name, problem.batched, heads))
-            for name, array in full.items()}
-
-
-def _split_interleaved(projected: np.ndarray, heads: int) -> np.ndarray:
-    # the slip: (batch, seq, head_dim, heads) puts every heads-th column in one head
-    batch, seq, width = projected.shape
-    return projected.reshape(batch, seq, width // heads, heads).transpose(0, 3, 1, 2)

@@ -1,10 +1,8 @@
-"""Scaled dot-product attention, step by step, in float64 numpy.
+"""Run the stages: the whole trace, or the output alone a block of queries at a time.
 
-The arithmetic is that of PyTorch's ``nn.MultiheadAttention`` and
-``F.scaled_dot_product_attention``: project, split the width into contiguous
-per-head blocks, scores = Q·Kᵀ, multiply by the scale, mask with −∞, softmax
-over the keys, weight the values, concatenate the heads, project out.
-No I/O and no printing: problems are reported by raising ProblemError.
+The arithmetic lives in stages.py; this module decides which path a problem takes, checks every
+step for overflow, and packs the results into a Trace. No I/O and no printing: problems are
+reported by raising ProblemError.
 """
 
 from __future__ import annotations
@@ -19,66 +17,23 @@ import numpy as np
 from attncli.blas import single_threaded_blas
 from attncli.errors import ProblemError
 from attncli.problem import Problem
-from attncli.trace import STEP_AXES, Step, Trace, present_axes, present_shape
-
-
-def split_heads(projected: np.ndarray, heads: int) -> np.ndarray:
-    """(batch, seq, heads*dim) -> (batch, heads, seq, dim); head h takes columns h*dim:(h+1)*dim."""
-    batch, seq, width = projected.shape
-    return projected.reshape(batch, seq, heads, width // heads).transpose(0, 2, 1, 3)
-
-
-def merge_heads(per_head: np.ndarray) -> np.ndarray:
-    """(batch, heads, seq, dim) -> (batch, seq, heads*dim): the inverse of split_heads."""
-    batch, heads, seq, dim = per_head.shape
-    return per_head.transpose(0, 2, 1, 3).reshape(batch, seq, heads * dim)
-
-
-def masked_softmax(logits: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
-    """Softmax over the last axis of ``logits`` (..., q_len, k_len), computed stably.
-
-    ``allowed`` (broadcastable to ``logits``, True = may attend) marks the keys
-    a query may see; masked logits are expected to be −∞ already. A row with
-    no allowed key gets weights 0, as PyTorch's SDPA gives, rather than NaN.
-    """
-    # ufuncs called directly: this runs once per problem of a JSON Lines stream, where the
-    # method wrappers' overhead is a fair share of the whole
-    row_max = np.maximum.reduce(logits, axis=-1, keepdims=True)
-    if allowed is not None:
-        # a fully masked row has max −∞; shifting by 0 instead keeps exp(−∞) = 0, not NaN
-        row_max[np.isneginf(row_max)] = 0.0
-    weights = np.exp(np.subtract(logits, row_max))
-    totals = np.add.reduce(weights, axis=-1, keepdims=True)
-    if allowed is None:
-        return np.divide(weights, totals, out=weights)  # every row has a positive total
-    np.divide(weights, totals, out=weights, where=totals > 0)
-    return weights
-
-
-def masked_logits(scores: np.ndarray, problem: Problem) -> np.ndarray:
-    """scores × the problem's scale, −∞ where its mask blocks: (batch, heads, q_len, k_len)."""
-    if problem.scale == "sqrt":
-        # one rounding (÷√d) instead of two (×(1/√d)): closer to the exact value
-        logits = scores / math.sqrt(problem.head_dim)
-    else:
-        logits = scores * problem.scale_factor
-    return logits if problem.mask is None else np.where(problem.mask, logits, -np.inf)
-
-
-def weighted_values(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """softmax·V per head: (batch, heads, q_len, k_len) · (batch, heads, k_len, head_dim_v).
-
-    Each row is a convex combination of V's rows, so it lies within their range; when rounding
-    pushes a sum of values near ±1.8e308 to ±inf, the range's bound is the right answer.
-    """
-    per_head = weights @ values
-    if math.isfinite(np.add.reduce(per_head, axis=None)):
-        return per_head
-    if not np.isfinite(per_head).all() and np.isfinite(values).all():
-        low, high = values.min(axis=-2, keepdims=True), values.max(axis=-2, keepdims=True)
-        per_head = np.where(np.isfinite(per_head), per_head, np.clip(per_head, low, high))
-    return per_head
-
+from attncli.sizes import Sizes, sizes_of
+from attncli.stages import (
+    RIGHT,
+    STAGE,
+    STAGES,
+    STEP_AXES,
+    Flow,
+    Slip,
+    dot_scores,
+    exponentials,
+    masked,
+    output_projection,
+    project,
+    row_shift,
+    weighted_values,
+)
+from attncli.trace import Step, Trace, TraceMeta, present_axes, present_shape
 
 # Steps that need no full score matrix: asked for alone, the scores are made block by block.
 LIGHT_STEPS = frozenset({"q", "k", "v", "concat", "output"})
@@ -96,7 +51,7 @@ def attention(
     progress: Callable[[int, int], None] | None = None,
     workers: int = 2,
 ) -> Trace:
-    """Run the pipeline on a validated Problem and return the Trace of ``steps`` (None: all).
+    """Run the stages on a validated Problem and return the Trace of ``steps`` (None: all).
 
     When no step asked for is a score matrix (scores, logits, softmax) and the problem has at
     least BLOCKED_MIN_CELLS scores, they are made a block of queries at a time on ``workers``
@@ -105,107 +60,72 @@ def attention(
     computation to about 1e-15 relative in float64 (the last digit may differ).
     """
     wanted = tuple(steps) if steps else None
-    cells = problem.x.shape[0] * problem.heads * problem.x.shape[1] * problem.context.shape[1]
+    if wanted is not None and set(wanted) <= LIGHT_STEPS and _blocked_pays(problem):
+        return _blocked_attention(problem, wanted, progress, workers)
+    return full_attention(problem, wanted)
+
+
+def blocked_path(problem: Problem, steps: list[str] | tuple[str, ...] | None) -> bool:
+    """Whether ``attention(problem, steps)`` computes in blocks (and so needs no room for scores)."""
+    return bool(steps) and set(steps) <= LIGHT_STEPS and _blocked_pays(problem)
+
+
+def _blocked_pays(problem: Problem) -> bool:
     # small problems take the full path: the same last digits whichever steps are asked for
-    if wanted is not None and set(wanted) <= LIGHT_STEPS and cells >= BLOCKED_MIN_CELLS:
-        trace = _blocked_attention(problem, wanted, progress, workers)
-    else:
-        trace = full_attention(problem, wanted)
-    if wanted is None:
-        return trace
-    kept = {name: step for name, step in trace.steps.items() if name in wanted}
-    # asked-for steps this problem lacks stay out, so Trace.select can say so
-    return Trace(steps=kept, meta=trace.meta, warnings=trace.warnings, available=problem_steps(problem))
+    return problem.x.shape[0] * problem.heads * problem.x.shape[1] * problem.context.shape[1] >= BLOCKED_MIN_CELLS
 
 
 def problem_steps(problem: Problem) -> tuple[str, ...]:
     """The steps this problem has, in order: logits only when scaled or masked, concat only with W_O."""
-    return tuple(name for name in STEP_AXES
-                 if (name != "logits" or _has_logits(problem)) and (name != "concat" or problem.w_out is not None))
+    sizes = sizes_of(problem)
+    return tuple(stage.name for stage in STAGES if stage.shown and stage.present(sizes))
 
 
 def full_trace_bytes(problem: Problem) -> int:
-    """About how many bytes computing every step of ``problem`` holds at once: q, k, v, the three
-    score matrices (scores, logits, softmax) plus one more for the temporaries, concat and output."""
-    batch, q_len, _ = problem.x.shape
-    k_len = problem.context.shape[1]
-    width, width_v = problem.w_query.shape[1], problem.w_value.shape[1]
-    d_out = problem.w_out.shape[1] if problem.w_out is not None else width_v
-    cells = (batch * (q_len * width + k_len * (width + width_v) + q_len * (width_v + d_out))
-             + 4 * batch * problem.heads * q_len * k_len)
-    return cells * problem.x.itemsize
+    """About how many bytes computing every step of ``problem`` holds at once: every step's array
+    (logits and concat too, which some problems share with their neighbours) and, for the
+    temporaries of the softmax, one more score matrix."""
+    axis_sizes = sizes_of(problem).axis_sizes()
+    cells = {name: math.prod(axis_sizes[axis] for axis in axes) for name, axes in STEP_AXES.items()}
+    return (sum(cells.values()) + cells["softmax"]) * problem.x.itemsize
 
 
-def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None) -> Trace:
-    """Run the whole pipeline on a validated Problem and return its Trace (of the ``wanted`` steps
-    only, when given: every step is still computed and checked).
+def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip: Slip = RIGHT) -> Trace:
+    """Run every stage on a validated Problem (with ``slip``: one of check's known slips) and return
+    its Trace (of the ``wanted`` steps only, when given: every step is still computed and checked).
 
-    Internally every array has both a batch and a heads axis:
-    q (batch, heads, q_len, head_dim), k (batch, heads, k_len, head_dim),
-    v (batch, heads, k_len, head_dim_v), scores/logits/softmax
-    (batch, heads, q_len, k_len), concat (batch, q_len, heads*head_dim_v),
-    output (batch, q_len, d_out). The Trace drops the batch axis when x had
-    none and the heads axis when heads == 1.
-    Raises ProblemError when a step overflows float64.
+    The Trace drops the batch axis when x had none and the heads axis when heads == 1.
+    Raises ProblemError when a step overflows its dtype.
     """
-    heads = problem.heads
-    arrays: dict[str, np.ndarray] = {}
+    sizes = sizes_of(problem)
+    flow = Flow(problem, slip)
+    shown = []
     # Overflow is checked step by step below and reported by name, so numpy's warnings are noise.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for name, source, weight, bias in (
-            ("q", problem.x, problem.w_query, problem.b_query),
-            ("k", problem.context, problem.w_key, problem.b_key),
-            ("v", problem.context, problem.w_value, problem.b_value),
-        ):
-            projected = source @ weight
-            if bias is not None:
-                projected += bias
-            arrays[name] = split_heads(projected, heads)
-            _check_finite(name, arrays[name], problem)
-
-        allowed = problem.mask
-        arrays["scores"] = arrays["q"] @ arrays["k"].swapaxes(-1, -2)
-        # a masked score may overflow: it is never used
-        _check_finite("scores", arrays["scores"], problem, allowed)
-
-        logits = arrays["scores"]
-        if _has_logits(problem):
-            logits = masked_logits(logits, problem)
-            _check_finite("logits", logits, problem, allowed)
-            arrays["logits"] = logits
-
-        arrays["softmax"] = masked_softmax(logits, allowed)
-        # finite: each row is clipped into the range of V's rows, which are finite
-        concat = merge_heads(weighted_values(arrays["softmax"], arrays["v"]))
-        if problem.w_out is not None:
-            arrays["concat"] = concat
-        arrays["output"] = output_projection(concat, problem)
-
-    steps = {
-        name: _step(name, arrays[name], problem)
-        for name in STEP_AXES
-        if name in arrays and (wanted is None or name in wanted)
-    }
-    return Trace(steps=steps, meta=_meta(problem), warnings=_masked_row_warnings(problem))
-
-
-def output_projection(concat: np.ndarray, problem: Problem) -> np.ndarray:
-    """concat·W_O + b_O (batch, q_len, d_out), or concat itself without W_O; checked for overflow."""
-    output = concat
-    if problem.w_out is not None:
-        output = concat @ problem.w_out
-        if problem.b_out is not None:
-            output += problem.b_out
-    _check_finite("output", output, problem)
-    return output
+        for stage in STAGES:
+            array = flow.arrays[stage.name] = stage.run(flow)
+            if stage.shown and stage.present(sizes):
+                if stage.checked:
+                    # a masked score may overflow: it is never used
+                    check_finite(stage.name, array, problem, flow.allowed if stage.checked == "allowed" else None)
+                shown.append(stage)
+    steps = {stage.name: _step(stage.name, flow.arrays[stage.name], problem, sizes)
+             for stage in shown if wanted is None or stage.name in wanted}
+    # asked-for steps this problem lacks stay out, so Trace.select can say so
+    available = tuple(stage.name for stage in shown) if wanted is not None else ()
+    return Trace(steps=steps, meta=TraceMeta.of(problem), warnings=_masked_row_warnings(problem), available=available)
 
 
 def _blocked_attention(
     problem: Problem, wanted: tuple[str, ...], progress: Callable[[int, int], None] | None, workers: int
 ) -> Trace:
+    """The stages from the scores to the weighted values, a block of queries of one head at a time:
+    the projections as heads-first products, the scale folded into W_Q, the softmax in place and
+    normalised after the product with V."""
     heads, batch = problem.heads, problem.x.shape[0]
     q_len, k_len = problem.x.shape[1], problem.context.shape[1]
-    head_dim, head_dim_v = problem.head_dim, problem.head_dim_v
+    head_dim_v = problem.head_dim_v
+    sizes = sizes_of(problem)
     arrays: dict[str, np.ndarray] = {}
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if "q" in wanted:
@@ -216,23 +136,10 @@ def _blocked_attention(
             arrays["k"] = keys
         if "v" in wanted:
             arrays["v"] = values
-        # Q is made block by block from x, with the scale folded into W_Q and b_Q: one multiplication
-        # of d_model × width, not one per score
-        w_query, b_query = problem.w_query, problem.b_query
-        if problem.scale == "sqrt":
-            root = np.sqrt(np.asarray(head_dim, dtype=w_query.dtype))
-            w_query, b_query = w_query / root, (None if b_query is None else b_query / root)
-        elif problem.scale_factor != 1.0:
-            factor = np.asarray(problem.scale_factor, dtype=w_query.dtype)
-            w_query, b_query = w_query * factor, (None if b_query is None else b_query * factor)
         # numpy's float32 exp2 runs about twice as fast as its exp: with log2(e) folded into Q too,
         # 2^(score·log2 e) is the same e^score
-        power = np.exp2 if w_query.dtype == np.float32 else np.exp
-        if power is np.exp2:
-            log2_e = np.asarray(np.log2(np.e), dtype=w_query.dtype)
-            w_query, b_query = w_query * log2_e, (None if b_query is None else b_query * log2_e)
-        w_query_heads = np.ascontiguousarray(w_query.reshape(-1, heads, head_dim).transpose(1, 0, 2))
-        b_query_heads = None if b_query is None else b_query.reshape(heads, head_dim)
+        power = np.exp2 if problem.w_query.dtype == np.float32 else np.exp
+        w_query_heads, b_query_heads = _folded_query_weights(problem, power is np.exp2)
         # a column of ones beside V: softmax·[V | 1] gives the weighted values and the row sums in one product
         parts = {"keys": keys, "extended": np.concatenate(
             [values, np.ones(values.shape[:-1] + (1,), dtype=values.dtype)], axis=-1)}
@@ -245,47 +152,54 @@ def _blocked_attention(
 
         def run(task: tuple[int, int, int, int]) -> None:
             b, h, start, stop = task
-            queries = problem.x[b, start:stop] @ w_query_heads[h]
-            if b_query_heads is not None:
-                queries += b_query_heads[h]
+            queries = project(problem.x[b, start:stop], w_query_heads[h],
+                              None if b_query_heads is None else b_query_heads[h])
             # query i sees keys 0..i: keys past the block's last query are never needed
             k_stop = min(k_len, stop) if causal else k_len
-            scores = queries @ parts["keys"][b, h, :k_stop].T
+            allowed = None
             if problem.mask is not None:
                 allowed = problem.mask[min(b, problem.mask.shape[0] - 1), min(h, problem.mask.shape[1] - 1),
                                        start:stop, :k_stop]
-                np.copyto(scores, -np.inf, where=~allowed)
-            row_max = scores.max(axis=1, keepdims=True)
-            if not np.isfinite(row_max).all():
-                broken = np.isnan(row_max) | np.isposinf(row_max)
-                if broken.any():
-                    raise ProblemError(
-                        f"scores overflow {scores.dtype} in query {start + int(np.argmax(broken))} (beyond "
-                        f"±{_largest(scores.dtype)}); scale the inputs or weights down",
-                        {"scores": (q_len, k_len)},
-                    )
-                row_max[np.isneginf(row_max)] = 0.0  # a row with every key masked: weights 0, not NaN
-            np.subtract(scores, row_max, out=scores)
-            power(scores, out=scores)
-            extended = parts["extended"][b, h, :k_stop]
-            weighted = scores @ extended
-            totals = weighted[:, -1:]
-            block = np.divide(weighted[:, :-1], totals, out=np.zeros_like(weighted[:, :-1]), where=totals > 0)
-            if not np.isfinite(block).all():
-                # a convex combination of V's rows lies in their range: rounding past ±max is that bound
-                v_block = extended[:, :-1]
-                block = np.where(np.isfinite(block), block, np.clip(block, v_block.min(axis=0), v_block.max(axis=0)))
-            concat[b, start:stop, h * head_dim_v:(h + 1) * head_dim_v] = block
+            logits = masked(dot_scores(queries, parts["keys"][b, h, :k_stop]), allowed, in_place=True)
+            shift = row_shift(logits, any_masked=True)
+            if not np.isfinite(shift).all():
+                # a row's largest logit is NaN or +inf: find the cell, report it as the full path does
+                unused = np.zeros_like(logits, dtype=bool) if allowed is None else ~allowed
+                where = np.argwhere(~(np.isfinite(logits) | unused))[0]
+                _overflow("scores", logits.dtype, (b, h, start + int(where[0]), int(where[1])), problem, sizes)
+            exponentials(logits, shift, power, out=logits)
+            concat[b, start:stop, h * head_dim_v:(h + 1) * head_dim_v] = weighted_values(
+                logits, parts["extended"][b, h, :k_stop], totals_appended=True)
 
         _run_tasks(run, tasks, workers if len(tasks) > 1 else 1, progress)
         parts.clear()  # K and V are no longer needed: free them before the output projection
         if problem.w_out is not None and "concat" in wanted:
             arrays["concat"] = concat
         output = output_projection(concat, problem)
+        check_finite("output", output, problem)
         if "output" in wanted:
             arrays["output"] = output
-    steps = {name: _step(name, arrays[name], problem) for name in STEP_AXES if name in arrays}
-    return Trace(steps=steps, meta=_meta(problem), warnings=_masked_row_warnings(problem))
+    steps = {name: _step(name, arrays[name], problem, sizes) for name in STEP_AXES if name in arrays}
+    return Trace(steps=steps, meta=TraceMeta.of(problem), warnings=_masked_row_warnings(problem),
+                 available=problem_steps(problem))
+
+
+def _folded_query_weights(problem: Problem, log2: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """W_Q and b_Q per head, (heads, d_model, head_dim) and (heads, head_dim), with the scale (and
+    log2(e) when the exponentials are powers of 2) folded in: one multiplication of
+    d_model × width, not one per score."""
+    w_query, b_query = problem.w_query, problem.b_query
+    if problem.scale == "sqrt":
+        root = np.sqrt(np.asarray(problem.head_dim, dtype=w_query.dtype))
+        w_query, b_query = w_query / root, (None if b_query is None else b_query / root)
+    elif problem.scale_factor != 1.0:
+        factor = np.asarray(problem.scale_factor, dtype=w_query.dtype)
+        w_query, b_query = w_query * factor, (None if b_query is None else b_query * factor)
+    if log2:
+        log2_e = np.asarray(np.log2(np.e), dtype=w_query.dtype)
+        w_query, b_query = w_query * log2_e, (None if b_query is None else b_query * log2_e)
+    w_heads = np.ascontiguousarray(w_query.reshape(-1, problem.heads, problem.head_dim).transpose(1, 0, 2))
+    return w_heads, None if b_query is None else b_query.reshape(problem.heads, problem.head_dim)
 
 
 def _projected_heads(name: str, source: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
@@ -296,10 +210,9 @@ def _projected_heads(name: str, source: np.ndarray, weight: np.ndarray, bias: np
     head from the start, with no transposed copy of the whole projection."""
     heads = problem.heads
     weight_heads = np.ascontiguousarray(weight.reshape(weight.shape[0], heads, -1).transpose(1, 0, 2))
-    heads_first = np.matmul(source[:, None], weight_heads)  # (batch, 1, seq, d_in)·(heads, d_in, dim)
-    if bias is not None:
-        heads_first += bias.reshape(heads, 1, -1)
-    _check_finite(name, heads_first, problem)
+    # (batch, 1, seq, d_in)·(heads, d_in, dim)
+    heads_first = project(source[:, None], weight_heads, None if bias is None else bias.reshape(heads, 1, -1))
+    check_finite(name, heads_first, problem)
     return heads_first
 
 
@@ -327,11 +240,9 @@ def _run_tasks(run: Callable[[Any], None], tasks: list, workers: int,
             raise
 
 
-def _largest(dtype: np.dtype) -> str:
-    return f"{np.finfo(dtype).max:.1e}".replace("e+", "e")
-
-
-def _check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.ndarray | None = None) -> None:
+def check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.ndarray | None = None) -> None:
+    """ProblemError naming the first cell of step ``name`` (full axes) that overflowed its dtype;
+    cells ``allowed`` marks False (masked) are not used and may overflow."""
     # a finite sum means every value is finite (one reduction, the cheap test run on every step);
     # an infinite one may be a masked −∞ or a sum too large, and gets the cell-by-cell test
     if allowed is None and math.isfinite(np.add.reduce(array, axis=None)):
@@ -340,78 +251,35 @@ def _check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.nd
     if allowed is not None:
         finite |= ~allowed
     if not finite.all():
-        where = np.argwhere(~finite)[0]
-        axes = present_axes(name, problem.batched, problem.heads)
-        position = ", ".join(
-            f"{axis} {int(index)}" for axis, index in zip(STEP_AXES[name], where, strict=True) if axis in axes
-        )
-        raise ProblemError(
-            f"{name} overflows {array.dtype} at ({position}): beyond ±{_largest(array.dtype)}; "
-            "scale the inputs or weights down",
-            {name: present_shape(array.shape, name, problem.batched, problem.heads)},
-        )
+        _overflow(name, array.dtype, tuple(int(i) for i in np.argwhere(~finite)[0]), problem, sizes_of(problem))
 
 
-def _step(name: str, array: np.ndarray, problem: Problem) -> Step:
+def _overflow(name: str, dtype: np.dtype, where: tuple[int, ...], problem: Problem, sizes: Sizes) -> None:
     axes = present_axes(name, problem.batched, problem.heads)
-    return Step(
-        name=name,
-        formula=formula(name, problem),
-        array=array.reshape(present_shape(array.shape, name, problem.batched, problem.heads)),
-        axes=axes,
+    position = ", ".join(f"{axis} {index}" for axis, index in zip(STEP_AXES[name], where, strict=True) if axis in axes)
+    full_shape = tuple(sizes.axis_sizes()[axis] for axis in STEP_AXES[name])
+    raise ProblemError(
+        f"{name} overflows {dtype} at ({position}): beyond ±{_largest(dtype)}; scale the inputs or weights down",
+        {name: present_shape(full_shape, name, problem.batched, problem.heads)},
     )
+
+
+def _largest(dtype: np.dtype) -> str:
+    return f"{np.finfo(dtype).max:.1e}".replace("e+", "e")
 
 
 def formula(name: str, problem: Problem) -> str:
     """The formula of step ``name`` for this problem, e.g. ``Q = x·W_Q + b_Q``."""
-    source = "context" if problem.cross else "x"
-    match name:
-        case "q":
-            return "Q = x·W_Q" + (" + b_Q" if problem.b_query is not None else "")
-        case "k":
-            return f"K = {source}·W_K" + (" + b_K" if problem.b_key is not None else "")
-        case "v":
-            return f"V = {source}·W_V" + (" + b_V" if problem.b_value is not None else "")
-        case "scores":
-            return "scores = Q·Kᵀ"
-        case "logits":
-            factor = problem.scale_factor
-            scaled = "scores" if factor == 1.0 else (
-                "scores / √head_dim" if problem.scale == "sqrt" else f"scores × {factor:g}"
-            )
-            return "logits = " + scaled + (", masked → −∞" if problem.mask is not None else "")
-        case "softmax":
-            return "softmax = softmax(" + ("logits" if _has_logits(problem) else "scores") + ") over keys"
-        case "concat":
-            return "concat = [softmax·V for each head]" if problem.heads > 1 else "concat = softmax·V"
-        case _:
-            if problem.w_out is not None:
-                return "output = concat·W_O" + (" + b_O" if problem.b_out is not None else "")
-            return "output = [softmax·V for each head]" if problem.heads > 1 else "output = softmax·V"
+    return STAGE[name].formula(sizes_of(problem))
 
 
-def _has_logits(problem: Problem) -> bool:
-    return problem.scale_factor != 1.0 or problem.mask is not None
-
-
-# numpy's dtype.name is slow enough to matter once per problem in a stream
-_DTYPE_NAMES = {"d": "float64", "f": "float32"}
-
-
-def _meta(problem: Problem) -> dict:
-    return {
-        "heads": problem.heads,
-        "head_dim": problem.head_dim,
-        "head_dim_v": problem.head_dim_v,
-        "batched": problem.batched,
-        "cross_attention": problem.cross,
-        "scale": {
-            "rule": problem.scale if isinstance(problem.scale, str) else "number",
-            "factor": problem.scale_factor,
-        },
-        "mask": problem.mask_rule,
-        "dtype": _DTYPE_NAMES.get(problem.x.dtype.char) or str(problem.x.dtype),
-    }
+def _step(name: str, array: np.ndarray, problem: Problem, sizes: Sizes) -> Step:
+    return Step(
+        name=name,
+        formula=STAGE[name].formula(sizes),
+        array=array.reshape(present_shape(array.shape, name, problem.batched, problem.heads)),
+        axes=present_axes(name, problem.batched, problem.heads),
+    )
 
 
 def _masked_row_warnings(problem: Problem) -> tuple[str, ...]:

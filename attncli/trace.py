@@ -5,25 +5,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from attncli.errors import ProblemError
 from attncli.keys import STEP_NAMES
+from attncli.stages import STEP_AXES
 
-# Axis names of every step, before the axes a problem does not have are dropped.
-STEP_AXES = dict(zip(STEP_NAMES, (
-    ("batch", "heads", "q_len", "head_dim"),  # q
-    ("batch", "heads", "k_len", "head_dim"),  # k
-    ("batch", "heads", "k_len", "head_dim_v"),  # v
-    ("batch", "heads", "q_len", "k_len"),  # scores
-    ("batch", "heads", "q_len", "k_len"),  # logits
-    ("batch", "heads", "q_len", "k_len"),  # softmax
-    ("batch", "q_len", "heads*head_dim_v"),  # concat
-    ("batch", "q_len", "d_out"),  # output
-), strict=True))
-
+if TYPE_CHECKING:
+    from attncli.problem import Problem
 
 @functools.cache
 def present_axes(name: str, batched: bool, heads: int) -> tuple[str, ...]:
@@ -57,18 +48,66 @@ class Step:
         return self.array.shape
 
 
+# numpy's dtype.name is slow enough to matter once per problem in a stream
+_DTYPE_NAMES = {"d": "float64", "f": "float32"}
+
+
+@dataclass(frozen=True)
+class TraceMeta:
+    """What a computation was: ``heads``, ``head_dim``, ``head_dim_v``, whether x had a batch axis
+    (``batched``) and a separate context (``cross_attention``), the ``scale_rule`` ("sqrt",
+    "none" or "number") and its ``scale_factor``, the ``mask`` rule (None, "causal", "array")
+    and the ``dtype`` computed in."""
+
+    heads: int
+    head_dim: int
+    head_dim_v: int
+    batched: bool
+    cross_attention: bool
+    scale_rule: str
+    scale_factor: float
+    mask: str | None
+    dtype: str
+
+    @classmethod
+    def of(cls, problem: Problem) -> TraceMeta:
+        return cls(
+            heads=problem.heads,
+            head_dim=problem.head_dim,
+            head_dim_v=problem.head_dim_v,
+            batched=problem.batched,
+            cross_attention=problem.cross,
+            scale_rule=problem.scale if isinstance(problem.scale, str) else "number",
+            scale_factor=problem.scale_factor,
+            mask=problem.mask_rule,
+            dtype=_DTYPE_NAMES.get(problem.x.dtype.char) or str(problem.x.dtype),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """As the JSON output's ``meta`` has it (the scale as {"rule", "factor"})."""
+        return {
+            "heads": self.heads,
+            "head_dim": self.head_dim,
+            "head_dim_v": self.head_dim_v,
+            "batched": self.batched,
+            "cross_attention": self.cross_attention,
+            "scale": {"rule": self.scale_rule, "factor": self.scale_factor},
+            "mask": self.mask,
+            "dtype": self.dtype,
+        }
+
+
 @dataclass(frozen=True)
 class Trace:
     """Every step of one computation.
 
-    ``steps`` maps step names to Steps in pipeline order; ``meta`` holds heads,
-    head_dim, head_dim_v, the scale rule and factor, the mask rule and whether
-    x had a batch axis; ``warnings`` are sentences for the user (e.g. a query
+    ``steps`` maps step names to Steps in pipeline order; ``meta`` says what was computed
+    (TraceMeta); ``warnings`` are sentences for the user (e.g. a query
     whose every key is masked).
     """
 
     steps: dict[str, Step]
-    meta: dict[str, Any]
+    meta: TraceMeta
     warnings: tuple[str, ...] = field(default=())
     # every step this problem has, computed or not (a trace of chosen steps holds fewer)
     available: tuple[str, ...] = field(default=())

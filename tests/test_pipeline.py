@@ -10,7 +10,8 @@ from conftest import DATA, SAMPLES
 
 from attncli.demo import CLASSIC_DOCUMENT
 from attncli.errors import ProblemError
-from attncli.pipeline import attention, masked_softmax
+from attncli.pipeline import attention
+from attncli.stages import masked_softmax
 from attncli.problem import problem_from_document
 
 GOLDEN_CASES = json.loads((DATA / "torch_golden.json").read_text())["cases"]
@@ -34,7 +35,7 @@ def test_classic_example_scaled_by_one_over_sqrt_three(seed_example):
     trace = trace_of(seed_example["problem"])
     scaled = seed_example["expected_scaled"]
     assert list(trace.steps) == ["q", "k", "v", "scores", "logits", "softmax", "output"]
-    assert trace.meta["scale"] == {"rule": "sqrt", "factor": scaled["factor"]}
+    assert trace.meta.as_dict()["scale"] == {"rule": "sqrt", "factor": scaled["factor"]}
     np.testing.assert_allclose(trace.steps["logits"].array,
                                np.array(seed_example["expected"]["scores"]) / np.sqrt(3), rtol=1e-15)
     np.testing.assert_allclose(trace.steps["softmax"].array, scaled["softmax"], rtol=1e-14)
@@ -179,7 +180,7 @@ def test_per_head_weights_equal_side_by_side_weights():
     side_by_side = {name: np.concatenate(list(w), axis=1).tolist() for name, w in per_head.items()}
     a = trace_of({"x": x, **{k: v.tolist() for k, v in per_head.items()}})
     b = trace_of({"x": x, **side_by_side, "heads": 2})
-    assert a.meta["heads"] == 2
+    assert a.meta.heads == 2
     for name in a.steps:
         np.testing.assert_array_equal(a.steps[name].array, b.steps[name].array)
 

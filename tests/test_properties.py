@@ -242,7 +242,7 @@ def test_permuting_keys_with_their_values_changes_nothing(document, random):
        hnp.arrays(np.bool_, (3, 5)))
 def test_a_constant_added_to_a_row_of_logits_changes_nothing(logits, shift, allowed):
     masked = np.where(allowed, logits, -np.inf)
-    from attncli.pipeline import masked_softmax
+    from attncli.stages import masked_softmax
 
     np.testing.assert_allclose(masked_softmax(masked + shift, allowed), masked_softmax(masked, allowed),
                                rtol=1e-12, atol=1e-15)
