@@ -1,0 +1,76 @@
+"""The consoles attncli prints on: stdout (a closed pipe ends the run as the CLI decides), the
+recorder for pictures, and the progress bar on stderr. Rich lives in this package and the CLI only."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
+
+
+class PipeAwareConsole(Console):
+    """A Console that lets a closed pipe propagate as BrokenPipeError, for the CLI to end the
+    run as it ends every other (Rich itself would exit 1, the code attncli keeps for mismatches)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
+def measure_width(console: Console, renderable: RenderableType) -> int:
+    return Measurement.get(console, console.options.update_width(1_000_000), renderable).maximum
+
+
+def print_blocks(console: Console, blocks: list[RenderableType]) -> None:
+    # Piped, Rich would fall back to 80 columns and squeeze numbers to "0.…": widen to the widest
+    # table instead. In a terminal the tables were already cut to its width.
+    if not console.is_terminal:
+        needed = max((measure_width(console, block) for block in blocks if isinstance(block, Group)), default=0)
+        if needed > console.width:
+            console.width = needed
+    for block in blocks:
+        console.print(block)
+
+
+def stdout_console(no_color: bool = False) -> Console:
+    """The console results are printed on: stdout, colour as the terminal and NO_COLOR allow."""
+    return PipeAwareConsole(no_color=no_color or None)
+
+
+def recording(width: int) -> Console:
+    """A console that records in colour at ``width`` columns, for SVG and HTML pictures."""
+    return Console(record=True, file=io.StringIO(), force_terminal=True, color_system="truecolor", width=width)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str = "computing") -> Iterator[Callable[[int, int], None] | None]:
+    """A progress reporter for ``attention(progress=...)``: a bar on stderr that appears once a run
+    has taken a second, only when stderr is a terminal (never on stdout, never in a pipe)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    started = time.monotonic()
+    bar: dict[str, Any] = {}
+
+    def report(done: int, total: int) -> None:
+        if "progress" not in bar:
+            if time.monotonic() - started < 1.0:
+                return
+            bar["progress"] = Progress(TextColumn(description), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                       TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            bar["progress"].start()
+            bar["task"] = bar["progress"].add_task(description, total=total)
+        bar["progress"].update(bar["task"], completed=done)
+
+    try:
+        yield report
+    finally:
+        if "progress" in bar:
+            bar["progress"].stop()

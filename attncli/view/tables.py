@@ -1,0 +1,212 @@
+"""Rich tables for a Trace and for the demo walk-through."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+from rich.color import Color, blend_rgb
+from rich.color_triplet import ColorTriplet
+from rich.columns import Columns
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
+
+from attncli.demo import Section
+from attncli.trace import Step, Trace
+from attncli.view.console import PipeAwareConsole, measure_width, print_blocks
+from attncli.view.numbers import format_number
+
+_LOW = ColorTriplet(68, 1, 84)
+_HIGH = ColorTriplet(253, 231, 37)
+_AXIS_WORD = {
+    "q_len": "query",
+    "k_len": "key",
+    "head_dim": "dim",
+    "head_dim_v": "dim",
+    "heads*head_dim_v": "dim",
+    "d_out": "dim",
+}
+# Past these sizes a table shows its first and last rows/columns around a "…", as numpy prints;
+# in a terminal, fewer columns when these would not fit its width.
+MAX_ROWS = 24
+MAX_COLUMNS = 16
+EDGE_ROWS = 10
+EDGE_COLUMNS = 7
+ELIDED_NOTE = "middle elided: --full shows every value, --format json gives them all"
+# A step of a large batch with many heads would be hundreds of tables: show this many of them.
+MAX_TABLES = 8
+
+
+def heat_style(weight: float) -> Style:
+    """Background shade for a weight in [0, 1], with text that stays legible on it."""
+    background = blend_rgb(_LOW, _HIGH, float(min(max(weight, 0.0), 1.0)))
+    luminance = 0.299 * background.red + 0.587 * background.green + 0.114 * background.blue
+    return Style(
+        bgcolor=Color.from_triplet(background),
+        color="black" if luminance > 140 else "white",
+    )
+
+
+def visible_indices(size: int, limit: int, edge: int) -> list[int | None]:
+    """The indices to show along an axis of ``size``; None stands for the elided middle."""
+    if size <= limit:
+        return list(range(size))
+    return [*range(edge), None, *range(size - edge, size)]
+
+
+def _table(
+    array: np.ndarray,
+    rows: list[int | None],
+    columns: list[int | None],
+    corner: str,
+    precision: int,
+    heatmap: bool,
+) -> Table:
+    finite = array[np.isfinite(array)]
+    # a value this far below the table's largest is rounding left-over (0.1 + 0.2 - 0.3), shown as 0
+    noise = 1e-12 * float(np.abs(finite).max()) if finite.size else 0.0
+    # whole-number matrices (the classic example's inputs) read best without decimals; weights never
+    integers = (
+        not heatmap
+        and bool(finite.size)
+        and np.array_equal(finite, np.round(finite))
+        and np.abs(finite).max() < 1e9
+    )
+    table = Table()
+    table.add_column(corner, justify="right", style="dim", no_wrap=True)
+    for column in columns:
+        table.add_column("…" if column is None else str(column), justify="right", no_wrap=True)
+    for row in rows:
+        if row is None:
+            table.add_row("…", *("…" for _ in columns))
+            continue
+        cells: list[RenderableType] = []
+        for column in columns:
+            if column is None:
+                cells.append("…")
+                continue
+            value = float(array[row, column])
+            text = format_number(0.0 if abs(value) < noise else value, precision, integers)
+            cells.append(Text(text, style=heat_style(value)) if heatmap and np.isfinite(value) else text)
+        table.add_row(str(row), *cells)
+    return table
+
+
+def matrix_block(
+    console: Console,
+    array: np.ndarray,
+    title: str,
+    corner: str,
+    precision: int,
+    heatmap: bool = False,
+    full: bool = False,
+) -> RenderableType:
+    """The title line, then a table of the 2-D ``array`` (rows, columns) labelled by index.
+
+    Unless ``full``, a large array's middle is elided, and in a terminal the columns are cut
+    further until the table fits its width.
+    """
+    n_rows, n_columns = array.shape
+    rows = list(range(n_rows)) if full else visible_indices(n_rows, MAX_ROWS, EDGE_ROWS)
+    attempts = [(MAX_COLUMNS, EDGE_COLUMNS)] + [(2 * edge + 1, edge) for edge in range(EDGE_COLUMNS - 1, 0, -1)]
+    for limit, edge in attempts:
+        columns = list(range(n_columns)) if full else visible_indices(n_columns, limit, edge)
+        table = _table(array, rows, columns, corner, precision, heatmap)
+        if full or not console.is_terminal or measure_width(console, table) <= console.width:
+            break
+    parts: list[RenderableType] = [Text(title, style="bold")]  # Text: a formula's [..] is not markup
+    parts.append(table)
+    if len(rows) < n_rows or len(columns) < n_columns:
+        parts.append(Text(ELIDED_NOTE, style="dim"))
+    return Group(*parts)
+
+
+class HeatLegend:
+    """A one-line key to the shading: colours where there is colour; with ``shades`` (the heatmap
+    view) the shade characters where there is not; nothing for plain tables, whose numbers speak."""
+
+    def __init__(self, shades: bool = False):
+        self.shades = shades
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if console.color_system is None or console.no_color:
+            if self.shades:
+                yield Text("shades: ' ' < 0.2 ≤ ░ < 0.4 ≤ ▒ < 0.6 ≤ ▓ < 0.8 ≤ █", style="dim")
+            return
+        legend = Text("weight  ")
+        for weight in (0.0, 0.25, 0.5, 0.75, 1.0):
+            legend.append(f" {weight:g} ", style=heat_style(weight))
+        yield legend
+
+
+def table_position(axes: tuple[str, ...], index: tuple[int, ...]) -> str:
+    """Which table of a step this is, e.g. ``batch 1, head 3`` (empty for a plain matrix)."""
+    return ", ".join(f"{'batch' if axis == 'batch' else 'head'} {position}"
+                     for axis, position in zip(axes, index, strict=True))
+
+
+def step_blocks(console: Console, step: Step, precision: int, full: bool = False) -> Iterator[RenderableType]:
+    """One titled table per batch item and head of ``step`` (formula, shape and position); past
+    MAX_TABLES of them, unless ``full``, a line saying how many more there are."""
+    heatmap = step.name == "softmax"
+    leading_axes = step.axes[:-2]
+    n_rows, n_columns = step.shape[-2:]
+    corner = f"{_AXIS_WORD.get(step.axes[-2], step.axes[-2])}╲{_AXIS_WORD.get(step.axes[-1], step.axes[-1])}"
+    positions = list(itertools.product(*(range(size) for size in step.shape[:-2])))
+    shown = positions if full else positions[:MAX_TABLES]
+    for index in shown:
+        where = table_position(leading_axes, index)
+        title = f"{step.formula}   {n_rows}×{n_columns}" + (f"   ({where})" if where else "")
+        yield matrix_block(console, step.array[index], title, corner, precision, heatmap, full)
+    if len(shown) < len(positions):
+        yield Text(
+            f"… {len(positions) - len(shown)} more {step.name} tables ({' × '.join(leading_axes)}) not shown: "
+            "--full shows them, --format json gives every value",
+            style="dim",
+        )
+    if heatmap:
+        yield HeatLegend()
+
+
+def print_trace(
+    trace: Trace, steps: list[Step], precision: int, full: bool = False, console: Console | None = None
+) -> None:
+    """Print the chosen steps of a trace as tables (to stdout unless ``console``), softmax as a heatmap;
+    each table is printed as soon as it is made."""
+    console = console or PipeAwareConsole()
+    for step in steps:
+        for block in step_blocks(console, step, precision, full):
+            print_blocks(console, [block])
+
+
+def print_demo(sections: list[Section], warning: str, precision: int, console: Console | None = None) -> None:
+    """Print the walk-through: per section a heading, its explanation and its tables; then the warning."""
+    console = console or PipeAwareConsole()
+    blocks: list[RenderableType] = []
+    for section in sections:
+        blocks.append(Text(section.heading, style="bold underline"))
+        blocks.append(Text(section.explanation))
+        for row in section.rows:
+            tables = [
+                matrix_block(console, matrix.array, f"{matrix.name}   {matrix.array.shape[0]}×{matrix.array.shape[1]}",
+                             f"{matrix.row_label}╲{matrix.column_label}", precision, section.heatmap)
+                for matrix in row
+            ]
+            # small matrices side by side, as many as the width allows
+            blocks.append(Columns(tables, padding=(0, 3)) if len(tables) > 1 else tables[0])
+        if section.heatmap:
+            blocks.append(HeatLegend())
+        blocks.append(Text(""))
+    blocks.append(Text(warning, style="yellow"))
+    print_blocks(console, blocks)
+
+
+def trace_text(trace: Trace, steps: list[Step], precision: int, full: bool = False) -> str:
+    """The tables as plain text without colour, for a .txt file."""
+    buffer = io.StringIO()
+    print_trace(trace, steps, precision, full, console=Console(file=buffer, no_color=True, force_terminal=False))
+    return buffer.getvalue()

@@ -1,0 +1,68 @@
+"""Words on the console: the shape flow, explanations, check's verdicts."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from attncli.explain import Explanation
+from attncli.view.console import PipeAwareConsole, measure_width
+from attncli.view.numbers import explanation_sections
+
+
+def print_shapes(rows: list, console: Console | None = None) -> None:
+    """The flow of shapes, one row per step: the step; its shape over its named axes; its formula
+    over how it got that shape (two lines each, so the table fits an 80-column terminal)."""
+    console = console or PipeAwareConsole()
+    table = Table(title=Text("How the shapes flow", style="bold"), title_justify="left")
+    table.add_column("step", no_wrap=True)
+    table.add_column("shape and axes", no_wrap=True)
+    table.add_column("formula and how", overflow="fold")
+    for row in rows:
+        shape = Text("(" + ", ".join(map(str, row.shape)) + ")\n")
+        shape.append("(" + ", ".join(row.axes) + ")", style="dim")
+        what = Text(row.formula + "\n")
+        what.append(row.how, style="dim")
+        table.add_row(row.step, shape, what)
+    if not console.is_terminal:
+        console.width = max(console.width, measure_width(console, table))
+    console.print(table)
+
+
+def print_sections(sections: list, console: Console | None = None) -> None:
+    """Headings and their lines, as plain text (a formula's brackets are not markup)."""
+    console = console or PipeAwareConsole()
+    for section in sections:
+        console.print(Text(section.heading, style="bold"))
+        for line in section.lines:
+            # one line of arithmetic stays one line: the terminal wraps it if it must
+            console.print(Text("  " + line), soft_wrap=True)
+
+
+def print_explanation(explained: Explanation, precision: int, console: Console | None = None) -> None:
+    """One query's arithmetic, spelled out with ``precision`` decimals."""
+    print_sections(explanation_sections(explained, precision), console)
+
+
+def print_verdict(verdict, console: Console | None = None) -> None:
+    """One line saying whether the numbers agree; on a mismatch, where, and the likely mistake(s)."""
+    console = console or PipeAwareConsole()
+    tolerance = f"atol {verdict.atol:g}, rtol {verdict.rtol:g}"
+    if verdict.agree:
+        console.print(Text(f"✓ {verdict.step} agrees with attncli: largest difference {verdict.max_error:.3g} "
+                           f"({tolerance})", style="green"), soft_wrap=True)
+        return
+    cell = "[" + ", ".join(map(str, verdict.worst)) + "]"
+    lines = [Text(
+        f"✗ {verdict.step} differs from attncli in {verdict.wrong_cells} of {verdict.cells} cells ({tolerance}); "
+        f"largest difference {verdict.max_error:.6g} at {cell}: yours {verdict.yours!r}, attncli "
+        f"{verdict.attncli!r}", style="red")]
+    if not verdict.mistakes:
+        lines.append(Text("No known mistake gives these numbers."))
+    for number, mistake in enumerate(verdict.mistakes):
+        lead = "Likely mistake" if number == 0 else "Or, giving the same numbers here"
+        lines.append(Text(f"{lead}: {mistake.name}: {mistake.means}.", style="bold" if number == 0 else ""))
+        lines.append(Text(f"  Fix: {mistake.fix}."))
+    for line in lines:
+        console.print(line, soft_wrap=True)
