@@ -7,22 +7,37 @@ and the output projection. Each is warmed up once, then timed; the median is rep
 memory is what numpy allocates during attncli's run (tracemalloc; the inputs exist before it),
 against the outputs + 64 MiB the issue allows on top of the inputs. Without torch, attncli's figures are printed alone.
 
-Rerun:  python benchmarks/attention.py [--repeat 5] [--lengths 1024 4096]
+With --against REF, attncli's figures are measured for this tree and for the code of that git ref
+(its attncli/, taken with `git archive` into a temporary folder) side by side: each runs in a
+worker process of its own (this script with --worker, importing attncli from the tree named in
+ATTNCLI_TREE), and the two are timed in turn, round by round, on the same problem; printed are
+the current figure, the ref's, the ratio current/ref and the largest difference of their outputs.
+PyTorch is left out of that comparison (run without --against for it).
+
+Rerun:  python benchmarks/attention.py [--repeat 5] [--lengths 1024 4096] [--against REF]
 (with torch: a CPU build, e.g. `pip install torch==2.13.0` on the project's machines)
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+# attncli from this checkout; a --worker process of --against imports the tree ATTNCLI_TREE names
+sys.path.insert(0, os.environ.get("ATTNCLI_TREE", str(ROOT)))
 
 from attncli.pipeline import attention  # noqa: E402
 from attncli.problem import problem_from_document  # noqa: E402
@@ -30,6 +45,9 @@ from attncli.problem import problem_from_document  # noqa: E402
 HEADS, HEAD_DIM = 8, 64
 D_MODEL = HEADS * HEAD_DIM
 MIB = 1024 * 1024
+# OpenBLAS threads spin for about 0.1 s after each call: with --against, one worker waits this long
+# before its run, so that the other's spinning threads do not take its cores
+SETTLE_SECONDS = 0.2
 
 
 def make_problem(seq_len: int, dtype: str):
@@ -81,11 +99,130 @@ def torch_runner(problem):
     return run, torch.__version__, torch.get_num_threads()
 
 
+def worker() -> None:
+    """Serve the --against side-by-side: one JSON request per stdin line, one JSON answer per stdout line.
+
+    A request names the problem (seq_len, dtype) and what to do with attncli's output-only run on
+    it: "warm" (make the problem, run once), "time" (run once, answer the seconds), "peak" (answer
+    the peak bytes numpy allocates) or "save" (write the output to "path" as .npy).
+    """
+    problems = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        key = (request["seq_len"], request["dtype"])
+        if key not in problems:
+            problems.clear()  # one problem in memory at a time
+            problems[key] = make_problem(*key)
+        problem = problems[key]
+
+        def run_attncli(problem=problem):
+            return attention(problem, ["output"]).steps["output"].array
+
+        answer = {}
+        if request["do"] == "time":
+            start = time.perf_counter()
+            run_attncli()
+            answer["seconds"] = time.perf_counter() - start
+        elif request["do"] == "peak":
+            answer["peak"] = peak_bytes(run_attncli)
+        elif request["do"] == "save":
+            np.save(request["path"], run_attncli())
+        else:
+            run_attncli()
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+class Worker:
+    """A worker process (this script with --worker) measuring the attncli of one tree."""
+
+    def __init__(self, tree: Path):
+        self.tree = tree
+        environment = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+        self.process = subprocess.Popen([sys.executable, "-P", str(Path(__file__).resolve()), "--worker"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env={**environment, "ATTNCLI_TREE": str(tree)})
+
+    def ask(self, do: str, seq_len: int, dtype: str, **more) -> dict:
+        self.process.stdin.write(json.dumps({"do": do, "seq_len": seq_len, "dtype": dtype, **more}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the worker measuring {self.tree} stopped (see its error above)")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def extract(ref: str, folder: Path) -> Path:
+    """The git ref's attncli/ package, written under ``folder`` (git archive); returns ``folder``."""
+    done = subprocess.run(["git", "archive", "--format=tar", ref, "attncli"], cwd=ROOT, capture_output=True)
+    if done.returncode != 0:
+        raise SystemExit(f"git archive {ref} attncli failed: {done.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        tar.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    return folder
+
+
+def side_by_side(ref: str, repeat: int, lengths: list[int]) -> None:
+    """The --against run: this tree's attncli and the ref's, each in a worker, timed in turn round by round."""
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        workers = {"current": Worker(ROOT), "ref": Worker(extract(ref, Path(folder) / "ref"))}
+        try:
+            for seq_len in lengths:
+                for dtype in ("float32", "float64"):
+                    flops = 2 * seq_len * D_MODEL * D_MODEL * 4 + 2 * 2 * seq_len * seq_len * D_MODEL
+                    for side in workers.values():
+                        side.ask("warm", seq_len, dtype)
+                    times: dict[str, list[float]] = {name: [] for name in workers}
+                    for round_number in range(repeat):
+                        order = list(workers) if round_number % 2 == 0 else list(reversed(workers))
+                        for name in order:
+                            time.sleep(SETTLE_SECONDS)
+                            times[name].append(workers[name].ask("time", seq_len, dtype)["seconds"])
+                    peaks = {name: side.ask("peak", seq_len, dtype)["peak"] for name, side in workers.items()}
+                    outputs = {}
+                    for name, side in workers.items():
+                        path = Path(folder) / f"{name}.npy"
+                        side.ask("save", seq_len, dtype, path=str(path))
+                        outputs[name] = np.load(path)
+                    difference = float(np.abs(outputs["current"] - outputs["ref"]).max())
+                    ours, theirs = (statistics.median(times[name]) for name in ("current", "ref"))
+                    allowed = seq_len * D_MODEL * np.dtype(dtype).itemsize + 64 * MIB
+                    rows.append((seq_len, dtype, ours, theirs, flops, peaks["current"], peaks["ref"], allowed,
+                                 difference))
+        finally:
+            for side in workers.values():
+                side.close()
+    print(f"attention, batch 1, {HEADS} heads × {HEAD_DIM}, d_model {D_MODEL}, W_Q/K/V/O, output only; "
+          f"median of {repeat}; this tree (current) against {ref} (ref), each in a worker process, "
+          f"timed in turn round by round")
+    print(f"{'seq_len':>7} {'dtype':>7} {'current s':>10} {'ref s':>8} {'cur/ref':>8} {'cur GFLOP/s':>12} "
+          f"{'ref GFLOP/s':>12} {'cur MiB':>8} {'ref MiB':>8} {'allowed':>8} {'max |cur-ref|':>14}")
+    for seq_len, dtype, ours, theirs, flops, our_peak, their_peak, allowed, difference in rows:
+        print(f"{seq_len:>7} {dtype:>7} {ours:>10.3f} {theirs:>8.3f} {ours / theirs:>7.2f}x "
+              f"{flops / ours / 1e9:>12.1f} {flops / theirs / 1e9:>12.1f} {our_peak / MIB:>8.1f} "
+              f"{their_peak / MIB:>8.1f} {allowed / MIB:>8.1f} {difference:>14.2e}")
+    print("MiB: extra memory numpy allocates beyond the inputs; target: at most 'allowed' (outputs + 64 MiB)")
+    print("rerun: python benchmarks/attention.py --repeat", repeat, "--lengths", *lengths, "--against", ref)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
+    parser.add_argument("--against", metavar="REF", help="also measure the code of this git ref, side by side")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.worker:
+        worker()
+        return
+    if options.against:
+        side_by_side(options.against, options.repeat, options.lengths)
+        return
     rows = []
     torch_note = "torch not installed: PyTorch columns empty"
     for seq_len in options.lengths:

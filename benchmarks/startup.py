@@ -5,17 +5,24 @@ it as JSON (the floor for `attncli compute FILE --format json`), one prints a sm
 (the floor for the table view). Every command runs in turn, round after round, so that a noisy
 moment of the machine hits them all alike; the median of the rounds is reported.
 
-Rerun:  python benchmarks/startup.py [--rounds 30]
+With --against REF, the code of that git ref (its attncli/, taken with `git archive` into a
+temporary folder) runs too, in the same rounds, interleaved with the working tree's: each attncli
+figure is printed for the current tree, for the ref, and as the ratio current/ref. Both then run
+as `python -P -m attncli` with PYTHONPATH set to their tree.
+
+Rerun:  python benchmarks/startup.py [--rounds 30] [--against REF]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -83,29 +90,126 @@ for line in sys.stdin:
 '''
 
 
-def run_stream(command: list[str], lines: bytes) -> float:
+def run_stream(command: list[str], lines: bytes, environment: dict[str, str] = ENVIRONMENT) -> float:
     start = time.perf_counter()
-    done = subprocess.run(command, input=lines, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENVIRONMENT)
+    done = subprocess.run(command, input=lines, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed: {done.stderr.decode()}")
     return elapsed
 
 
-def run_once(command: list[str]) -> float:
+def run_once(command: list[str], environment: dict[str, str] = ENVIRONMENT) -> float:
     start = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENVIRONMENT)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed: {done.stderr.decode()}")
     return elapsed
+
+
+def extract(ref: str, folder: Path) -> Path:
+    """The git ref's attncli/ package, written under ``folder`` (git archive); returns ``folder``."""
+    done = subprocess.run(["git", "archive", "--format=tar", ref, "attncli"], cwd=ROOT, capture_output=True)
+    if done.returncode != 0:
+        raise SystemExit(f"git archive {ref} attncli failed: {done.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        tar.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    return folder
+
+
+def interleaved(names: list[str], round_number: int) -> list[str]:
+    """Each round's order: every "X" just before its "X @ ref", the other way round on odd rounds."""
+    if round_number % 2 == 0:
+        return names
+    order = list(names)
+    for index, name in enumerate(order[:-1]):
+        if order[index + 1] == f"{name} @ ref":
+            order[index], order[index + 1] = order[index + 1], name
+    return order
+
+
+def side_by_side(ref: str, rounds: int, python: str, folder: Path) -> None:
+    """The --against run: the attncli cases for this tree and for ``ref``, interleaved in the same rounds."""
+    trees = {"": ROOT, " @ ref": extract(ref, Path(folder) / "ref")}
+    environments = {suffix: {**ENVIRONMENT, "PYTHONPATH": str(tree)} for suffix, tree in trees.items()}
+    floor_json, floor_table = Path(folder) / "floor_json.py", Path(folder) / "floor_table.py"
+    floor_json.write_text(FLOOR_JSON)
+    floor_table.write_text(FLOOR_TABLE)
+    attncli = [python, "-P", "-m", "attncli"]
+    floors = {
+        "floor: typer+numpy JSON": [python, str(floor_json), str(CLASSIC)],
+        "floor: typer+numpy+rich table": [python, str(floor_table), str(CLASSIC)],
+        "floor: python -c pass": [python, "-c", "pass"],
+    }
+    pairs = {  # each attncli case and its floor
+        "attncli compute --format json": ([*attncli, "compute", str(CLASSIC), "--format", "json"],
+                                          "floor: typer+numpy JSON"),
+        "attncli compute (tables)": ([*attncli, "compute", str(CLASSIC)], "floor: typer+numpy+rich table"),
+        "attncli --version": ([*attncli, "--version"], "floor: python -c pass"),
+        "attncli --help": ([*attncli, "--help"], "floor: python -c pass"),
+    }
+    cases = {name: (command, ENVIRONMENT) for name, command in floors.items()}
+    for name, (command, _) in pairs.items():
+        for suffix, environment in environments.items():
+            cases[name + suffix] = (command, environment)
+    for command, environment in cases.values():  # warm the file cache and the .pyc files (the ref's are new)
+        run_once(command, environment)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for round_number in range(rounds):
+        for name in interleaved(list(cases), round_number):
+            times[name].append(run_once(*cases[name]))
+    stream_command = [*attncli, "compute", "--lines", "-", "--format", "json", "--step", "output"]
+    floor_stream = Path(folder) / "floor_stream.py"
+    floor_stream.write_text(FLOOR_STREAM)
+    lines = (json.dumps(json.loads(CLASSIC.read_text())) + "\n").encode() * STREAM_PROBLEMS
+    stream_cases = {"floor: json+numpy loop": ([python, str(floor_stream)], ENVIRONMENT),
+                    **{"attncli compute --lines -" + suffix: (stream_command, environment)
+                       for suffix, environment in environments.items()}}
+    stream_times: dict[str, list[float]] = {name: [] for name in stream_cases}
+    for round_number in range(STREAM_ROUNDS):
+        for name in interleaved(list(stream_cases), round_number):
+            command, environment = stream_cases[name]
+            stream_times[name].append(run_stream(command, lines, environment))
+
+    median = {name: statistics.median(values) * 1000 for name, values in times.items()}
+    print(f"start-up, median of {rounds} rounds (ms), Python {sys.version.split()[0]}; "
+          f"this tree (current) against {ref} (ref), interleaved round by round")
+    print(f"{'case':34} {'current':>8} {'ref':>8} {'cur/ref':>8} {'cur/floor':>10} {'ref/floor':>10}")
+    for name, value in median.items():
+        if name in floors:
+            print(f"{name:34} {value:8.1f}")
+    for name, (_, floor) in pairs.items():
+        ours, theirs, base = median[name], median[name + " @ ref"], median[floor]
+        print(f"{name:34} {ours:8.1f} {theirs:8.1f} {ours / theirs:7.2f}x {ours / base:9.2f}x {theirs / base:9.2f}x")
+    print("targets: compute (json and tables) at most 1.25x its floor")
+    print()
+    print(f"JSON Lines: {STREAM_PROBLEMS} copies of samples/classic.json, --format json --step output, "
+          f"median of {STREAM_ROUNDS}")
+    stream_median = {name: statistics.median(values) for name, values in stream_times.items()}
+    floor_seconds = stream_median["floor: json+numpy loop"]
+    ours, theirs = stream_median["attncli compute --lines -"], stream_median["attncli compute --lines - @ ref"]
+    print(f"{'case':34} {'current':>8} {'ref':>8} {'cur/ref':>8} {'cur/floor':>10} {'ref/floor':>10} "
+          f"{'cur prob/s':>11} {'ref prob/s':>11}")
+    print(f"{'floor: json+numpy loop':34} {floor_seconds:7.2f}s")
+    print(f"{'attncli compute --lines -':34} {ours:7.2f}s {theirs:7.2f}s {ours / theirs:7.2f}x "
+          f"{ours / floor_seconds:9.2f}x {theirs / floor_seconds:9.2f}x "
+          f"{STREAM_PROBLEMS / ours:11.0f} {STREAM_PROBLEMS / theirs:11.0f}")
+    print("target: attncli at most 2x the floor")
+    print(f"rerun: python benchmarks/startup.py --rounds {rounds} --against {ref}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--against", metavar="REF", help="also measure the code of this git ref, side by side")
+    options = parser.parse_args()
+    rounds = options.rounds
     python = sys.executable
+    if options.against:
+        with tempfile.TemporaryDirectory() as folder:
+            side_by_side(options.against, rounds, python, Path(folder))
+        return
     with tempfile.TemporaryDirectory() as folder:
         floor_json, floor_table = Path(folder) / "floor_json.py", Path(folder) / "floor_table.py"
         floor_json.write_text(FLOOR_JSON)
