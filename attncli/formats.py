@@ -16,14 +16,21 @@ from typing import Any
 @dataclass(frozen=True)
 class InputFormat:
     """A kind of input file: its ``name``, the ``suffixes`` that mark it, the ``signature`` its
-    bytes begin with (b"" for none), what it ``holds`` ("problem", "matrix" or "lines": many
-    problems) and the ``function`` ("module:function") that reads it."""
+    bytes begin with (b"" for none: a text format), what it ``holds`` ("problem", "matrix" or
+    "lines": many problems) and the ``function`` ("module:function") that reads it, given an
+    attncli.sources.Reading. A text format may say what its text ``starts`` with (after a BOM and
+    white space): how it is told apart on standard input, which has no suffix.
+
+    attncli.readers.choose_format picks the format of an input: a binary format its suffix names;
+    else a signature its bytes begin with; else its suffix; else (standard input) how its text
+    starts, or the first text format that holds what is asked for."""
 
     name: str
     suffixes: tuple[str, ...]
     signature: bytes
     holds: tuple[str, ...]
     function: str
+    starts: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -37,13 +44,16 @@ class OutputFormat:
     function: str
 
 
+# In the order messages list them: "use .csv, .tsv, .json or .npy", "a .json or .npz file".
 INPUT_FORMATS = (
-    InputFormat("JSON", (".json",), b"", ("problem", "matrix"), "attncli.readers:parse_json"),
-    InputFormat("JSON Lines", (".jsonl",), b"", ("lines",), "attncli.readers:iter_json_lines"),
-    InputFormat("NPZ", (".npz",), b"PK\x03\x04", ("problem",), "attncli.readers:parse_npz"),
-    InputFormat("CSV", (".csv",), b"", ("matrix",), "attncli.readers:parse_csv"),
-    InputFormat("TSV", (".tsv",), b"", ("matrix",), "attncli.readers:parse_csv"),
-    InputFormat("NPY", (".npy",), b"\x93NUMPY", ("matrix",), "attncli.readers:parse_npy"),
+    InputFormat("CSV", (".csv",), b"", ("matrix",), "attncli.readers:read_csv"),
+    InputFormat("TSV", (".tsv",), b"", ("matrix",), "attncli.readers:read_tsv"),
+    InputFormat("JSON", (".json",), b"", ("problem", "matrix"), "attncli.readers:read_json", (b"[", b"{")),
+    InputFormat("NPY", (".npy",), b"\x93NUMPY", ("matrix",), "attncli.readers:read_npy"),
+    # Read where one problem is expected, a JSON Lines file is one JSON document (a file of one
+    # line is its problem); a stream of many is read line by line by attncli.readers.iter_json_lines.
+    InputFormat("JSON Lines", (".jsonl",), b"", ("lines",), "attncli.readers:read_json"),
+    InputFormat("NPZ", (".npz",), b"PK\x03\x04", ("problem",), "attncli.readers:read_npz"),
 )
 
 OUTPUT_FORMATS = (

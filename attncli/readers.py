@@ -1,7 +1,8 @@
 """Read problems and matrices from JSON, JSON Lines, CSV/TSV, NPY, NPZ, folders and stdin.
 
-Readers return plain Python values and numpy arrays and raise ProblemError for
-anything unreadable; the caller prefixes the message with the file's name
+Which reader reads a file comes from the registry in attncli.formats: by the file's suffix, or
+by the signature its bytes begin with. Readers return plain Python values and numpy arrays and
+raise ProblemError for anything unreadable; the caller prefixes the message with the file's name
 (``error.source`` when a reader knows better, e.g. a file inside a folder).
 Nothing here is ever unpickled.
 """
@@ -12,7 +13,6 @@ import csv
 import io
 import json
 import math
-import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,18 +21,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from attncli.errors import ProblemError
+from attncli import formats
+from attncli.errors import ProblemError, option
 from attncli.keys import FILE_KEYS, STEP_NAMES
 from attncli.numbers import float_array, nested_shape
+from attncli.sources import BOM, STDIN_NAME, Reading, decode_text, open_binary, read_bytes, source_name, stdin_stream
 from attncli.wording import closest, describe
 
-STDIN_NAME = "<stdin>"
-# Far beyond any problem a table can show, small enough that a wrong file fails fast.
-MAX_INPUT_BYTES = 2 * 1024**3
-NPY_MAGIC = b"\x93NUMPY"
-ZIP_MAGIC = b"PK\x03\x04"
-MATRIX_SUFFIXES = (".csv", ".tsv", ".json", ".npy")
-DOCUMENT_SUFFIXES = (".json", ".jsonl", ".npz")
 OPTIONS_FILE = "problem.json"
 
 
@@ -48,48 +43,6 @@ class Inputs:
         return error.source or self.sources.get(error.key or "", default)
 
 
-def source_name(path: str) -> str:
-    """How errors name the input: ``<stdin>`` for ``-``, else the path as given."""
-    return STDIN_NAME if path == "-" else path
-
-
-def read_bytes(path: str, stdin: BinaryIO | None = None) -> bytes:
-    """The raw bytes of ``path``, or of standard input when ``path`` is ``-``."""
-    if path == "-":
-        data = _stdin(stdin).read(MAX_INPUT_BYTES + 1)
-    else:
-        with open_binary(path) as handle:
-            data = handle.read(MAX_INPUT_BYTES + 1)
-    if len(data) > MAX_INPUT_BYTES:
-        raise ProblemError(f"is larger than {MAX_INPUT_BYTES // 1024**3} GiB")
-    return data
-
-
-def open_binary(path: str) -> BinaryIO:
-    """``open(path, "rb")``, its failures turned into ProblemErrors in a user's words."""
-    try:
-        return open(path, "rb")  # the caller closes it
-    except FileNotFoundError:
-        raise ProblemError("no such file") from None
-    except IsADirectoryError:
-        raise ProblemError("is a directory, not a file") from None
-    except PermissionError:
-        raise ProblemError("permission denied") from None
-    except OSError as error:
-        raise ProblemError(f"cannot be read ({error.strerror or error})") from None
-
-
-def decode_text(data: bytes) -> str:
-    """UTF-8 text (a BOM is dropped); ProblemError saying where it is not UTF-8."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        hint = " (it looks like UTF-16: save it as UTF-8)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-        raise ProblemError(
-            f"is not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start}{hint}"
-        ) from None
-
-
 def parse_json(data: bytes, what: str = "a JSON object") -> Any:
     """Parse UTF-8 JSON strictly: duplicate keys are an error; NaN and Infinity literals become
     float nan/inf so that validation can say which cell holds them."""
@@ -99,7 +52,10 @@ def parse_json(data: bytes, what: str = "a JSON object") -> Any:
     try:
         return json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=float)
     except json.JSONDecodeError as error:
-        hint = " (one problem per line? give a .jsonl file, or --lines)" if error.msg == "Extra data" else ""
+        hint = ""
+        if error.msg == "Extra data":
+            hint = f" (one problem per line? give a {formats.listed(formats.input_suffixes('lines'))} file, " \
+                   f"or {option('lines')})"
         raise ProblemError(f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}{hint}") from None
     except RecursionError:
         raise ProblemError("invalid JSON: nested too deeply") from None
@@ -118,6 +74,25 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+# --- choosing a reader from the registry -----------------------------------------------------------
+
+def choose_format(reading: Reading) -> formats.InputFormat:
+    """The registry's format for ``reading``: a binary format its suffix names; else the format
+    (of those that hold what it should) whose signature its bytes begin with; else the one its
+    suffix names; else, from standard input, the text format its text begins like, or the first."""
+    named = formats.input_format(reading.suffix) if reading.suffix else None
+    if named is not None and named.signature:
+        return named
+    candidates = [entry for entry in formats.INPUT_FORMATS if reading.holds in entry.holds]
+    data = reading.data()
+    signed = next((entry for entry in candidates if entry.signature and data.startswith(entry.signature)), None)
+    if signed is not None or named is not None:
+        return signed or named  # type: ignore[return-value]
+    text = [entry for entry in candidates if not entry.signature]
+    start = data.removeprefix(BOM).lstrip()
+    return next((entry for entry in text if entry.starts and start.startswith(entry.starts)), text[0])
+
+
 # --- whole problems -------------------------------------------------------------------------------
 
 def read_problem(path: str, stdin: BinaryIO | None = None) -> Inputs:
@@ -127,22 +102,24 @@ def read_problem(path: str, stdin: BinaryIO | None = None) -> Inputs:
     source = source_name(path)
     if path != "-" and Path(path).is_dir():
         return read_folder(Path(path))
-    suffix = Path(path).suffix.lower()
-    if path != "-" and suffix not in DOCUMENT_SUFFIXES:
+    reading = Reading(path, "problem", stdin)
+    # a JSON Lines file read as one problem is JSON (one line, one problem)
+    if path != "-" and reading.suffix not in formats.input_suffixes("problem") + formats.input_suffixes("lines"):
         raise ProblemError(
-            f"unknown extension {suffix or '(none)'!r}: a problem is a .json or .npz file or a folder "
-            "(single matrices go in --x, --w-query, …)"
+            f"unknown extension {reading.suffix or '(none)'!r}: a problem is a "
+            f"{formats.listed(formats.input_suffixes('problem'))} file or a folder "
+            f"(single matrices go in {option('x')}, {option('w_query')}, …)"
         )
-    data = read_bytes(path, stdin)
-    if suffix == ".npz" or data.startswith(ZIP_MAGIC):
-        return Inputs(parse_npz(data), {})
-    document = parse_json(data)
+    chosen = choose_format(reading)
+    document = formats.load(chosen.function)(reading)
+    # each key of a text document came from its file (an archive's errors name the archive anyway);
     # a document that is not an object is problem_from_document's to refuse
-    return Inputs(document, {key: source for key in document} if isinstance(document, dict) else {})
+    named = isinstance(document, dict) and not chosen.signature
+    return Inputs(document, {key: source for key in document} if named else {})
 
 
 def read_folder(folder: Path) -> Inputs:
-    """One file per matrix, named after its key (any of .csv .tsv .json .npy), plus problem.json."""
+    """One file per matrix, named after its key (x.csv, w_query.npy: any matrix format), plus problem.json."""
     document: dict[str, Any] = {}
     sources: dict[str, str] = {}
     options_path = folder / OPTIONS_FILE
@@ -153,12 +130,13 @@ def read_folder(folder: Path) -> Inputs:
                                source=str(options_path))
         document.update(options)
         sources.update({key: str(options_path) for key in options})
+    matrix_suffixes = formats.input_suffixes("matrix")
     for entry in sorted(folder.iterdir()):
-        if entry.name == OPTIONS_FILE or entry.suffix.lower() not in MATRIX_SUFFIXES or not entry.is_file():
+        if entry.name == OPTIONS_FILE or entry.suffix.lower() not in matrix_suffixes or not entry.is_file():
             continue
         key = entry.stem
         if key in STEP_NAMES:
-            continue  # a step attncli wrote here (-o FOLDER/), not an input
+            continue  # a step attncli wrote here (one file per step), not an input
         if key not in FILE_KEYS:
             raise ProblemError(f"is not named after a matrix attncli knows{closest(key, FILE_KEYS, 0.6)}",
                                source=str(entry))
@@ -168,10 +146,8 @@ def read_folder(folder: Path) -> Inputs:
         document[key] = _at(str(entry), lambda path=str(entry), key=key: read_matrix(path, key=key))
         sources[key] = str(entry)
     if "x" not in document:
-        raise ProblemError(
-            "holds no x (x.csv, x.tsv, x.json or x.npy); a problem folder has one file per matrix",
-            source=str(folder),
-        )
+        named_x = formats.listed(tuple(f"x{suffix}" for suffix in matrix_suffixes))
+        raise ProblemError(f"holds no x ({named_x}); a problem folder has one file per matrix", source=str(folder))
     return Inputs(document, sources)
 
 
@@ -191,21 +167,30 @@ def read_matrix(path: str, stdin: BinaryIO | None = None, key: str = "", allow_o
     """One matrix from a .csv/.tsv, .json (a bare array; an object too with ``allow_object``) or
     .npy file, or ``-``: nested lists or an array, validated later as the document's ``key`` (a
     mask's CSV may say true/false; with ``masked``, a CSV may hold -inf, a masked logit)."""
-    suffix = Path(path).suffix.lower() if path != "-" else ""
-    if path != "-" and suffix not in MATRIX_SUFFIXES:
-        raise ProblemError(f"unknown extension {suffix or '(none)'!r} for a matrix: use .csv, .tsv, .json or .npy")
-    if suffix == ".npy":
-        return read_npy(path)
-    data = read_bytes(path, stdin)
-    if data.startswith(NPY_MAGIC):
-        return parse_npy(data)
-    if suffix == ".json" or (suffix == "" and data.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"[", b"{")):
-        value = parse_json(data, "a JSON array")
-        if isinstance(value, dict) and not allow_object:
-            raise ProblemError("holds a JSON object; a matrix file holds a bare array such as [[1, 2], [3, 4]]")
-        return value
-    return parse_csv(data, "\t" if suffix == ".tsv" else "," if suffix == ".csv" else None, booleans=key == "mask",
-                     masked=masked)
+    reading = Reading(path, "matrix", stdin, key, allow_object, masked)
+    if path != "-" and reading.suffix not in formats.input_suffixes("matrix"):
+        raise ProblemError(f"unknown extension {reading.suffix or '(none)'!r} for a matrix: "
+                           f"use {formats.listed(formats.input_suffixes('matrix'))}")
+    return formats.load(choose_format(reading).function)(reading)
+
+
+def read_json(reading: Reading) -> Any:
+    """A problem document; for a matrix, a bare array (an object too with ``allow_object``)."""
+    if reading.holds != "matrix":
+        return parse_json(reading.data())
+    value = parse_json(reading.data(), "a JSON array")
+    if isinstance(value, dict) and not reading.allow_object:
+        raise ProblemError("holds a JSON object; a matrix file holds a bare array such as [[1, 2], [3, 4]]")
+    return value
+
+
+def read_csv(reading: Reading) -> np.ndarray:
+    """A .csv file's matrix; from standard input, tab- or comma-separated as its first row says."""
+    return parse_csv(reading.data(), "," if reading.suffix else None, reading.key == "mask", reading.masked)
+
+
+def read_tsv(reading: Reading) -> np.ndarray:
+    return parse_csv(reading.data(), "\t", reading.key == "mask", reading.masked)
 
 
 def parse_csv(data: bytes, delimiter: str | None = None, booleans: bool = False, masked: bool = False) -> np.ndarray:
@@ -259,13 +244,9 @@ def _cell_text(cell: str) -> str:
     return "an empty cell" if not cell.strip() else repr(cell.strip())
 
 
-def read_npy(path: str) -> np.ndarray:
-    with open_binary(path) as handle:
+def read_npy(reading: Reading) -> np.ndarray:
+    with reading.stream() as handle:
         return _load_npy(handle)
-
-
-def parse_npy(data: bytes) -> np.ndarray:
-    return _load_npy(io.BytesIO(data))
 
 
 def _load_npy(handle: BinaryIO) -> np.ndarray:
@@ -288,6 +269,10 @@ def _unreadable_array(error: ValueError, damaged: str, pickled: str = "", key: s
             key=key,
         )
     return ProblemError(f"{damaged} ({error})", key=key)
+
+
+def read_npz(reading: Reading) -> dict[str, Any]:
+    return parse_npz(reading.data())
 
 
 def parse_npz(data: bytes) -> dict[str, Any]:
@@ -334,21 +319,13 @@ def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
 def open_lines(path: str, stdin: BinaryIO | None = None) -> BinaryIO:
     """A binary stream of the JSON Lines at ``path`` (``-`` for standard input)."""
     if path == "-":
-        return _stdin(stdin)
+        return stdin_stream(stdin)
     return open_binary(path)
-
-
-def _stdin(stdin: BinaryIO | None) -> BinaryIO:
-    if stdin is not None:
-        return stdin
-    if sys.stdin is None:
-        raise ProblemError("standard input is closed", source=STDIN_NAME)
-    return sys.stdin.buffer
 
 
 def read_inputs(path: str | None, matrix_paths: dict[str, str], stdin: BinaryIO | None = None) -> Inputs:
     """The problem at ``path`` (None for none), with each of ``matrix_paths`` (key -> file) read
-    and put in place of the document's own: how --x, --w-query, … override or supply matrices."""
+    and put in place of the document's own: single matrix files override or supply matrices."""
     givers = [given for given in (path, *matrix_paths.values()) if given == "-"]
     if len(givers) > 1:
         raise ProblemError("standard input (-) can feed only one input", source=STDIN_NAME)

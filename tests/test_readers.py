@@ -1,0 +1,229 @@
+"""The readers, called directly: which reader each input gets, what it returns, what it refuses.
+(The same inputs through the CLI are in test_io.py.)"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+
+from attncli import sources
+from attncli.errors import ProblemError
+from attncli.readers import (
+    iter_json_lines,
+    parse_csv,
+    read_expected,
+    read_inputs,
+    read_matrix,
+    read_problem,
+)
+
+CLASSIC = json.loads((SAMPLES / "classic.json").read_text())
+X = CLASSIC["x"]
+
+
+def as_flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def error_of(function, *args, **kwargs) -> ProblemError:
+    with pytest.raises(ProblemError) as caught:
+        function(*args, **kwargs)
+    return caught.value
+
+
+def npy_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(array, dtype=np.float64))
+    return buffer.getvalue()
+
+
+def npz_bytes(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **{key: np.array(value) for key, value in arrays.items()})
+    return buffer.getvalue()
+
+
+# --- CSV ------------------------------------------------------------------------------------------
+
+def test_csv_tolerates_header_bom_blank_lines_comments_and_tabs():
+    text = "\ufeff# a comment\nname,a,b\n\n1, 2 ,3\n# another\n4,5,6\n"
+    np.testing.assert_array_equal(parse_csv(text.encode()), [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(parse_csv(b"1\t2\n3\t4\n"), [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(parse_csv(b'"1.5","-2e3"\n'), [[1.5, -2000.0]])
+
+
+def test_csv_booleans_and_masked_logits_only_when_asked():
+    np.testing.assert_array_equal(parse_csv(b"true,False\n", booleans=True), [[1.0, 0.0]])
+    # with no number in it, a first row of true/false is a header when booleans are not asked for
+    assert error_of(parse_csv, b"true,false\n").message == "holds no numbers"
+    np.testing.assert_array_equal(parse_csv(b"1,-inf\n", masked=True), [[1.0, -math.inf]])
+    assert error_of(parse_csv, b"1,-inf\n").message == "line 1, column 2: -inf is not a finite number"
+    assert error_of(parse_csv, b"1,+inf\n", masked=True).message == "line 1, column 2: +inf is not a finite number"
+
+
+# --- one matrix: the reader follows the suffix, or the bytes --------------------------------------
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("x.csv", "\n".join(",".join(map(str, row)) for row in X).encode()),
+    ("x.tsv", "\n".join("\t".join(map(str, row)) for row in X).encode()),
+    ("x.json", json.dumps(X).encode()),
+    ("x.npy", npy_bytes(X)),
+    ("X.CSV", "\n".join(",".join(map(str, row)) for row in X).encode()),
+    # the signature wins over the suffix: NumPy's bytes in a .csv are an array
+    ("x_saved_as.csv", npy_bytes(X)),
+    ("x_saved_as.json", npy_bytes(X)),
+])
+def test_read_matrix_from_each_format(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    np.testing.assert_array_equal(read_matrix(str(tmp_path / name)), X)
+
+
+def test_a_tsv_is_split_at_tabs_only_and_a_csv_at_commas_only(tmp_path):
+    (tmp_path / "a.tsv").write_text("1,5\t2\n")
+    assert error_of(read_matrix, str(tmp_path / "a.tsv")).message == "line 1, column 1: '1,5' is not a number"
+    (tmp_path / "a.csv").write_text("1\t2,3\n")
+    assert error_of(read_matrix, str(tmp_path / "a.csv")).message == "line 1, column 1: '1\\t2' is not a number"
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (npy_bytes(X), X),
+    (json.dumps(X).encode(), X),
+    (b"\xef\xbb\xbf \n " + json.dumps(X).encode(), X),
+    (b"1\t2\n3\t4\n", [[1, 2], [3, 4]]),  # the first row says: tab
+    (b"1,2\n3,4\n", [[1, 2], [3, 4]]),
+])
+def test_read_matrix_from_stdin_by_its_bytes(data, expected):
+    np.testing.assert_array_equal(read_matrix("-", io.BytesIO(data)), expected)
+
+
+def test_a_mask_matrix_may_say_true_and_false():
+    np.testing.assert_array_equal(read_matrix("-", io.BytesIO(b"true,false\n"), key="mask"), [[1.0, 0.0]])
+
+
+def test_a_npy_file_is_read_straight_from_the_file(tmp_path, monkeypatch):
+    np.save(tmp_path / "x.npy", np.array(X, dtype=np.float64))
+
+    def whole_file(*args):
+        raise AssertionError("a .npy file is not read into memory first")
+
+    monkeypatch.setattr(sources, "read_bytes", whole_file)
+    np.testing.assert_array_equal(read_matrix(str(tmp_path / "x.npy")), X)
+
+
+def test_a_json_object_is_a_matrix_only_when_allowed(tmp_path):
+    (tmp_path / "steps.json").write_text('{"softmax": [[1, 0]]}')
+    assert read_matrix(str(tmp_path / "steps.json"), allow_object=True) == {"softmax": [[1, 0]]}
+    assert error_of(read_matrix, str(tmp_path / "steps.json")).message == \
+        "holds a JSON object; a matrix file holds a bare array such as [[1, 2], [3, 4]]"
+
+
+@pytest.mark.parametrize("name", ["x.xlsx", "x.npz", "x.jsonl", "x"])
+def test_unknown_matrix_extension(tmp_path, name):
+    (tmp_path / name).write_text("1")
+    suffix = repr(name[1:]) if "." in name else "'(none)'"
+    assert str(error_of(read_matrix, str(tmp_path / name))) == \
+        f"unknown extension {suffix} for a matrix: use .csv, .tsv, .json or .npy"
+
+
+# --- whole problems -------------------------------------------------------------------------------
+
+def test_read_problem_json_names_its_file_for_each_key():
+    inputs = read_problem(str(SAMPLES / "classic.json"))
+    assert inputs.document == CLASSIC
+    assert inputs.sources == {key: str(SAMPLES / "classic.json") for key in CLASSIC}
+
+
+def test_read_problem_npz_by_suffix_or_by_signature(tmp_path):
+    data = npz_bytes(x=X, heads=2, scale="none")
+    for name in ("p.npz", "p_saved_as.json"):
+        (tmp_path / name).write_bytes(data)
+        inputs = read_problem(str(tmp_path / name))
+        assert sorted(inputs.document) == ["heads", "scale", "x"] and inputs.sources == {}
+        np.testing.assert_array_equal(inputs.document["x"], X)
+        assert (inputs.document["heads"], inputs.document["scale"]) == (2, "none")
+    from_stdin = read_problem("-", io.BytesIO(data))
+    assert from_stdin.document["heads"] == 2 and from_stdin.sources == {}
+
+
+def test_read_problem_from_stdin_is_json():
+    inputs = read_problem("-", io.BytesIO(b'{"x": [[1, 2]], "heads": 1}'))
+    assert inputs.document == {"x": [[1, 2]], "heads": 1}
+    assert inputs.sources == {"x": "<stdin>", "heads": "<stdin>"}
+
+
+def test_a_json_lines_file_read_as_one_problem(tmp_path):
+    (tmp_path / "one.jsonl").write_text('{"x": [[1]]}\n')
+    assert read_problem(str(tmp_path / "one.jsonl")).document == {"x": [[1]]}
+    (tmp_path / "two.jsonl").write_text('{"x": [[1]]}\n{"x": [[2]]}\n')
+    error = error_of(read_problem, str(tmp_path / "two.jsonl"))
+    assert error.render(as_flag) == \
+        "invalid JSON at line 2, column 1: Extra data (one problem per line? give a .jsonl file, or --lines)"
+    assert str(error) == \
+        "invalid JSON at line 2, column 1: Extra data (one problem per line? give a .jsonl file, or lines)"
+
+
+def test_unknown_problem_extension_names_fields_not_flags(tmp_path):
+    (tmp_path / "problem.yaml").write_text("x: 1")
+    error = error_of(read_problem, str(tmp_path / "problem.yaml"))
+    start = "unknown extension '.yaml': a problem is a .json or .npz file or a folder"
+    assert error.render(as_flag) == f"{start} (single matrices go in --x, --w-query, …)"
+    assert str(error) == f"{start} (single matrices go in x, w_query, …)"
+
+
+def test_a_folder_reads_every_matrix_format_and_its_options(tmp_path):
+    folder = tmp_path / "problem"
+    folder.mkdir()
+    np.save(folder / "x.npy", np.array(X, dtype=np.float64))
+    (folder / "w_query.json").write_text(json.dumps(CLASSIC["w_query"]))
+    (folder / "w_key.tsv").write_text("\n".join("\t".join(map(str, row)) for row in CLASSIC["w_key"]))
+    (folder / "w_value.csv").write_text("\n".join(",".join(map(str, row)) for row in CLASSIC["w_value"]))
+    (folder / "problem.json").write_text('{"scale": "none"}')
+    (folder / "softmax.csv").write_text("written by attncli: not an input")
+    (folder / "notes.md").write_text("not a matrix format")
+    inputs = read_problem(str(folder))
+    assert sorted(inputs.document) == ["scale", "w_key", "w_query", "w_value", "x"]
+    for key in ("x", "w_query", "w_key", "w_value"):
+        np.testing.assert_array_equal(inputs.document[key], CLASSIC[key])
+    assert inputs.sources == {"scale": str(folder / "problem.json"), "x": str(folder / "x.npy"),
+                              "w_query": str(folder / "w_query.json"), "w_key": str(folder / "w_key.tsv"),
+                              "w_value": str(folder / "w_value.csv")}
+
+
+def test_a_folder_without_x(tmp_path):
+    error = error_of(read_problem, str(tmp_path))
+    assert error.message == "holds no x (x.csv, x.tsv, x.json or x.npy); a problem folder has one file per matrix"
+    assert error.source == str(tmp_path)
+
+
+# --- inputs together, the numbers to check, JSON Lines --------------------------------------------
+
+def test_read_inputs_puts_single_matrices_in_place(tmp_path):
+    (tmp_path / "x2.csv").write_text("\n".join(",".join(str(2 * v) for v in row) for row in X))
+    inputs = read_inputs(str(SAMPLES / "classic.json"), {"x": str(tmp_path / "x2.csv")})
+    np.testing.assert_array_equal(inputs.document["x"], 2 * np.array(X))
+    assert inputs.document["w_query"] == CLASSIC["w_query"]
+    assert inputs.sources["x"] == str(tmp_path / "x2.csv")
+    assert inputs.sources["w_query"] == str(SAMPLES / "classic.json")
+    error = error_of(read_inputs, "-", {"x": "-"}, io.BytesIO(b"{}"))
+    assert (error.message, error.source) == ("standard input (-) can feed only one input", "<stdin>")
+
+
+def test_read_expected_takes_a_step_of_an_object_and_null_as_masked(tmp_path):
+    (tmp_path / "out.json").write_text('{"logits": [[1.5, null], [2, 3]]}')
+    np.testing.assert_array_equal(read_expected(str(tmp_path / "out.json"), "logits"), [[1.5, -math.inf], [2, 3]])
+    error = error_of(read_expected, str(tmp_path / "out.json"), "softmax")
+    assert (error.message, error.source) == ("holds no key 'softmax' (its keys: 'logits')", str(tmp_path / "out.json"))
+
+
+def test_iter_json_lines_numbers_lines_and_skips_blank_ones():
+    stream = io.BytesIO(b'{"x": 1}\n\n[1] [2]\n{"x": 2}\n')
+    parsed = list(iter_json_lines(stream))
+    assert [number for number, _ in parsed] == [1, 3, 4]
+    assert parsed[0][1] == {"x": 1} and parsed[2][1] == {"x": 2}
+    assert parsed[1][1].render(as_flag) == \
+        "invalid JSON at column 5: Extra data (one problem per line? give a .jsonl file, or --lines)"
