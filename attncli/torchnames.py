@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attncli.errors import ProblemError
+from attncli.errors import ProblemError, option
 from attncli.numbers import as_array
 
 PACKED = ("in_proj_weight", "in_proj_bias")
@@ -46,7 +46,7 @@ def from_pytorch_names(document: dict) -> dict:
     if document.get("heads") is None:
         raise ProblemError(
             "heads is required with PyTorch's weight names (nn.MultiheadAttention's num_heads): "
-            "give it in the file or as --heads N",
+            f"give it in the file or as {option('heads')} N",
             key="heads",
         )
     converted = {key: value for key, value in document.items() if key not in TORCH_KEYS}
