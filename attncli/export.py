@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from attncli.formats import load, output_format
 from attncli.trace import Step, Trace
 
 
@@ -66,12 +67,25 @@ def trace_to_npz(trace: Trace, steps: list[Step]) -> bytes:
     return buffer.getvalue()
 
 
-def render(trace: Trace, steps: list[Step], chosen: str) -> bytes:
-    """The steps in a machine format: ``json``, ``csv`` (the first step) or ``npz``."""
-    if chosen == "json":
-        return trace_to_json(trace, steps).encode()
-    if chosen == "csv":
-        return step_to_csv(steps[0]).encode()
+def render(trace: Trace, steps: list[Step], chosen: str, precision: int = 4, full: bool = False) -> bytes:
+    """The steps in the output format ``chosen`` (a name in formats.OUTPUT_FORMATS), as the
+    function its entry names renders them; ``precision`` and ``full`` matter to the table only."""
+    rendered = load(output_format(chosen).function)(trace, steps, precision, full)
+    return rendered.encode() if isinstance(rendered, str) else rendered
+
+
+def json_output(trace: Trace, steps: list[Step], precision: int, full: bool) -> str:
+    """--format json: the steps at full precision (``precision`` and ``full`` are the table's)."""
+    return trace_to_json(trace, steps)
+
+
+def csv_output(trace: Trace, steps: list[Step], precision: int, full: bool) -> str:
+    """--format csv: the first of the steps (one per file) at full precision."""
+    return step_to_csv(steps[0])
+
+
+def npz_output(trace: Trace, steps: list[Step], precision: int, full: bool) -> bytes:
+    """--format npz: the steps at full precision."""
     return trace_to_npz(trace, steps)
 
 

@@ -36,12 +36,15 @@ class InputFormat:
 @dataclass(frozen=True)
 class OutputFormat:
     """A kind of output: its ``name`` (as --format takes it), the ``suffixes`` of files that get
-    it, whether it is ``binary`` and the ``function`` ("module:function") that renders a trace."""
+    it, whether it is ``binary``, the ``function`` ("module:function") that renders a trace (called
+    as ``function(trace, steps, precision, full)``, giving text or bytes) and how --format's help
+    ``describes`` it."""
 
     name: str
     suffixes: tuple[str, ...]
     binary: bool
     function: str
+    describes: str
 
 
 # In the order messages list them: "use .csv, .tsv, .json or .npy", "a .json or .npz file".
@@ -56,11 +59,13 @@ INPUT_FORMATS = (
     InputFormat("NPZ", (".npz",), b"PK\x03\x04", ("problem",), "attncli.readers:read_npz"),
 )
 
+# The first is the default: what a terminal is shown.
 OUTPUT_FORMATS = (
-    OutputFormat("table", (".txt",), False, "attncli.view:trace_text"),
-    OutputFormat("json", (".json", ".jsonl"), False, "attncli.export:trace_to_json"),
-    OutputFormat("csv", (".csv",), False, "attncli.export:step_to_csv"),
-    OutputFormat("npz", (".npz",), True, "attncli.export:trace_to_npz"),
+    OutputFormat("table", (".txt",), False, "attncli.view:trace_text", "table (default)"),
+    OutputFormat("json", (".json", ".jsonl"), False, "attncli.export:json_output", "json (all digits)"),
+    OutputFormat("csv", (".csv",), False, "attncli.export:csv_output",
+                 "csv (one step, or -o FOLDER for one file each)"),
+    OutputFormat("npz", (".npz",), True, "attncli.export:npz_output", "npz"),
 )
 
 
@@ -80,8 +85,20 @@ def output_names() -> tuple[str, ...]:
 
 
 def output_suffixes() -> dict[str, str]:
-    """Each output file suffix and the format it picks: {".json": "json", …}."""
-    return {suffix: entry.name for entry in OUTPUT_FORMATS for suffix in entry.suffixes}
+    """Each output file suffix and the format it picks: {".json": "json", …, ".txt": "table"}."""
+    return {suffix: entry.name for entry in _files_first() for suffix in entry.suffixes}
+
+
+def output_help() -> tuple[str, str]:
+    """How --format's help describes the formats, and the suffixes -o's help names (each format's
+    first): ``("table (default), json (all digits), …, npz.", ".json .csv .npz .txt")``."""
+    return (", ".join(entry.describes for entry in OUTPUT_FORMATS) + ".",
+            " ".join(entry.suffixes[0] for entry in _files_first()))
+
+
+def _files_first() -> tuple[OutputFormat, ...]:
+    # in lists of file suffixes the formats made for files come first, the table's text last
+    return (*OUTPUT_FORMATS[1:], OUTPUT_FORMATS[0])
 
 
 def output_format(name: str) -> OutputFormat:

@@ -10,11 +10,12 @@ Nothing here is ever unpickled.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -83,7 +84,7 @@ def choose_format(reading: Reading) -> formats.InputFormat:
     named = formats.input_format(reading.suffix) if reading.suffix else None
     if named is not None and named.signature:
         return named
-    candidates = [entry for entry in formats.INPUT_FORMATS if reading.holds in entry.holds]
+    candidates = _holding(reading.holds)
     data = reading.data()
     signed = next((entry for entry in candidates if entry.signature and data.startswith(entry.signature)), None)
     if signed is not None or named is not None:
@@ -91,6 +92,17 @@ def choose_format(reading: Reading) -> formats.InputFormat:
     text = [entry for entry in candidates if not entry.signature]
     start = data.removeprefix(BOM).lstrip()
     return next((entry for entry in text if entry.starts and start.startswith(entry.starts)), text[0])
+
+
+@functools.cache
+def _holding(holds: str) -> tuple[formats.InputFormat, ...]:
+    return tuple(entry for entry in formats.INPUT_FORMATS if holds in entry.holds)
+
+
+@functools.cache
+def _reader(function: str) -> Callable[[Reading], Any]:
+    """The reader a registry entry names, imported once."""
+    return formats.load(function)
 
 
 # --- whole problems -------------------------------------------------------------------------------
@@ -111,7 +123,7 @@ def read_problem(path: str, stdin: BinaryIO | None = None) -> Inputs:
             f"(single matrices go in {option('x')}, {option('w_query')}, …)"
         )
     chosen = choose_format(reading)
-    document = formats.load(chosen.function)(reading)
+    document = _reader(chosen.function)(reading)
     # each key of a text document came from its file (an archive's errors name the archive anyway);
     # a document that is not an object is problem_from_document's to refuse
     named = isinstance(document, dict) and not chosen.signature
@@ -171,7 +183,7 @@ def read_matrix(path: str, stdin: BinaryIO | None = None, key: str = "", allow_o
     if path != "-" and reading.suffix not in formats.input_suffixes("matrix"):
         raise ProblemError(f"unknown extension {reading.suffix or '(none)'!r} for a matrix: "
                            f"use {formats.listed(formats.input_suffixes('matrix'))}")
-    return formats.load(choose_format(reading).function)(reading)
+    return _reader(choose_format(reading).function)(reading)
 
 
 def read_json(reading: Reading) -> Any:

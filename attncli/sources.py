@@ -74,12 +74,12 @@ class Reading:
     key: str = ""
     allow_object: bool = False
     masked: bool = False
+    # the file's suffix in lower case, with its dot; "" for standard input
+    suffix: str = field(init=False)
     _data: bytes | None = field(default=None, repr=False)
 
-    @property
-    def suffix(self) -> str:
-        """The file's suffix in lower case, with its dot; "" for standard input."""
-        return "" if self.path == "-" else Path(self.path).suffix.lower()
+    def __post_init__(self) -> None:
+        self.suffix = "" if self.path == "-" else Path(self.path).suffix.lower()
 
     def data(self) -> bytes:
         """Its bytes, read on first use."""

@@ -1,4 +1,4 @@
-"""Write output files atomically, and never over an input.
+"""Write output files atomically, and never over an input; write results to stdout.
 
 A file appears whole or not at all: it is written to a temporary file in the
 same folder, flushed to disk, then renamed over the target. An interrupted or
@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from attncli.errors import ProblemError
+from attncli.formats import output_names, output_suffixes
+
+STDOUT_NAME = "<stdout>"
 
 
 @contextlib.contextmanager
@@ -34,6 +37,8 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
         with _writing(path), open(target, "wb") as handle:
             yield handle
         return
+    import tempfile  # here, not on every run's import path: --version has no use for it
+
     mode = target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask()
     with _writing(path):
         descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -97,9 +102,6 @@ def refuse_inputs(outputs: Iterable[Path], inputs: Iterable[str]) -> None:
                 )
 
 
-OUTPUT_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".npz": "npz", ".txt": "table"}
-
-
 @dataclass(frozen=True)
 class OutputPlan:
     """Where and how results go: ``format`` (table, json, csv, npz), ``target`` (None for
@@ -112,7 +114,7 @@ class OutputPlan:
 
 def plan_output(requested: str | None, output: str | None, step_names: list[str]) -> OutputPlan:
     """Check the asked-for format and output path against each other and the steps; the format
-    is the one asked for, else the output file's extension, else table. A folder (existing, or
+    is the one asked for, else the output file's extension, else the default (table). A folder (existing, or
     a path ending in /) takes CSV, one file per step."""
     if output == "":
         raise ProblemError("is empty: give a file or a folder ending in /", source="--output")
@@ -121,10 +123,11 @@ def plan_output(requested: str | None, output: str | None, step_names: list[str]
             raise ProblemError(f"is a folder, which takes --format csv (one file per step), not {requested}",
                                source=output)
         return OutputPlan("csv", Path(output), folder=True)
-    chosen = requested or ("table" if output is None else OUTPUT_SUFFIXES.get(Path(output).suffix.lower()))
+    suffixes = output_suffixes()
+    chosen = requested or (output_names()[0] if output is None else suffixes.get(Path(output).suffix.lower()))
     if chosen is None:
         raise ProblemError(
-            f"has no extension attncli writes ({', '.join(OUTPUT_SUFFIXES)}); give --format, "
+            f"has no extension attncli writes ({', '.join(suffixes)}); give --format, "
             "or end a folder's name with /",
             source=output,
         )
@@ -150,3 +153,25 @@ def write_files(files: dict[Path, bytes], inputs: Iterable[str]) -> None:
         with _writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, data)
+
+
+@contextlib.contextmanager
+def stdout_guard() -> Iterator[None]:
+    """Writing to stdout: a failure (a full disk behind a redirect, say) becomes a ProblemError
+    naming ``<stdout>``. A closed pipe (``| head``), BrokenPipeError, is let through: it is not an
+    error but the end of the run, which the command line makes quiet."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise ProblemError(f"cannot be written ({error.strerror or error})", source=STDOUT_NAME) from None
+
+
+def write_stdout(data: bytes) -> None:
+    """Write ``data`` to stdout and flush it (see stdout_guard)."""
+    with stdout_guard():
+        # in pieces: one huge write() to a closed pipe can end "successfully" after 64 KiB
+        for start in range(0, len(data), 1 << 16):
+            sys.stdout.buffer.write(data[start : start + (1 << 16)])
+        sys.stdout.buffer.flush()
