@@ -7,6 +7,7 @@ and imported only when a file of that kind is read or written.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ OUTPUT_FORMATS = (
 )
 
 
+@functools.cache  # readers ask on every file they read
 def input_suffixes(holds: str) -> tuple[str, ...]:
     """The suffixes of the input formats that hold ``holds`` ("problem", "matrix" or "lines")."""
     return tuple(suffix for entry in INPUT_FORMATS if holds in entry.holds for suffix in entry.suffixes)
