@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from attncli.arithmetic import exponentials, row_shift
 from attncli.errors import ProblemError, option
 from attncli.problem import Problem
-from attncli.stages import STEP_AXES, exponentials, row_shift
+from attncli.stages import STEP_AXES
 from attncli.trace import Trace
 
 

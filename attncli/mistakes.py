@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from attncli.errors import ProblemError
+from attncli.flow import RIGHT, Slip
 from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL
 from attncli.pipeline import full_attention
 from attncli.problem import Problem
-from attncli.stages import RIGHT, Slip
 from attncli.trace import Trace
 
 # A user's logit this low where attncli has −∞ is a mask too (masked_fill(-1e9) is common): e^-1e4 is 0.

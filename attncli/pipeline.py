@@ -16,23 +16,10 @@ import numpy as np
 
 from attncli.blas import single_threaded_blas
 from attncli.errors import ProblemError
+from attncli.flow import RIGHT, Block, Flow, Slip, keys_needed, share_values_with_ones
 from attncli.problem import Problem
 from attncli.sizes import Sizes, sizes_of
-from attncli.stages import (
-    RIGHT,
-    STAGE,
-    STAGES,
-    STEP_AXES,
-    Flow,
-    Slip,
-    dot_scores,
-    exponentials,
-    masked,
-    output_projection,
-    project,
-    row_shift,
-    weighted_values,
-)
+from attncli.stages import STAGE, STAGES, STEP_AXES
 from attncli.trace import Step, Trace, TraceMeta, present_axes, present_shape
 
 # Steps that need no full score matrix: asked for alone, the scores are made block by block.
@@ -119,101 +106,103 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
 def _blocked_attention(
     problem: Problem, wanted: tuple[str, ...], progress: Callable[[int, int], None] | None, workers: int
 ) -> Trace:
-    """The stages from the scores to the weighted values, a block of queries of one head at a time:
-    the projections as heads-first products, the scale folded into W_Q, the softmax in place and
-    normalised after the product with V."""
-    heads, batch = problem.heads, problem.x.shape[0]
-    q_len, k_len = problem.x.shape[1], problem.context.shape[1]
-    head_dim_v = problem.head_dim_v
+    """The stages, a block of queries of one head at a time: those of unit "problem" (keys and
+    values) once, those of unit "block" per block with the Flow's fast arithmetic, then those of
+    unit "heads" on the blocks put together."""
     sizes = sizes_of(problem)
+    shared: dict[str, np.ndarray] = {}
+    whole = Flow(problem, shared=shared)
     arrays: dict[str, np.ndarray] = {}
+    block_stages = [stage for stage in STAGES if stage.unit == "block"]
+    assembled = block_stages[-1]  # what each block contributes to: its head's columns of its rows
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        if "q" in wanted:
-            arrays["q"] = _projected_heads("q", problem.x, problem.w_query, problem.b_query, problem)
-        keys = _projected_heads("k", problem.context, problem.w_key, problem.b_key, problem)
-        values = _projected_heads("v", problem.context, problem.w_value, problem.b_value, problem)
-        if "k" in wanted:
-            arrays["k"] = keys
-        if "v" in wanted:
-            arrays["v"] = values
+        for stage in STAGES:
+            if stage.unit == "problem" or (stage.unit == "block" and stage.name in wanted and stage is not assembled):
+                # each head's rows contiguous: the blocks read them head by head
+                whole.arrays[stage.name] = np.ascontiguousarray(stage.run(whole))
+                check_finite(stage.name, whole.arrays[stage.name], problem)
+                if stage.unit == "problem":
+                    shared[stage.name] = whole.arrays[stage.name]
+        arrays.update((name, array) for name, array in whole.arrays.items() if name in wanted)
+        whole.arrays.clear()  # what the blocks need is in shared: drop the rest before they run
+        share_values_with_ones(shared)
         # numpy's float32 exp2 runs about twice as fast as its exp: with log2(e) folded into Q too,
         # 2^(score·log2 e) is the same e^score
-        power = np.exp2 if problem.w_query.dtype == np.float32 else np.exp
-        w_query_heads, b_query_heads = _folded_query_weights(problem, power is np.exp2)
-        # a column of ones beside V: softmax·[V | 1] gives the weighted values and the row sums in one product
-        parts = {"keys": keys, "extended": np.concatenate(
-            [values, np.ones(values.shape[:-1] + (1,), dtype=values.dtype)], axis=-1)}
-        del keys, values
-        concat = np.empty((batch, q_len, heads * head_dim_v), dtype=parts["extended"].dtype)
-        causal = problem.mask_rule == "causal"
-        block_rows = BLOCK_ROWS or max(16, BLOCK_BYTES // (k_len * parts["extended"].itemsize))
-        tasks = [(b, h, start, min(start + block_rows, q_len))
-                 for b in range(batch) for h in range(heads) for start in range(0, q_len, block_rows)]
+        power = np.exp2 if problem.x.dtype == np.float32 else np.exp
+        fold = _query_fold(problem, log2=power is np.exp2)
+        axis_sizes = sizes.axis_sizes()
+        merged = np.empty(tuple(axis_sizes[axis] for axis in assembled.axes), dtype=problem.x.dtype)
+        batch, heads, q_len = problem.x.shape[0], problem.heads, problem.x.shape[1]
+        k_len = problem.context.shape[1]
+        block_rows = BLOCK_ROWS or max(16, BLOCK_BYTES // (k_len * problem.x.itemsize))
+        blocks = [Block(b, h, heads, start, min(start + block_rows, q_len),
+                        keys_needed(problem, start, min(start + block_rows, q_len)))
+                  for b in range(batch) for h in range(heads) for start in range(0, q_len, block_rows)]
 
-        def run(task: tuple[int, int, int, int]) -> None:
-            b, h, start, stop = task
-            queries = project(problem.x[b, start:stop], w_query_heads[h],
-                              None if b_query_heads is None else b_query_heads[h])
-            # query i sees keys 0..i: keys past the block's last query are never needed
-            k_stop = min(k_len, stop) if causal else k_len
-            allowed = None
-            if problem.mask is not None:
-                allowed = problem.mask[min(b, problem.mask.shape[0] - 1), min(h, problem.mask.shape[1] - 1),
-                                       start:stop, :k_stop]
-            logits = masked(dot_scores(queries, parts["keys"][b, h, :k_stop]), allowed, in_place=True)
-            shift = row_shift(logits, any_masked=True)
-            if not np.isfinite(shift).all():
-                # a row's largest logit is NaN or +inf: find the cell, report it as the full path does
-                unused = np.zeros_like(logits, dtype=bool) if allowed is None else ~allowed
-                where = np.argwhere(~(np.isfinite(logits) | unused))[0]
-                _overflow("scores", logits.dtype, (b, h, start + int(where[0]), int(where[1])), problem, sizes)
-            exponentials(logits, shift, power, out=logits)
-            concat[b, start:stop, h * head_dim_v:(h + 1) * head_dim_v] = weighted_values(
-                logits, parts["extended"][b, h, :k_stop], totals_appended=True)
+        def run(block: Block) -> None:
+            flow = _block_flow(problem, block, shared, fast=True, fold=fold, power=power)
+            for stage in block_stages:
+                array = flow.arrays[stage.name] = stage.run(flow)
+                if stage.checked == "all" and not math.isfinite(np.add.reduce(array, axis=None)):
+                    _report_overflow(problem, block, shared)
+            contribution = flow.arrays[assembled.name]
+            if not math.isfinite(np.add.reduce(contribution, axis=None)) and np.isnan(contribution).any():
+                _report_overflow(problem, block, shared)  # a score or logit overflowed: say which
+            merged[block.index(merged.shape, assembled.axes)] = contribution
 
-        _run_tasks(run, tasks, workers if len(tasks) > 1 else 1, progress)
-        parts.clear()  # K and V are no longer needed: free them before the output projection
-        if problem.w_out is not None and "concat" in wanted:
-            arrays["concat"] = concat
-        output = output_projection(concat, problem)
-        check_finite("output", output, problem)
-        if "output" in wanted:
-            arrays["output"] = output
+        _run_tasks(run, blocks, workers if len(blocks) > 1 else 1, progress)
+        shared.clear()  # K and V are no longer needed: free them before the output projection
+        after = Flow(problem, arrays={assembled.name: merged})
+        if assembled.name in wanted and assembled.present(sizes):
+            arrays[assembled.name] = merged
+        for stage in STAGES:
+            if stage.unit == "heads":
+                array = after.arrays[stage.name] = stage.run(after)
+                check_finite(stage.name, array, problem)
+                if stage.name in wanted:
+                    arrays[stage.name] = array
     steps = {name: _step(name, arrays[name], problem, sizes) for name in STEP_AXES if name in arrays}
     return Trace(steps=steps, meta=TraceMeta.of(problem), warnings=_masked_row_warnings(problem),
                  available=problem_steps(problem))
 
 
-def _folded_query_weights(problem: Problem, log2: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """W_Q and b_Q per head, (heads, d_model, head_dim) and (heads, head_dim), with the scale (and
-    log2(e) when the exponentials are powers of 2) folded in: one multiplication of
-    d_model × width, not one per score."""
-    w_query, b_query = problem.w_query, problem.b_query
-    if problem.scale == "sqrt":
-        root = np.sqrt(np.asarray(problem.head_dim, dtype=w_query.dtype))
-        w_query, b_query = w_query / root, (None if b_query is None else b_query / root)
-    elif problem.scale_factor != 1.0:
-        factor = np.asarray(problem.scale_factor, dtype=w_query.dtype)
-        w_query, b_query = w_query * factor, (None if b_query is None else b_query * factor)
-    if log2:
-        log2_e = np.asarray(np.log2(np.e), dtype=w_query.dtype)
-        w_query, b_query = w_query * log2_e, (None if b_query is None else b_query * log2_e)
-    w_heads = np.ascontiguousarray(w_query.reshape(-1, problem.heads, problem.head_dim).transpose(1, 0, 2))
-    return w_heads, None if b_query is None else b_query.reshape(problem.heads, problem.head_dim)
+def _block_flow(problem: Problem, block: Block, shared: dict[str, np.ndarray], **arithmetic: Any) -> Flow:
+    flow = Flow(problem, block=block, shared=shared, **arithmetic)
+    for stage in STAGES:
+        if stage.unit == "problem":
+            flow.arrays[stage.name] = block.take(shared[stage.name], stage.axes)
+    return flow
 
 
-def _projected_heads(name: str, source: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                     problem: Problem) -> np.ndarray:
-    """source·weight + bias split into heads, contiguous per head: (batch, heads, seq, dim).
+def _report_overflow(problem: Problem, block: Block, shared: dict[str, np.ndarray]) -> None:
+    """Run this block again with the plain arithmetic, checking each step as the full path does,
+    to raise the ProblemError that names the step and the cell that overflowed."""
+    flow = _block_flow(problem, block, shared)
+    sizes = sizes_of(problem)
+    for stage in STAGES:
+        if stage.unit != "block":
+            continue
+        array = flow.arrays[stage.name] = stage.run(flow)
+        if stage.checked and stage.present(sizes):
+            check_finite(stage.name, array, problem, flow.allowed if stage.checked == "allowed" else None, block)
 
-    One product per head with that head's block of columns: the result is laid out head by
-    head from the start, with no transposed copy of the whole projection."""
-    heads = problem.heads
-    weight_heads = np.ascontiguousarray(weight.reshape(weight.shape[0], heads, -1).transpose(1, 0, 2))
-    # (batch, 1, seq, d_in)·(heads, d_in, dim)
-    heads_first = project(source[:, None], weight_heads, None if bias is None else bias.reshape(heads, 1, -1))
-    check_finite(name, heads_first, problem)
-    return heads_first
+
+def _query_fold(problem: Problem, log2: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """What the blocked path does to Q instead of scaling every score: the scale (÷√head_dim, or
+    × the factor), and × log2(e) when the exponentials are powers of 2."""
+    dtype = problem.x.dtype
+    root = np.sqrt(np.asarray(problem.head_dim, dtype=dtype))
+    factor = np.asarray(problem.scale_factor, dtype=dtype)
+    log2_e = np.asarray(np.log2(np.e), dtype=dtype)
+
+    def fold(queries: np.ndarray) -> np.ndarray:
+        if problem.scale == "sqrt":
+            queries = queries / root
+        elif problem.scale_factor != 1.0:
+            queries = queries * factor
+        return queries * log2_e if log2 else queries
+
+    return fold
 
 
 def _run_tasks(run: Callable[[Any], None], tasks: list, workers: int,
@@ -227,10 +216,14 @@ def _run_tasks(run: Callable[[Any], None], tasks: list, workers: int,
             if progress:
                 progress(done, total)
         return
+    # the first task alone: what it caches for every block is then only read by the workers
+    run(tasks[0])
+    if progress:
+        progress(1, total)
     with single_threaded_blas(), ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run, task) for task in tasks]
+        futures = [pool.submit(run, task) for task in tasks[1:]]
         try:
-            for done, future in enumerate(as_completed(futures), start=1):
+            for done, future in enumerate(as_completed(futures), start=2):
                 future.result()
                 if progress:
                     progress(done, total)
@@ -240,9 +233,10 @@ def _run_tasks(run: Callable[[Any], None], tasks: list, workers: int,
             raise
 
 
-def check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.ndarray | None = None) -> None:
-    """ProblemError naming the first cell of step ``name`` (full axes) that overflowed its dtype;
-    cells ``allowed`` marks False (masked) are not used and may overflow."""
+def check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.ndarray | None = None,
+                 block: Block | None = None) -> None:
+    """ProblemError naming the first cell of step ``name`` (full axes; of ``block`` when given)
+    that overflowed its dtype; cells ``allowed`` marks False (masked) are not used and may overflow."""
     # a finite sum means every value is finite (one reduction, the cheap test run on every step);
     # an infinite one may be a masked −∞ or a sum too large, and gets the cell-by-cell test
     if allowed is None and math.isfinite(np.add.reduce(array, axis=None)):
@@ -250,17 +244,17 @@ def check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.nda
     finite = np.isfinite(array)
     if allowed is not None:
         finite |= ~allowed
-    if not finite.all():
-        _overflow(name, array.dtype, tuple(int(i) for i in np.argwhere(~finite)[0]), problem, sizes_of(problem))
-
-
-def _overflow(name: str, dtype: np.dtype, where: tuple[int, ...], problem: Problem, sizes: Sizes) -> None:
-    axes = present_axes(name, problem.batched, problem.heads)
-    position = ", ".join(f"{axis} {index}" for axis, index in zip(STEP_AXES[name], where, strict=True) if axis in axes)
-    full_shape = tuple(sizes.axis_sizes()[axis] for axis in STEP_AXES[name])
+    if finite.all():
+        return
+    axes = STEP_AXES[name]
+    where = np.argwhere(~finite)[0] + np.asarray(block.offset(axes) if block else (0,) * len(axes))
+    shown = present_axes(name, problem.batched, problem.heads)
+    position = ", ".join(f"{axis} {int(index)}" for axis, index in zip(axes, where, strict=True) if axis in shown)
+    axis_sizes = sizes_of(problem).axis_sizes()
     raise ProblemError(
-        f"{name} overflows {dtype} at ({position}): beyond ±{_largest(dtype)}; scale the inputs or weights down",
-        {name: present_shape(full_shape, name, problem.batched, problem.heads)},
+        f"{name} overflows {array.dtype} at ({position}): beyond ±{_largest(array.dtype)}; "
+        "scale the inputs or weights down",
+        {name: present_shape(tuple(axis_sizes[axis] for axis in axes), name, problem.batched, problem.heads)},
     )
 
 

@@ -1,0 +1,140 @@
+"""What the stages of one run share: the Flow (the problem, the slip to make, the arrays made so
+far) and, on the blocked path, the Block of queries a run covers.
+
+A stage reads its inputs through the Flow, so the same stage function runs on the whole problem
+or on one block: the Flow hands it the block's rows of x, its head's weights, its part of the
+mask, and says whether the scale is already folded into Q and whether the softmax may be left
+unnormalised (the blocked path divides after the product with V).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from attncli.problem import Problem
+
+
+@dataclass(frozen=True)
+class Slip:
+    """How to run the stages: right (the defaults), or with one of the structural slips that
+    ``check`` knows: heads taken as interleaved columns, K·Qᵀ, softmax over the queries, softmaxᵀ·V."""
+
+    interleaved_heads: bool = False
+    scores_transposed: bool = False
+    softmax_axis: int = -1
+    weights_transposed: bool = False
+
+
+RIGHT = Slip()
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block of the blocked path: queries ``start:stop`` of batch item ``batch`` in head
+    ``head`` (of ``heads``), which need keys ``0:k_stop`` only."""
+
+    batch: int
+    head: int
+    heads: int
+    start: int
+    stop: int
+    k_stop: int
+
+    def take(self, array: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        """This block's part of ``array`` (one named axis per dimension; an axis of size 1 is
+        broadcast, as a mask's may be), keeping every axis."""
+        return array[self.index(array.shape, axes)]
+
+    def index(self, shape: tuple[int, ...], axes: tuple[str, ...]) -> tuple[slice, ...]:
+        """The slices of this block in an array of ``shape`` with these named axes."""
+        return tuple(self._span(axis, size) for axis, size in zip(axes, shape, strict=True))
+
+    def offset(self, axes: tuple[str, ...]) -> tuple[int, ...]:
+        """Where this block starts along each of these axes of the whole problem."""
+        starts = {"batch": self.batch, "heads": self.head, "q_len": self.start}
+        return tuple(starts.get(axis, 0) for axis in axes)
+
+    def _span(self, axis: str, size: int) -> slice:
+        if axis in ("batch", "heads") and size == 1:
+            return slice(0, 1)
+        match axis:
+            case "batch":
+                return slice(self.batch, self.batch + 1)
+            case "heads":
+                return slice(self.head, self.head + 1)
+            case "q_len":
+                return slice(self.start, self.stop)
+            case "k_len":
+                return slice(0, self.k_stop)
+            case "heads*head_dim_v":
+                width = size // self.heads
+                return slice(self.head * width, (self.head + 1) * width)
+        return slice(None)
+
+
+def keys_needed(problem: Problem, start: int, stop: int) -> int:
+    """How many keys (from the first) queries ``start:stop`` may see: with a causal mask query i
+    sees keys 0..i, so keys past the block's last query are never needed."""
+    k_len = problem.context.shape[1]
+    return min(k_len, stop) if problem.mask_rule == "causal" else k_len
+
+
+@dataclass
+class Flow:
+    """One run of the stages: the ``problem``, the ``slip`` to make, the ``arrays`` made so far by
+    name, and on the blocked path the ``block`` it covers, with ``shared`` (what every block of
+    the run reads: the arrays made once, the heads' weights, V with a column of ones). ``fast``
+    is the blocked path's arithmetic: ``fold`` applied to Q (the scale, and log2 e when ``power``
+    is exp2), the softmax in place and normalised after the product with V; its numbers agree
+    with the plain arithmetic's to about 1e-15 relative (the last digit may differ)."""
+
+    problem: Problem
+    slip: Slip = RIGHT
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    block: Block | None = None
+    shared: dict[str, np.ndarray] = field(default_factory=dict)
+    fast: bool = False
+    fold: Callable[[np.ndarray], np.ndarray] = lambda queries: queries
+    power: Callable = np.exp
+
+    @property
+    def allowed(self) -> np.ndarray | None:
+        """The mask, True = may attend: (batch | 1, heads | 1, q_len, k_len), or this block's part."""
+        mask = self.problem.mask
+        if mask is None or self.block is None:
+            return mask
+        return self.block.take(mask, ("batch", "heads", "q_len", "k_len"))
+
+    def projection(self, source: str, weight: str, bias: str, length: str
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+        """(source, weight, bias, heads) of a projection: the whole problem's, or on a block its
+        rows of the source and its head's columns of the weight and bias (contiguous)."""
+        problem = self.problem
+        arrays = getattr(problem, source), getattr(problem, weight), getattr(problem, bias)
+        if self.block is None:
+            return (*arrays, problem.heads)
+        if weight not in self.shared:
+            heads = problem.heads
+            self.shared[weight] = np.ascontiguousarray(arrays[1].reshape(arrays[1].shape[0], heads, -1)
+                                                       .transpose(1, 0, 2))
+            if arrays[2] is not None:
+                self.shared[bias] = arrays[2].reshape(heads, -1)
+        head = self.block.head
+        return (self.block.take(arrays[0], ("batch", length, "width")), self.shared[weight][head],
+                None if arrays[2] is None else self.shared[bias][head], 1)
+
+    def values_with_ones(self) -> np.ndarray:
+        """This block's V with a column of ones beside it (batch, heads, k_len, head_dim_v + 1):
+        softmax·[V | 1] gives the weighted values and the row sums in one product."""
+        return self.block.take(self.shared["v+1"], ("batch", "heads", "k_len", "head_dim_v"))
+
+
+def share_values_with_ones(shared: dict[str, np.ndarray]) -> None:
+    """Put V with a column of ones in ``shared`` (for Flow.values_with_ones), and V itself as a
+    view of it: one copy of the values in memory, not two. Call before the blocks run."""
+    values = shared.pop("v")
+    extended = np.concatenate([values, np.ones(values.shape[:-1] + (1,), dtype=values.dtype)], -1)
+    shared["v+1"], shared["v"] = extended, extended[..., :-1]
