@@ -84,9 +84,10 @@ def keys_needed(problem: Problem, start: int, stop: int) -> int:
 
 @dataclass
 class Flow:
-    """One run of the stages: the ``problem``, the ``slip`` to make, the ``arrays`` made so far by
-    name, and on the blocked path the ``block`` it covers, with ``shared`` (what every block of
-    the run reads: the arrays made once, the heads' weights, V with a column of ones). ``fast``
+    """One run of the stages: the ``problem``, the ``slip`` to make, the ``arrays`` later stages
+    read (by slot), what each stage ``made`` (by name, for the Trace), and on the blocked path
+    the ``block`` it covers, with ``shared`` (what every block of the run reads: the arrays made
+    once, the heads' weights, V with a column of ones). ``fast``
     is the blocked path's arithmetic: ``fold`` applied to Q (the scale, and log2 e when ``power``
     is exp2), the softmax in place and normalised after the product with V; its numbers agree
     with the plain arithmetic's to about 1e-15 relative (the last digit may differ)."""
@@ -94,11 +95,17 @@ class Flow:
     problem: Problem
     slip: Slip = RIGHT
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    made: dict[str, np.ndarray] = field(default_factory=dict)
     block: Block | None = None
     shared: dict[str, np.ndarray] = field(default_factory=dict)
     fast: bool = False
     fold: Callable[[np.ndarray], np.ndarray] = lambda queries: queries
     power: Callable = np.exp
+
+    def put(self, name: str, slot: str, array: np.ndarray) -> np.ndarray:
+        """Keep what stage ``name`` made, for the Trace and, in ``slot``, for the stages after it."""
+        self.made[name] = self.arrays[slot] = array
+        return array
 
     @property
     def allowed(self) -> np.ndarray | None:

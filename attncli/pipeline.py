@@ -90,13 +90,13 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
     # Overflow is checked step by step below and reported by name, so numpy's warnings are noise.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for stage in STAGES:
-            array = flow.arrays[stage.name] = stage.run(flow)
+            array = flow.put(stage.name, stage.slot, stage.run(flow))
             if stage.shown and stage.present(sizes):
                 if stage.checked:
                     # a masked score may overflow: it is never used
                     check_finite(stage.name, array, problem, flow.allowed if stage.checked == "allowed" else None)
                 shown.append(stage)
-    steps = {stage.name: _step(stage.name, flow.arrays[stage.name], problem, sizes)
+    steps = {stage.name: _step(stage.name, flow.made[stage.name], problem, sizes)
              for stage in shown if wanted is None or stage.name in wanted}
     # asked-for steps this problem lacks stay out, so Trace.select can say so
     available = tuple(stage.name for stage in shown) if wanted is not None else ()
@@ -119,12 +119,14 @@ def _blocked_attention(
         for stage in STAGES:
             if stage.unit == "problem" or (stage.unit == "block" and stage.name in wanted and stage is not assembled):
                 # each head's rows contiguous: the blocks read them head by head
-                whole.arrays[stage.name] = np.ascontiguousarray(stage.run(whole))
-                check_finite(stage.name, whole.arrays[stage.name], problem)
+                array = whole.put(stage.name, stage.slot, np.ascontiguousarray(stage.run(whole)))
+                check_finite(stage.name, array, problem)
                 if stage.unit == "problem":
-                    shared[stage.name] = whole.arrays[stage.name]
-        arrays.update((name, array) for name, array in whole.arrays.items() if name in wanted)
-        whole.arrays.clear()  # what the blocks need is in shared: drop the rest before they run
+                    shared[stage.slot] = array
+                del array
+        arrays.update((name, array) for name, array in whole.made.items() if name in wanted)
+        whole.arrays.clear()
+        whole.made.clear()  # what the blocks need is in shared: drop the rest before they run
         share_values_with_ones(shared)
         # numpy's float32 exp2 runs about twice as fast as its exp: with log2(e) folded into Q too,
         # 2^(score·log2 e) is the same e^score
@@ -142,22 +144,23 @@ def _blocked_attention(
         def run(block: Block) -> None:
             flow = _block_flow(problem, block, shared, fast=True, fold=fold, power=power)
             for stage in block_stages:
-                array = flow.arrays[stage.name] = stage.run(flow)
+                array = flow.put(stage.name, stage.slot, stage.run(flow))
                 if stage.checked == "all" and not math.isfinite(np.add.reduce(array, axis=None)):
                     _report_overflow(problem, block, shared)
-            contribution = flow.arrays[assembled.name]
+            contribution = flow.made[assembled.name]
             if not math.isfinite(np.add.reduce(contribution, axis=None)) and np.isnan(contribution).any():
                 _report_overflow(problem, block, shared)  # a score or logit overflowed: say which
             merged[block.index(merged.shape, assembled.axes)] = contribution
 
         _run_tasks(run, blocks, workers if len(blocks) > 1 else 1, progress)
         shared.clear()  # K and V are no longer needed: free them before the output projection
-        after = Flow(problem, arrays={assembled.name: merged})
+        after = Flow(problem)
+        after.put(assembled.name, assembled.slot, merged)
         if assembled.name in wanted and assembled.present(sizes):
             arrays[assembled.name] = merged
         for stage in STAGES:
             if stage.unit == "heads":
-                array = after.arrays[stage.name] = stage.run(after)
+                array = after.put(stage.name, stage.slot, stage.run(after))
                 check_finite(stage.name, array, problem)
                 if stage.name in wanted:
                     arrays[stage.name] = array
@@ -170,7 +173,7 @@ def _block_flow(problem: Problem, block: Block, shared: dict[str, np.ndarray], *
     flow = Flow(problem, block=block, shared=shared, **arithmetic)
     for stage in STAGES:
         if stage.unit == "problem":
-            flow.arrays[stage.name] = block.take(shared[stage.name], stage.axes)
+            flow.arrays[stage.slot] = block.take(shared[stage.slot], stage.axes)
     return flow
 
 
@@ -182,7 +185,7 @@ def _report_overflow(problem: Problem, block: Block, shared: dict[str, np.ndarra
     for stage in STAGES:
         if stage.unit != "block":
             continue
-        array = flow.arrays[stage.name] = stage.run(flow)
+        array = flow.put(stage.name, stage.slot, stage.run(flow))
         if stage.checked and stage.present(sizes):
             check_finite(stage.name, array, problem, flow.allowed if stage.checked == "allowed" else None, block)
 

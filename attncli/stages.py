@@ -50,7 +50,9 @@ class Stage:
     sizes has it as a step (``present``), which of its values must be finite (``checked``: "all",
     "allowed" for those a query may see, or None), the function that runs it, and its ``unit``
     on the blocked path: "problem" (made once, before the blocks: keys and values), "block" (made
-    per block of queries of one head) or "heads" (made once from every block: it mixes heads)."""
+    per block of queries of one head) or "heads" (made once from every block: it mixes heads).
+    Later stages read what it made by its ``slot``: its name, or the slot of the array it
+    transforms (a rotation of Q would fill the slot ``q``, so the scores read the rotated Q)."""
 
     name: str
     axes: tuple[str, ...]
@@ -61,6 +63,11 @@ class Stage:
     checked: str | None = "all"
     shown: bool = True
     unit: str = "block"
+    transforms: str | None = None
+
+    @property
+    def slot(self) -> str:
+        return self.transforms or self.name
 
 
 def _projection_stage(name: str, source: str, weight: str, bias: str, length: str, dim: str) -> Stage:
@@ -189,6 +196,9 @@ STAGES: tuple[Stage, ...] = (
 )
 
 STAGE = {stage.name: stage for stage in STAGES}
+# Axes that count heads: a Trace leaves them out for a single head (grouped-query attention's
+# key/value heads would join them).
+HEAD_AXES = frozenset({"heads"})
 # The steps a trace can show, in order: the stages that are shown.
 STEP_AXES = {stage.name: stage.axes for stage in STAGES if stage.shown}
 assert tuple(STEP_AXES) == STEP_NAMES, "keys.STEP_NAMES must list the shown stages in order"

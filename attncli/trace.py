@@ -11,7 +11,7 @@ import numpy as np
 
 from attncli.errors import ProblemError
 from attncli.keys import STEP_NAMES
-from attncli.stages import STEP_AXES
+from attncli.stages import HEAD_AXES, STEP_AXES
 
 if TYPE_CHECKING:
     from attncli.problem import Problem
@@ -19,11 +19,11 @@ if TYPE_CHECKING:
 @functools.cache
 def present_axes(name: str, batched: bool, heads: int) -> tuple[str, ...]:
     """The axes of step ``name`` as a Trace shows them: no batch axis when x had none, no heads
-    axis for a single head."""
+    axis (HEAD_AXES) for a single head."""
     return tuple(
         axis
         for axis in STEP_AXES[name]
-        if not (axis == "batch" and not batched) and not (axis == "heads" and heads == 1)
+        if not (axis == "batch" and not batched) and not (axis in HEAD_AXES and heads == 1)
     )
 
 
