@@ -1,20 +1,23 @@
 """Many problems in one run: JSON Lines in, one JSON line out per problem, in order.
 
 One line is read, computed and written before the next is read, so memory stays
-that of the largest single problem however long the stream.
+that of the largest single problem however long the stream. What a line's problem is and how it
+is computed is the caller's (the application layer's): this module numbers the lines, names
+them in errors and warnings, and writes each trace as JSON.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from attncli.errors import ProblemError
 from attncli.export import trace_to_json
-from attncli.pipeline import attention
-from attncli.problem import problem_from_document
 from attncli.readers import iter_json_lines
+
+if TYPE_CHECKING:
+    from attncli.trace import Trace
 
 
 @dataclass(frozen=True)
@@ -27,24 +30,15 @@ class LineResult:
 
 
 def compute_lines(
-    stream: BinaryIO,
-    *,
-    heads: int | None = None,
-    scale: str | float | None = None,
-    causal: bool = False,
-    step_names: list[str] | None = None,
-    dtype: str = "float64",
+    stream: BinaryIO, trace_of: Callable[[Any], Trace], step_names: list[str] | None = None,
 ) -> Iterator[LineResult]:
-    """Compute each JSON Lines problem of ``stream`` in turn, with the command-line overrides,
-    in ``dtype``."""
+    """Compute each JSON Lines problem of ``stream`` in turn: ``trace_of(document)`` validates and
+    computes one line's document, and the trace's ``step_names`` (None: all) make its line."""
     for number, parsed in iter_json_lines(stream):
         try:
             if isinstance(parsed, ProblemError):
                 raise parsed
-            problem = problem_from_document(parsed, heads=heads, scale=scale, causal=causal)
-            if dtype != "float64":
-                problem = problem.astype(dtype)
-            trace = attention(problem, step_names)
+            trace = trace_of(parsed)
             output = trace_to_json(trace, trace.select(step_names))
         except ProblemError as error:
             yield LineResult(None, ProblemError(f"line {number}: {error.message}", error.shapes))

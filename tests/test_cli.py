@@ -286,6 +286,40 @@ def test_usage_errors_are_one_line():
     assert run("demo", "-f", "JSON").exit_code == 0
 
 
+@pytest.mark.parametrize("args, hint, message", [
+    (["compute", "in.jsonl", "--x", "x.csv"], "--lines", "matrix options do not combine with JSON Lines"),
+    (["compute", "-", "--lines", "-f", "csv"], "--format", "JSON Lines are written as JSON lines"),
+    (["compute", "in.jsonl", "--export-svg", "a.svg"], "--view/--export-svg/--export-html",
+     "JSON Lines are written as JSON lines, not shown as pictures"),
+    (["compute", "p.json", "--view", "heatmap", "-s", "softmax"], "--step",
+     "the heatmap shows the softmax weights; --step does not apply"),
+    (["compute", "p.json", "--view", "heatmap", "-o", "h.txt"], "--view",
+     "the heatmap is a view: it goes to the terminal (and --export-svg/--export-html)"),
+    (["compute", "p.json", "--export-html", "a.html", "-f", "json"], "--export-svg/--export-html",
+     "pictures record the table view"),
+    (["shapes", "p.json", "--seq-len", "3"], "--seq-len",
+     "a FILE brings its own sizes: give sizes or a FILE, not both"),
+    (["shapes", "--d-model", "8"], "--seq-len", "give --seq-len and --d-model (or a problem FILE)"),
+    (["check", "p.json", "-e", "mine.json", "--rtol", "-1"], "--atol/--rtol",
+     "tolerances must be finite numbers of 0 or more"),
+])
+def test_options_that_do_not_go_together_are_usage_errors_before_any_file_is_read(args, hint, message):
+    # none of these files exists: the options are checked first
+    assert_one_line_error(run(*args), f"Invalid value for {hint}: {message} (see 'attncli {args[0]} --help')")
+
+
+def test_standard_input_twice_is_refused_before_reading_it():
+    assert_one_line_error(run("check", "-", "-e", "-", stdin="{}"),
+                          "<stdin>: standard input (-) can feed only one input")
+
+
+def test_the_cli_declares_and_maps_errors_in_one_place():
+    source = (ROOT / "attncli" / "cli.py").read_text()
+    assert len(source.splitlines()) < 300
+    assert source.count("except ProblemError") == 1
+    assert "import numpy" not in source and "from rich" not in source
+
+
 # --- process-level behaviour ----------------------------------------------------------------------
 
 def attncli_process(*args, stdin=None, env=None):

@@ -1,0 +1,366 @@
+"""The application layer: what each command does, between the command line and the core.
+
+``load`` makes a problem of what the user gave (a file, matrix files, overrides), ``compute`` its
+trace (in blocks or in full, memory checked once, here), ``emit`` the trace in the asked format
+(stdout or files) and ``show`` a view (stdout, and pictures). The ``run_*`` functions are the
+commands: each takes what was asked (attncli.request), checks the options go together, then works.
+
+Errors are ProblemErrors whose ``source`` names the file at fault, or UsageErrors naming the option
+to blame; the command line turns them into messages and exit codes. Results go to stdout through
+the view, export and writers; warnings to stderr. No Typer here, and numpy and Rich are imported
+inside functions, so that option checks stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attncli.errors import ProblemError
+from attncli.keys import STEP_NAMES
+from attncli.request import CheckRequest, ComputeRequest, Given, ShapesRequest, Shown, check_options, is_lines
+
+if TYPE_CHECKING:
+    from attncli.problem import Problem
+    from attncli.trace import Step, Trace
+
+Report = Callable[[ProblemError], None]  # how an error that does not end the run is reported
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A validated ``problem``, every file it was read from (``inputs``: none may be written
+    over) and the name errors give it (``source``)."""
+
+    problem: Problem
+    inputs: list[str]
+    source: str
+
+
+# --- load and compute -----------------------------------------------------------------------------
+
+def problem_of(document: dict[str, Any], given: Given) -> Problem:
+    """The validated problem of a document, with the overrides and in the dtype ``given``."""
+    from attncli.problem import problem_from_document
+
+    problem = problem_from_document(document, heads=given.heads, scale=given.scale, causal=given.causal)
+    return problem if given.dtype == "float64" else problem.astype(given.dtype)
+
+
+def load(given: Given) -> Loaded:
+    """Read and validate the problem ``given``; ProblemError naming the file at fault."""
+    from attncli.readers import Inputs, read_inputs, source_name
+
+    source = source_name(given.file) if given.file is not None else source_name(given.matrices["x"])
+    inputs = Inputs({})
+    try:
+        inputs = read_inputs(given.file, given.matrices)
+        problem = problem_of(inputs.document, given)
+    except ProblemError as error:
+        error.source = inputs.source_of(error, source)
+        raise
+    # every file read, those inside a folder included: none may be written over
+    read = [path for path in (given.file, *given.matrices.values(), *inputs.sources.values()) if path is not None]
+    return Loaded(problem, read, source)
+
+
+def compute(problem: Problem, steps: list[str] | None = None, source: str = "") -> Trace:
+    """The trace of ``steps`` (None: all) of one problem a user waits for. Output steps only: in
+    blocks where that pays, with a progress bar on a terminal; otherwise every step, refused
+    before allocating when larger than the free memory. Warnings go to stderr; ProblemErrors
+    (a MemoryError too) name ``source``."""
+    from attncli.pipeline import LIGHT_STEPS, attention
+
+    try:
+        if steps and set(steps) <= LIGHT_STEPS:
+            from attncli.view import progress_bar
+
+            with progress_bar() as report:
+                trace = attention(problem, steps, progress=report)
+        else:
+            check_memory(problem, source)
+            trace = attention(problem, steps)
+    except ProblemError as error:
+        error.source = source
+        raise
+    except MemoryError:
+        raise ProblemError("is too large for this machine's memory (try --step output, or a smaller problem)",
+                           source=source) from None
+    for warning in trace.warnings:
+        warn(source, warning)
+    return trace
+
+
+def check_memory(problem: Problem, source: str) -> None:
+    """Refuse, before allocating, a full trace larger than the memory this machine has free."""
+    from attncli.machine import available_memory
+    from attncli.pipeline import full_trace_bytes
+
+    needed, available = full_trace_bytes(problem), available_memory()
+    if available is not None and needed > available:
+        raise ProblemError(f"every step of this problem needs about {needed / 2**30:.1f} GiB, but "
+                           f"{available / 2**30:.1f} GiB is free: ask for --step output (computed in blocks), "
+                           "or give a smaller problem", source=source)
+
+
+def warn(source: str, warning: str) -> None:
+    sys.stderr.write(f"Warning: {source}: {warning}\n")
+
+
+@contextlib.contextmanager
+def blaming(source: str) -> Iterator[None]:
+    """ProblemErrors raised inside that name no file name ``source``."""
+    try:
+        yield
+    except ProblemError as error:
+        error.source = error.source or source
+        raise
+
+
+# --- emit and show --------------------------------------------------------------------------------
+
+def emit(trace: Trace, steps: list[Step], shown: Shown, inputs: list[str]) -> None:
+    """The chosen steps on stdout, or in files, in the format ``shown`` asks for."""
+    from attncli.export import render
+    from attncli.writers import plan_output, write_files, write_stdout
+
+    with blaming("output"):
+        plan = plan_output(shown.format, shown.output, [step.name for step in steps])
+        if plan.folder:
+            write_files({plan.target / f"{step.name}.csv": render(trace, [step], "csv") for step in steps}, inputs)
+            return
+        if plan.target is not None:
+            write_files({plan.target: render(trace, steps, plan.format, shown.precision, shown.full)}, inputs)
+            return
+    if plan.format == "table":
+        from attncli.view import print_trace
+
+        show(lambda console: print_trace(trace, steps, shown.precision, shown.full, console), shown)
+        return
+    write_stdout(render(trace, steps, plan.format))
+
+
+def show(render: Callable[[Any], None], shown: Shown, inputs: Iterable[str] = ()) -> None:
+    """Render a view on stdout and, when ``shown`` asks, the same again into SVG/HTML pictures at
+    the width shown. The picture paths are checked before anything is shown."""
+    from attncli.view import recording, stdout_console
+    from attncli.writers import refuse_inputs, stdout_guard, write_files
+
+    pictures_at = {}
+    with blaming("picture"):
+        for option, path in (("--export-svg", shown.export_svg), ("--export-html", shown.export_html)):
+            if path is None:
+                continue
+            if path == "" or path.endswith(("/", os.sep)) or Path(path).is_dir():
+                raise ProblemError("needs a file name, not a folder", source=option if path == "" else path)
+            pictures_at[option] = Path(path)
+        refuse_inputs(pictures_at.values(), inputs)
+    console = stdout_console(shown.no_color)
+    with stdout_guard():
+        render(console)
+    if not pictures_at:
+        return
+    recorder = recording(console.width)
+    render(recorder)
+    pictures = {}
+    if "--export-svg" in pictures_at:
+        pictures[pictures_at["--export-svg"]] = recorder.export_svg(title="attncli", clear=False).encode()
+    if "--export-html" in pictures_at:
+        pictures[pictures_at["--export-html"]] = recorder.export_html(clear=False).encode()
+    with blaming("picture"):
+        write_files(pictures, inputs)
+
+
+# --- the commands ---------------------------------------------------------------------------------
+
+def run_compute(request: ComputeRequest, report: Report) -> bool:
+    """compute: the trace of a problem, emitted or shown; or JSON Lines, one result per line
+    (errors of single lines reported as they come). False when a line failed."""
+    check_options(request)
+    if is_lines(request):
+        return run_lines(request, report)
+    shown = request.shown
+    loaded = load(request.given)
+    heatmap = shown.view == "heatmap"
+    trace = compute(loaded.problem, None if heatmap else request.steps, loaded.source)
+    with blaming(loaded.source):
+        steps = trace.select(request.steps)
+    if heatmap:
+        from attncli.view import print_heatmaps
+
+        show(lambda console: print_heatmaps(trace, shown.full, console), shown, loaded.inputs)
+    elif shown.export_svg is not None or shown.export_html is not None:
+        from attncli.view import print_trace
+
+        show(lambda console: print_trace(trace, steps, shown.precision, shown.full, console), shown, loaded.inputs)
+    else:
+        emit(trace, steps, shown, loaded.inputs)
+    return True
+
+
+def run_lines(request: ComputeRequest, report: Report) -> bool:
+    """JSON Lines: each line's problem computed and written as one JSON line before the next is
+    read (a failed line gives ``null``, or ends the run when ``strict``). False when a line failed."""
+    from attncli.pipeline import attention
+    from attncli.readers import open_lines, source_name
+    from attncli.stream import compute_lines
+    from attncli.writers import atomic_file, plan_output, refuse_inputs, stdout_guard
+
+    path, output = request.given.file or "-", request.shown.output
+    source = source_name(path)
+    failures = 0
+    with blaming(source):
+        plan = plan_output("json" if output is None else None, output, ["output"])
+        if plan.format != "json" or plan.folder:
+            raise ProblemError("JSON Lines are written as JSON: give a .jsonl or .json file", source=output)
+        stream = open_lines(path)
+        if plan.target is not None:
+            refuse_inputs([plan.target], [path])
+        with contextlib.ExitStack() as stack, stdout_guard():
+            sink = stack.enter_context(atomic_file(plan.target)) if plan.target else sys.stdout.buffer
+            # one problem among many: no progress bar, no memory check (it would cost more than a small problem)
+            for result in compute_lines(stream, lambda document: attention(problem_of(document, request.given),
+                                                                           request.steps), request.steps):
+                for warning in result.warnings:
+                    warn(source, warning)
+                if result.error is not None:
+                    failures += 1
+                    report(ProblemError(result.error.message, result.error.shapes, source=source))
+                    if request.strict:
+                        break
+                # a failed line still gets its line of output, null, so outputs stay aligned with inputs
+                sink.write((result.output or "null\n").encode())
+            sink.flush()
+    return failures == 0
+
+
+def run_demo(shown: Shown) -> None:
+    """demo: the classic worked example, walked through (or its trace as JSON)."""
+    from attncli.demo import CLASSIC_DOCUMENT, walkthrough
+
+    problem = problem_of(CLASSIC_DOCUMENT, Given())
+    trace = compute(problem, None, "demo")
+    if shown.format == "json":
+        emit(trace, trace.select(None), shown, [])
+        return
+    from attncli.view import print_demo
+
+    sections, warning = walkthrough(problem, trace)
+    show(lambda console: print_demo(sections, warning, shown.precision, console), shown)
+
+
+def run_shapes(request: ShapesRequest, shown: Shown) -> None:
+    """shapes: how the shapes flow through every step, for sizes or a problem file's."""
+    from attncli.shapes import shape_flow
+    from attncli.sizes import Sizes, sizes_of
+
+    check_options(request)
+    formulas = None
+    if request.file is not None:
+        from attncli.pipeline import formula
+
+        loaded = load(Given(request.file))
+        source, sizes = loaded.source, sizes_of(loaded.problem)
+        formulas = {name: formula(name, loaded.problem) for name in STEP_NAMES}
+    else:
+        source, given = "shapes", request.sizes
+        sizes = Sizes(seq_len=given["seq_len"], d_model=given["d_model"], heads=given.get("heads") or 1,
+                      batch=given.get("batch"), context_len=given.get("context_len"),
+                      head_dim_v=given.get("head_dim_v"), d_out=given.get("d_out"))
+    try:
+        rows = shape_flow(sizes, formulas)
+    except ProblemError as error:
+        error.source = source
+        raise
+    if shown.format == "json":
+        from attncli.export import shapes_to_json
+        from attncli.writers import write_stdout
+
+        write_stdout(shapes_to_json(rows).encode())
+        return
+    from attncli.view import print_shapes
+
+    show(lambda console: print_shapes(rows, console), shown)
+
+
+def run_explain(given: Given, query: int, key: int | None, head: int, batch: int, shown: Shown) -> None:
+    """explain: the arithmetic behind one query's row."""
+    from attncli.explain import explain_query
+
+    loaded = load(given)
+    trace = compute(loaded.problem, None, loaded.source)
+    try:
+        explained = explain_query(loaded.problem, trace, query, key, head, batch)
+    except ProblemError as error:
+        error.source = loaded.source
+        raise
+    from attncli.view import print_explanation
+
+    show(lambda console: print_explanation(explained, shown.precision, console), shown)
+
+
+def run_check(request: CheckRequest, shown: Shown) -> bool:
+    """check: your numbers for one step against attncli's, and the mistake they show. True when
+    they agree within the tolerances."""
+    from attncli.mistakes import check_step
+    from attncli.readers import read_expected, source_name
+
+    check_options(request)
+    loaded = load(request.given)
+    trace = compute(loaded.problem, None, loaded.source)
+    if request.step not in trace.steps:
+        raise ProblemError(f"step {request.step!r}: this problem has no such step; the steps are "
+                           f"{', '.join(trace.steps)}", source=loaded.source)
+    theirs = source_name(request.expected)
+    with blaming(theirs):
+        yours = read_expected(request.expected, request.step)
+    try:
+        verdict = check_step(loaded.problem, trace, request.step, yours, request.atol, request.rtol)
+    except ProblemError as error:
+        error.source = theirs
+        raise
+    if shown.format == "json":
+        from attncli.export import verdict_to_json
+        from attncli.writers import write_stdout
+
+        write_stdout(verdict_to_json(verdict).encode())
+    else:
+        from attncli.view import print_verdict
+
+        show(lambda console: print_verdict(verdict, console), shown)
+    return verdict.agree
+
+
+def run_random(seq_len: int, d_model: int, *, heads: int = 1, batch: int | None = None,
+               context_len: int | None = None, out_proj: bool = False, bias: bool = False, causal: bool = False,
+               seed: int | None = None) -> None:
+    """random: a random, valid problem document as one line of JSON on stdout; refused before
+    making it when larger than the free memory."""
+    import json
+
+    from attncli.generate import document_bytes, random_document
+    from attncli.machine import available_memory
+    from attncli.writers import stdout_guard
+
+    needed, available = document_bytes(seq_len, d_model, batch=batch, context_len=context_len, out_proj=out_proj,
+                                       bias=bias), available_memory()
+    if available is not None and needed > available:
+        raise ProblemError(f"that document needs about {needed / 2**30:.1f} GiB to make, but "
+                           f"{available / 2**30:.1f} GiB is free: ask for fewer tokens or a smaller d_model",
+                           source="random")
+    try:
+        document = random_document(seq_len, d_model, heads=heads, batch=batch, context_len=context_len,
+                                   out_proj=out_proj, bias=bias, causal=causal, seed=seed)
+    except ProblemError as error:
+        error.source = "random"
+        raise
+    except MemoryError:
+        raise ProblemError("that document is too large for this machine's memory", source="random") from None
+    with stdout_guard():
+        sys.stdout.write(json.dumps(document) + "\n")
+        sys.stdout.flush()

@@ -1,0 +1,171 @@
+"""The command line's options: their names, metavars, help texts and checks, as Typer declares them.
+
+CLI-only (Typer), as cli.py is; the commands in cli.py take these. Texts that list formats come
+from attncli.formats, so they name what attncli reads and writes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from attncli.formats import input_suffixes, listed, output_help, output_names
+from attncli.keys import STEP_NAMES
+
+TEXT_FORMATS = ("table", "json")  # the commands that show words and tables, not a trace
+FORMAT_HELP, OUTPUT_SUFFIXES_HELP = output_help()
+PROBLEM_SUFFIXES = ", ".join(input_suffixes("problem"))
+MATRIX_SUFFIXES = listed(input_suffixes("matrix"))
+
+
+def choice(choices: tuple[str, ...]):
+    # validated here rather than as an Enum so the message is ours, and JSON works as well as json
+    def check(value: str | None) -> str | None:
+        if value is not None and value.lower() not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value.lower() if value is not None else None
+
+    return check
+
+
+def whole_number(minimum: int, maximum: int | None = None):
+    def check(value: int | None) -> int | None:
+        if value is not None and (value < minimum or (maximum is not None and value > maximum)):
+            bounds = f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise typer.BadParameter(f"{value} is not allowed; use a whole number {bounds}")
+        return value
+
+    return check
+
+
+def _matrix(key: str) -> typer.models.OptionInfo:
+    return typer.Option("--" + key.replace("_", "-"), metavar="PATH",
+                        help=f"{key} from a {MATRIX_SUFFIXES} file, or -.")
+
+
+def _count(flag: str, metavar: str, text: str, minimum: int = 1) -> typer.models.OptionInfo:
+    return typer.Option(flag, metavar=metavar, callback=whole_number(minimum), help=text)
+
+
+# --- shared ---------------------------------------------------------------------------------------
+Precision = Annotated[
+    int, typer.Option("--precision", metavar="N", callback=whole_number(0, 17), help="Decimals shown in tables.")
+]
+Full = Annotated[
+    bool, typer.Option("--full", help="Show every row and column of large tables instead of eliding the middle.")
+]
+NoColor = Annotated[bool, typer.Option("--no-color", help="Plain output without colour (as NO_COLOR=1).")]
+ExportSvg = Annotated[
+    str | None, typer.Option("--export-svg", metavar="FILE", help="Also save what is shown as an SVG picture.")
+]
+ExportHtml = Annotated[
+    str | None, typer.Option("--export-html", metavar="FILE", help="Also save what is shown as an HTML page.")
+]
+Heads = Annotated[int | None, _count("--heads", "N", "Number of heads (overrides the document).")]
+Scale = Annotated[
+    str | None,
+    typer.Option("--scale", metavar="RULE",
+                 help="sqrt (1/sqrt(head_dim), the default), none (1), or a positive number."),
+]
+Causal = Annotated[bool, typer.Option("--causal", help="Query i sees keys 0..i only (replaces the document's mask).")]
+Problem = Annotated[
+    str, typer.Argument(metavar="FILE", help=f"A problem: {PROBLEM_SUFFIXES}, a folder, or - for standard input.",
+                        show_default=False),
+]
+
+# --- compute --------------------------------------------------------------------------------------
+ComputeProblem = Annotated[
+    str | None,
+    typer.Argument(metavar="FILE", show_default=False,
+                   help=f"A problem: {PROBLEM_SUFFIXES}, a folder of one file per matrix, "
+                   f"{listed(input_suffixes('lines'))} (one problem per line), or - for standard input."),
+]
+X = Annotated[str | None, _matrix("x")]
+Context = Annotated[str | None, _matrix("context")]
+WQuery = Annotated[str | None, _matrix("w_query")]
+WKey = Annotated[str | None, _matrix("w_key")]
+WValue = Annotated[str | None, _matrix("w_value")]
+BQuery = Annotated[str | None, _matrix("b_query")]
+BKey = Annotated[str | None, _matrix("b_key")]
+BValue = Annotated[str | None, _matrix("b_value")]
+WOut = Annotated[str | None, _matrix("w_out")]
+BOut = Annotated[str | None, _matrix("b_out")]
+Mask = Annotated[str | None, _matrix("mask")]
+Steps = Annotated[
+    list[str] | None,
+    typer.Option("--step", "-s", metavar="NAME",
+                 help="Show only this step (repeatable): q k v scores logits softmax concat output."),
+]
+TraceFormat = Annotated[
+    str | None,
+    typer.Option("--format", "-f", metavar="|".join(output_names()), callback=choice(output_names()),
+                 help=FORMAT_HELP),
+]
+Output = Annotated[
+    str | None,
+    typer.Option("--output", "-o", metavar="PATH",
+                 help="Write to PATH (atomically) instead of stdout; its extension picks the format "
+                 f"({OUTPUT_SUFFIXES_HELP}); a folder takes one CSV per step."),
+]
+Lines = Annotated[
+    bool, typer.Option("--lines", help="FILE (or -) holds one JSON problem per line; write one JSON line each.")
+]
+Strict = Annotated[bool, typer.Option("--strict", help="With --lines: stop at the first bad line.")]
+Dtype = Annotated[
+    str, typer.Option("--dtype", metavar="float64|float32", callback=choice(("float64", "float32")),
+                      help="Compute in float64 (default) or float32, to match a framework's float32 numbers."),
+]
+View = Annotated[
+    str, typer.Option("--view", metavar="table|heatmap", callback=choice(("table", "heatmap")),
+                      help="table: every step as tables; heatmap: the softmax weights as compact colour grids."),
+]
+
+# --- demo, shapes, explain, check -----------------------------------------------------------------
+DemoFormat = Annotated[
+    str, typer.Option("--format", "-f", metavar="table|json", callback=choice(TEXT_FORMATS),
+                      help="table (Rich tables) or json (all digits, for pipelines)."),
+]
+ShapesFile = Annotated[
+    str | None, typer.Argument(metavar="[FILE]", show_default=False, help="Read the sizes from this problem instead.")
+]
+Batch = Annotated[int | None, _count("--batch", "N", "Batch size (none: x has no batch axis).")]
+SeqLen = Annotated[int | None, _count("--seq-len", "L", "Tokens in x (queries).")]
+DModel = Annotated[int | None, _count("--d-model", "E", "Width of x.")]
+ShapesHeads = Annotated[int | None, _count("--heads", "H", "Heads; must divide E (default 1).")]
+ContextLen = Annotated[int | None, _count("--context-len", "M", "Tokens of a separate context (keys and values).")]
+HeadDimV = Annotated[int | None, _count("--head-dim-v", "D", "Width of one head's values, if not E/H.")]
+DOut = Annotated[int | None, _count("--d-out", "W", "Width of an output projection W_O, if there is one.")]
+ShapesFormat = Annotated[
+    str, typer.Option("--format", "-f", metavar="table|json", callback=choice(TEXT_FORMATS), help="table or json.")
+]
+Query = Annotated[int, typer.Option("--query", "-q", metavar="I", help="The query (row) to explain.")]
+Key = Annotated[int | None, typer.Option("--key", "-k", metavar="J", help="Spell out this key's dot product only.")]
+Head = Annotated[int, typer.Option("--head", metavar="H", help="The head (default 0).")]
+BatchItem = Annotated[int, typer.Option("--batch", metavar="B", help="The batch item (default 0).")]
+Expected = Annotated[
+    str, typer.Option("--expected", "-e", metavar="PATH",
+                      help="Your numbers: .json (an array, or a key named after the step), "
+                      ".csv/.tsv or .npy; - for standard input."),
+]
+CheckStep = Annotated[
+    str, typer.Option("--step", "-s", metavar="NAME", callback=choice(STEP_NAMES),
+                      help="The step your numbers are for (default output).")
+]
+Atol = Annotated[float, typer.Option("--atol", metavar="A", help="Absolute tolerance.")]
+Rtol = Annotated[float, typer.Option("--rtol", metavar="R", help="Relative tolerance.")]
+CheckFormat = Annotated[
+    str, typer.Option("--format", "-f", metavar="table|json", callback=choice(TEXT_FORMATS),
+                      help="table (words) or json (the verdict as data)."),
+]
+
+# --- random ---------------------------------------------------------------------------------------
+RandomSeqLen = Annotated[int, _count("--seq-len", "L", "Tokens in x.")]
+RandomDModel = Annotated[int, _count("--d-model", "E", "Width of x and of every weight.")]
+RandomHeads = Annotated[int, _count("--heads", "H", "Heads; must divide E.")]
+RandomBatch = Annotated[int | None, _count("--batch", "N", "Give x a batch axis of N.")]
+RandomContextLen = Annotated[int | None, _count("--context-len", "M", "Add a context of M tokens (cross-attention).")]
+OutProj = Annotated[bool, typer.Option("--out-proj", help="Add an output projection W_O.")]
+Bias = Annotated[bool, typer.Option("--bias", help="Add biases.")]
+RandomCausal = Annotated[bool, typer.Option("--causal", help="Add a causal mask.")]
+Seed = Annotated[int | None, _count("--seed", "S", "Same seed, same document.", minimum=0)]

@@ -1,0 +1,140 @@
+"""What a user asked for, as parsed options (the problem ``Given``, how it is ``Shown``, a
+request per command), and ``check_options``: the one place that finds options that do not go
+together, before anything is read or computed.
+
+No Typer and no numpy: the command line builds these from its options, and the application
+layer (attncli.app) acts on them.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from attncli.errors import ProblemError
+from attncli.formats import input_suffixes, output_format
+from attncli.keys import STEP_NAMES
+
+
+class UsageError(Exception):
+    """Options that do not go together: ``message``, and the ``flag`` (or argument) to blame."""
+
+    def __init__(self, message: str, flag: str):
+        super().__init__(message)
+        self.message = message
+        self.flag = flag
+
+
+@dataclass(frozen=True)
+class Given:
+    """A problem as the user gave it: a ``file`` (``-``: standard input; a folder) and/or one file
+    per matrix (``matrices``: key -> path), and the overrides."""
+
+    file: str | None = None
+    matrices: dict[str, str] = field(default_factory=dict)
+    heads: int | None = None
+    scale: str | None = None
+    causal: bool = False
+    dtype: str = "float64"
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How results are shown or written: ``format`` (None: from ``output``'s extension, else the
+    table), ``output`` (None or ``-``: stdout), the table's ``precision`` and ``full``, ``view``
+    (table or heatmap), colour, and the pictures to save as well."""
+
+    format: str | None = None
+    output: str | None = None
+    precision: int = 4
+    full: bool = False
+    no_color: bool = False
+    view: str = "table"
+    export_svg: str | None = None
+    export_html: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.output == "-":  # - is standard output, as it is standard input for FILE
+            object.__setattr__(self, "output", None)
+
+
+@dataclass(frozen=True)
+class ComputeRequest:
+    given: Given
+    steps: list[str] | None = None
+    shown: Shown = Shown()
+    lines: bool = False  # the file holds JSON Lines, whatever its name
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class ShapesRequest:
+    file: str | None = None
+    sizes: dict[str, int | None] = field(default_factory=dict)  # option name -> value, in the options' order
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    given: Given
+    expected: str
+    step: str = "output"
+    atol: float = 0.0
+    rtol: float = 0.0
+
+
+def check_options(request: ComputeRequest | ShapesRequest | CheckRequest) -> None:
+    """Raise a UsageError (or a ProblemError naming the option) for options that do not go
+    together, the first found in the order the options are read; nothing is read or computed."""
+    if isinstance(request, ShapesRequest):
+        given = [name for name, value in request.sizes.items() if value is not None]
+        if request.file is not None and given:
+            raise UsageError("a FILE brings its own sizes: give sizes or a FILE, not both", _flag(given[0]))
+        if request.file is None and (request.sizes.get("seq_len") is None or request.sizes.get("d_model") is None):
+            raise UsageError("give --seq-len and --d-model (or a problem FILE)", "--seq-len")
+        return
+    if isinstance(request, CheckRequest):
+        if not (0 <= request.atol < float("inf") and 0 <= request.rtol < float("inf")):
+            raise UsageError("tolerances must be finite numbers of 0 or more", "--atol/--rtol")
+        if request.given.file == "-" and request.expected == "-":
+            raise ProblemError("standard input (-) can feed only one input", source="<stdin>")
+        return
+    given, shown = request.given, request.shown
+    if given.file is None and "x" not in given.matrices:
+        raise UsageError("give a problem FILE, or the matrices with --x, --w-query, --w-key and --w-value", "FILE")
+    unknown = [name for name in request.steps or () if name not in STEP_NAMES]
+    if unknown:
+        raise UsageError(f"{unknown[0]!r} is not a step; the steps are {', '.join(STEP_NAMES)}", "--step")
+    pictures = shown.export_svg is not None or shown.export_html is not None
+    if is_lines(request):
+        if given.matrices:
+            raise UsageError("matrix options do not combine with JSON Lines", "--lines")
+        if shown.format not in (None, "json"):
+            raise UsageError("JSON Lines are written as JSON lines", "--format")
+        if shown.view != "table" or pictures:
+            raise UsageError("JSON Lines are written as JSON lines, not shown as pictures",
+                             "--view/--export-svg/--export-html")
+        return
+    to_terminal = shown.format in (None, "table") and shown.output is None
+    if shown.view == "heatmap":
+        if request.steps:
+            raise UsageError("the heatmap shows the softmax weights; --step does not apply", "--step")
+        if not to_terminal:
+            raise UsageError("the heatmap is a view: it goes to the terminal (and --export-svg/--export-html)",
+                             "--view")
+    elif pictures and not to_terminal:
+        raise UsageError("pictures record the table view", "--export-svg/--export-html")
+    elif shown.output is None and shown.format is not None and output_format(shown.format).binary \
+            and sys.stdout.isatty():
+        suffix = output_format(shown.format).suffixes[0]
+        raise ProblemError(f"is binary: write it with -o FILE{suffix} or redirect stdout",
+                           source=f"--format {shown.format}")
+
+
+def is_lines(request: ComputeRequest) -> bool:
+    """Whether the request is for JSON Lines: --lines, or a FILE named as JSON Lines."""
+    file = request.given.file
+    return request.lines or (file is not None and file.lower().endswith(input_suffixes("lines")))
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")

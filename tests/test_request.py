@@ -1,0 +1,122 @@
+"""attncli.request: what a user asked for, and the one check that the options go together."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from attncli import request as asked
+from attncli.errors import ProblemError
+from attncli.request import CheckRequest, ComputeRequest, Given, ShapesRequest, Shown, UsageError, check_options
+
+FILE = Given("problem.json")
+NO_SIZES = dict.fromkeys(("batch", "seq_len", "d_model", "heads", "context_len", "head_dim_v", "d_out"))
+
+
+def usage_error(request) -> tuple[str, str]:
+    with pytest.raises(UsageError) as caught:
+        check_options(request)
+    return caught.value.message, caught.value.flag
+
+
+@pytest.mark.parametrize("request_, message, flag", [
+    (ComputeRequest(Given()), "give a problem FILE, or the matrices with --x, --w-query, --w-key and --w-value",
+     "FILE"),
+    (ComputeRequest(Given(matrices={"w_query": "w.csv"})),
+     "give a problem FILE, or the matrices with --x, --w-query, --w-key and --w-value", "FILE"),
+    (ComputeRequest(FILE, ["q", "attn"]),
+     "'attn' is not a step; the steps are q, k, v, scores, logits, softmax, concat, output", "--step"),
+    (ComputeRequest(Given("in.jsonl", {"x": "x.csv"})), "matrix options do not combine with JSON Lines", "--lines"),
+    (ComputeRequest(FILE, lines=True, shown=Shown("csv")), "JSON Lines are written as JSON lines", "--format"),
+    (ComputeRequest(Given("IN.JSONL"), shown=Shown(view="heatmap")),
+     "JSON Lines are written as JSON lines, not shown as pictures", "--view/--export-svg/--export-html"),
+    (ComputeRequest(Given("in.jsonl"), shown=Shown(export_html="a.html")),
+     "JSON Lines are written as JSON lines, not shown as pictures", "--view/--export-svg/--export-html"),
+    (ComputeRequest(FILE, ["softmax"], Shown(view="heatmap")),
+     "the heatmap shows the softmax weights; --step does not apply", "--step"),
+    (ComputeRequest(FILE, shown=Shown("json", view="heatmap")),
+     "the heatmap is a view: it goes to the terminal (and --export-svg/--export-html)", "--view"),
+    (ComputeRequest(FILE, shown=Shown(output="out.txt", view="heatmap")),
+     "the heatmap is a view: it goes to the terminal (and --export-svg/--export-html)", "--view"),
+    (ComputeRequest(FILE, shown=Shown("npz", export_svg="a.svg")), "pictures record the table view",
+     "--export-svg/--export-html"),
+    (ComputeRequest(FILE, shown=Shown(output="out.json", export_html="a.html")), "pictures record the table view",
+     "--export-svg/--export-html"),
+    (ShapesRequest("problem.json", {**NO_SIZES, "d_model": 8, "heads": 2}),
+     "a FILE brings its own sizes: give sizes or a FILE, not both", "--d-model"),
+    (ShapesRequest(None, {**NO_SIZES, "seq_len": 4}), "give --seq-len and --d-model (or a problem FILE)", "--seq-len"),
+    (ShapesRequest(None, NO_SIZES), "give --seq-len and --d-model (or a problem FILE)", "--seq-len"),
+    (CheckRequest(FILE, "mine.json", atol=-1.0), "tolerances must be finite numbers of 0 or more", "--atol/--rtol"),
+    (CheckRequest(FILE, "mine.json", rtol=float("inf")), "tolerances must be finite numbers of 0 or more",
+     "--atol/--rtol"),
+    (CheckRequest(FILE, "mine.json", atol=float("nan")), "tolerances must be finite numbers of 0 or more",
+     "--atol/--rtol"),
+])
+def test_options_that_do_not_go_together(request_, message, flag):
+    assert usage_error(request_) == (message, flag)
+
+
+def test_the_first_conflict_in_the_order_options_are_read_is_named():
+    # no FILE before an unknown step, an unknown step before the heatmap's objection to --step
+    assert usage_error(ComputeRequest(Given(), ["attn"], Shown(view="heatmap")))[1] == "FILE"
+    assert usage_error(ComputeRequest(FILE, ["attn"], Shown(view="heatmap")))[1] == "--step"
+    assert usage_error(ComputeRequest(Given("a.jsonl", {"x": "x.csv"}), shown=Shown("csv", view="heatmap"))) == (
+        "matrix options do not combine with JSON Lines", "--lines")
+    assert usage_error(ShapesRequest("p.json", NO_SIZES | {"d_out": 3, "batch": 2}))[1] == "--batch"
+
+
+def test_options_that_go_together_pass():
+    for request in (
+        ComputeRequest(FILE),
+        ComputeRequest(Given(matrices={"x": "x.csv", "w_query": "w.csv"}), ["q", "k"], Shown("csv", "out/")),
+        ComputeRequest(FILE, None, Shown(view="heatmap", export_svg="a.svg", export_html="a.html")),
+        ComputeRequest(FILE, ["output"], Shown("table", export_svg="a.svg")),
+        ComputeRequest(FILE, ["output"], Shown("npz", "out.npz")),
+        ComputeRequest(Given("a.jsonl"), ["output"], Shown("json", "out.jsonl"), strict=True),
+        ComputeRequest(Given("-"), lines=True, shown=Shown(output="-")),
+        ShapesRequest(None, {**NO_SIZES, "seq_len": 4, "d_model": 8}),
+        ShapesRequest("p.json", NO_SIZES),
+        CheckRequest(FILE, "-", atol=0.0, rtol=0.0),
+    ):
+        assert check_options(request) is None
+
+
+def test_standard_input_feeds_one_input_only():
+    with pytest.raises(ProblemError) as caught:
+        check_options(CheckRequest(Given("-"), "-"))
+    assert (caught.value.source, caught.value.message) == ("<stdin>", "standard input (-) can feed only one input")
+
+
+def test_a_binary_format_is_refused_on_a_terminal_only(monkeypatch):
+    request = ComputeRequest(FILE, ["output"], Shown("npz"))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert check_options(request) is None
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    with pytest.raises(ProblemError) as caught:
+        check_options(request)
+    assert (caught.value.source, caught.value.message) == (
+        "--format npz", "is binary: write it with -o FILE.npz or redirect stdout")
+    assert check_options(ComputeRequest(FILE, ["output"], Shown("npz", "out.npz"))) is None
+    assert check_options(ComputeRequest(FILE, ["output"], Shown("json"))) is None
+
+
+def test_dash_as_output_is_stdout():
+    assert Shown(output="-").output is None
+    assert Shown(output="out.json").output == "out.json"
+    assert check_options(ComputeRequest(FILE, shown=Shown(output="-", view="heatmap"))) is None
+
+
+def test_json_lines_by_option_or_by_name():
+    assert asked.is_lines(ComputeRequest(Given("-"), lines=True))
+    assert asked.is_lines(ComputeRequest(Given("runs/Many.JSONL")))
+    assert not asked.is_lines(ComputeRequest(Given("problem.json")))
+    assert not asked.is_lines(ComputeRequest(Given(matrices={"x": "x.jsonl"})))
+
+
+def test_requests_import_neither_typer_nor_rich_nor_numpy():
+    code = ("import sys, attncli.request, attncli.app\n"
+            "print(sorted(m for m in ('typer', 'rich', 'numpy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
