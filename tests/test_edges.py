@@ -138,15 +138,6 @@ def test_a_trace_too_large_for_memory_is_refused_before_allocating(monkeypatch):
     assert run("compute", problem, "--step", "output", "-f", "json").exit_code == 0
 
 
-def test_the_memory_estimate_counts_the_score_matrices():
-    from attncli.pipeline import full_trace_bytes
-
-    problem = problem_from_document({"x": np.zeros((2, 100, 8)).tolist(), "w_query": np.eye(8).tolist(),
-                                     "w_key": np.eye(8).tolist(), "w_value": np.eye(8).tolist(), "heads": 2})
-    scores = 2 * 2 * 100 * 100
-    assert full_trace_bytes(problem) == 8 * (2 * (100 * 8 + 100 * 16 + 100 * 16) + 4 * scores)
-
-
 def test_random_refuses_a_document_larger_than_memory_before_making_it():
     result = run("random", "--seq-len", "10000000", "--d-model", "512")
     assert result.exit_code == 2 and result.stdout == ""

@@ -1,4 +1,6 @@
-"""The core: problem → pipeline → trace, against published and PyTorch-made numbers."""
+"""The pipeline (pipeline.py): problem → stages → trace, against published and PyTorch-made numbers, a
+plain reference over random problems (hypothesis), the blocked path against the full one, and the
+memory estimate."""
 
 from __future__ import annotations
 
@@ -7,11 +9,13 @@ import json
 import numpy as np
 import pytest
 from conftest import DATA, SAMPLES
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_properties import full_axes, problems, reference
 
 from attncli.demo import CLASSIC_DOCUMENT
 from attncli.errors import ProblemError
-from attncli.pipeline import attention
-from attncli.stages import masked_softmax
+from attncli.pipeline import attention, blocked_path, check_finite, formula, full_trace_bytes, problem_steps
 from attncli.problem import problem_from_document
 
 GOLDEN_CASES = json.loads((DATA / "torch_golden.json").read_text())["cases"]
@@ -203,15 +207,6 @@ def test_mask_one_means_may_attend():
     np.testing.assert_array_equal(weights, [[0.0, 1.0], [1.0, 0.0]])
 
 
-def test_masked_softmax_rows_sum_to_one_and_empty_rows_are_zero():
-    logits = np.array([[1.0, 2.0, -np.inf], [-np.inf, -np.inf, -np.inf], [1000.0, 999.0, 998.0]])
-    allowed = np.isfinite(logits)
-    weights = masked_softmax(logits, allowed)
-    np.testing.assert_allclose(weights.sum(-1), [1.0, 0.0, 1.0], rtol=1e-15)
-    np.testing.assert_allclose(weights[0, :2], np.exp([1.0, 2.0]) / np.exp([1.0, 2.0]).sum(), rtol=1e-15)
-    assert weights[0, 2] == 0.0 and not np.isnan(weights).any()
-
-
 def test_an_overflow_at_a_masked_position_is_harmless():
     # scores[0, 1] = 1e150 · 1e10 · 1e150 overflows, but query 0 may not see key 1
     document = {"x": [[1e150], [1.0]], "context": [[1.0], [1e150]], "w_query": [[1e10]], "w_key": [[1.0]],
@@ -237,3 +232,192 @@ def test_an_overflowing_value_projection_is_named_before_anything_uses_it():
                 "w_out": [[1.0], [1.0]], "b_value": [1e308, 1e308]}
     with pytest.raises(ProblemError, match=r"^v overflows float64 at \(k_len 0, head_dim_v 0\)"):
         trace_of(document)
+
+
+def test_the_memory_estimate_counts_the_score_matrices():
+    problem = problem_from_document({"x": np.zeros((2, 100, 8)).tolist(), "w_query": np.eye(8).tolist(),
+                                     "w_key": np.eye(8).tolist(), "w_value": np.eye(8).tolist(), "heads": 2})
+    scores = 2 * 2 * 100 * 100
+    assert full_trace_bytes(problem) == 8 * (2 * (100 * 8 + 100 * 16 + 100 * 16) + 4 * scores)
+
+
+def test_problem_steps_and_formulas_follow_the_problem(seed_example):
+    problem = problem_from_document(seed_example["problem"], scale="none")
+    assert problem_steps(problem) == ("q", "k", "v", "scores", "softmax", "output")
+    assert formula("output", problem) == "output = softmax·V"
+    masked = problem_from_document({**seed_example["problem"], "mask": "causal", "w_out": np.eye(3).tolist()})
+    assert problem_steps(masked) == ("q", "k", "v", "scores", "logits", "softmax", "concat", "output")
+    assert formula("logits", masked) == "logits = scores / √head_dim, masked → −∞"
+
+
+def test_light_steps_of_a_large_problem_are_computed_in_blocks(seed_example, monkeypatch):
+    import attncli.pipeline as pipeline
+
+    problem = problem_from_document(seed_example["problem"])
+    assert not blocked_path(problem, ["output"])  # 9 scores: too few to pay
+    monkeypatch.setattr(pipeline, "BLOCKED_MIN_CELLS", 0)
+    assert blocked_path(problem, ["output"]) and blocked_path(problem, ("q", "k", "v", "concat"))
+    assert not any(blocked_path(problem, steps) for steps in (None, [], ["output", "softmax"], ["scores"]))
+    monkeypatch.setattr(pipeline, "BLOCK_ROWS", 1)
+    done = []
+    trace = attention(problem, ["output"], progress=lambda *counts: done.append(counts), workers=1)
+    assert done == [(1, 3), (2, 3), (3, 3)]
+    assert list(trace.steps) == ["output"] and trace.available == ("q", "k", "v", "scores", "logits", "softmax",
+                                                                   "output")
+    np.testing.assert_allclose(trace.steps["output"].array, seed_example["expected_scaled"]["output"], rtol=1e-14)
+
+
+def test_check_finite_names_the_first_cell_that_overflowed_unless_it_is_masked():
+    problem = problem_from_document({"x": [[1.0], [2.0]], "w_query": [[1.0]], "w_key": [[1.0]], "w_value": [[1.0]],
+                                     "heads": 1})
+    scores = np.array([[[[1.0, 2.0], [np.inf, 3.0]]]])  # full axes: (batch, heads, q_len, k_len)
+    with pytest.raises(ProblemError) as caught:
+        check_finite("scores", scores, problem)
+    assert (caught.value.message, caught.value.shapes) == (
+        "scores overflows float64 at (q_len 1, k_len 0): beyond ±1.8e308; scale the inputs or weights down",
+        {"scores": (2, 2)})
+    check_finite("scores", scores, problem, allowed=np.array([[[[True, True], [False, True]]]]))
+    with np.errstate(over="ignore"):  # as the pipeline calls it
+        check_finite("scores", np.array([[[[1e308, 1e308], [1e308, 1e308]]]]), problem)  # only the sum overflows
+
+
+@pytest.mark.xfail(strict=True, reason="core: the blocked path sums unnormalised weights × values, which overflows "
+                                       "here though the mean is half the largest float; it clips to V's largest")
+def test_blocked_path_near_the_float64_maximum_gives_the_full_paths_output(monkeypatch):
+    import attncli.pipeline as pipeline
+
+    biggest = np.finfo(np.float64).max
+    # three keys of equal score: the output is the mean of the values biggest, biggest and -biggest/2
+    problem = problem_from_document({"x": [[1.0]], "context": [[1.0], [1.0], [-0.5]], "w_query": [[0.0]],
+                                     "w_key": [[1.0]], "w_value": [[biggest]], "scale": "none"})
+    full = pipeline.full_attention(problem).steps["output"].array
+    np.testing.assert_allclose(full, [[biggest / 2]], rtol=1e-15)
+    monkeypatch.setattr(pipeline, "BLOCKED_MIN_CELLS", 0)
+    np.testing.assert_allclose(attention(problem, ["output"]).steps["output"].array, full, rtol=1e-12)
+
+
+# --- properties over random problems (hypothesis) ------------------------------------------------
+
+@settings(max_examples=150, deadline=None)
+@given(problems())
+def test_agrees_with_a_plain_reference(document):
+    trace = attention(problem_from_document(document))
+    output, weights, _ = reference(document)
+    np.testing.assert_allclose(full_axes(trace, "softmax"), weights, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(full_axes(trace, "output"), output, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems())
+def test_softmax_rows_are_distributions_and_masked_weights_are_zero(document):
+    trace = attention(problem_from_document(document))
+    weights = full_axes(trace, "softmax")
+    _, _, allowed = reference(document)
+    allowed = np.broadcast_to(allowed, weights.shape)
+    assert (weights >= 0).all()
+    assert (weights[~allowed] == 0).all()
+    sums = weights.sum(-1)
+    seeing = allowed.any(-1)
+    np.testing.assert_allclose(sums[seeing], 1.0, rtol=0, atol=1e-12)
+    assert (sums[~seeing] == 0).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems())
+def test_each_head_output_lies_in_the_convex_hull_of_its_values(document):
+    document = {key: value for key, value in document.items() if key not in ("w_out", "b_out")}
+    trace = attention(problem_from_document(document))
+    weights, values = full_axes(trace, "softmax"), full_axes(trace, "v")  # (b, h, q, k), (b, h, k, d_v)
+    output = full_axes(trace, "output")
+    heads, d_v = values.shape[1], values.shape[3]
+    per_head = output.reshape(output.shape[0], output.shape[1], heads, d_v).transpose(0, 2, 1, 3)
+    low, high = values.min(axis=2, keepdims=True), values.max(axis=2, keepdims=True)
+    seeing = weights.sum(-1) > 0
+    slack = 1e-12 * (1 + np.abs(values).max())
+    inside = (per_head >= low - slack) & (per_head <= high + slack)
+    assert inside[seeing].all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems(), st.integers(1, 3), st.sampled_from([1, 2]))
+def test_blocked_path_gives_the_full_paths_numbers(document, block_rows, workers):
+    import attncli.pipeline as pipeline
+
+    problem = problem_from_document(document)
+    full = pipeline.full_attention(problem)
+    saved = pipeline.BLOCK_ROWS, pipeline.BLOCKED_MIN_CELLS
+    pipeline.BLOCK_ROWS, pipeline.BLOCKED_MIN_CELLS = block_rows, 0  # blocks of a few rows, even here
+    try:
+        blocked = pipeline.attention(problem, steps=["q", "k", "v", "concat", "output"], workers=workers)
+    finally:
+        pipeline.BLOCK_ROWS, pipeline.BLOCKED_MIN_CELLS = saved
+    assert "scores" not in blocked.steps
+    assert pipeline.problem_steps(problem) == tuple(full.steps)
+    for name, step in blocked.steps.items():
+        np.testing.assert_allclose(step.array, full.steps[name].array, rtol=1e-12, atol=1e-12, err_msg=name)
+    assert blocked.warnings == full.warnings
+
+
+def _without_mask_rule(document):
+    # a causal mask is not a set of pairs that travels with a permutation
+    if document.get("mask") == "causal":
+        return {key: value for key, value in document.items() if key != "mask"}
+    return document
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems(), st.randoms(use_true_random=False))
+def test_permuting_keys_with_their_values_changes_nothing(document, random):
+    document = _without_mask_rule(document)
+    source = "context" if "context" in document else "x"
+    length = np.shape(document[source])[-2]
+    order = list(range(length))
+    random.shuffle(order)
+    permuted = dict(document)
+    if source == "context":
+        permuted["context"] = np.take(np.array(document["context"]), order, axis=-2).tolist()
+        if isinstance(document.get("mask"), list):
+            permuted["mask"] = np.take(np.array(document["mask"]), order, axis=-1).tolist()
+        before = attention(problem_from_document(document)).steps["output"].array
+        after = attention(problem_from_document(permuted)).steps["output"].array
+        np.testing.assert_allclose(after, before, rtol=1e-9, atol=1e-9)
+    else:
+        # self-attention: the tokens are queries too, so the output rows move with them
+        permuted["x"] = np.take(np.array(document["x"]), order, axis=-2).tolist()
+        if isinstance(document.get("mask"), list):
+            mask = np.take(np.take(np.array(document["mask"]), order, axis=-1), order, axis=-2)
+            permuted["mask"] = mask.tolist()
+        before = attention(problem_from_document(document)).steps["output"].array
+        after = attention(problem_from_document(permuted)).steps["output"].array
+        np.testing.assert_allclose(after, np.take(before, order, axis=-2), rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems())
+def test_inputs_a_thousand_times_larger_neither_overflow_nor_give_nan(document):
+    scaled = {**document, "x": (np.array(document["x"]) * 1000).tolist()}
+    if "context" in document:
+        scaled["context"] = (np.array(document["context"]) * 1000).tolist()
+    trace = attention(problem_from_document(scaled))
+    for step in trace.steps.values():
+        assert not np.isnan(step.array).any()
+    assert np.isfinite(trace.steps["output"].array).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems())
+def test_each_batch_item_is_computed_as_if_alone(document):
+    if np.ndim(document["x"]) != 3:
+        return
+    batched = attention(problem_from_document(document)).steps["output"].array
+    for item in range(len(document["x"])):
+        alone = {**document, "x": document["x"][item]}
+        if "context" in document:
+            alone["context"] = document["context"][item]
+        if isinstance(document.get("mask"), list):
+            mask = np.array(document["mask"])
+            chosen = min(item, len(mask) - 1)
+            # (batch, q, k) -> (q, k); (batch, heads, q, k) -> (1, heads, q, k); (q, k) stays
+            alone["mask"] = {2: mask, 3: mask[chosen], 4: mask[chosen:chosen + 1]}[mask.ndim].tolist()
+        single = attention(problem_from_document(alone)).steps["output"].array
+        np.testing.assert_allclose(single, batched[item], rtol=1e-12, atol=1e-12)

@@ -1,4 +1,8 @@
-"""Properties over random problems (hypothesis): what must hold for any shapes and values."""
+"""Random problems for hypothesis (``problems``), attention written plainly (``reference``), and what
+must hold for any of them across modules: the JSON output parses back to the same numbers.
+
+The properties of one module are in its own test file: the pipeline's in test_pipeline.py, the
+stage functions' in test_stages.py."""
 
 from __future__ import annotations
 
@@ -131,46 +135,6 @@ def full_axes(trace, name):
     return array
 
 
-@settings(max_examples=150, deadline=None)
-@given(problems())
-def test_agrees_with_a_plain_reference(document):
-    trace = attention(problem_from_document(document))
-    output, weights, _ = reference(document)
-    np.testing.assert_allclose(full_axes(trace, "softmax"), weights, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(full_axes(trace, "output"), output, rtol=1e-9, atol=1e-9)
-
-
-@settings(max_examples=150, deadline=None)
-@given(problems())
-def test_softmax_rows_are_distributions_and_masked_weights_are_zero(document):
-    trace = attention(problem_from_document(document))
-    weights = full_axes(trace, "softmax")
-    _, _, allowed = reference(document)
-    allowed = np.broadcast_to(allowed, weights.shape)
-    assert (weights >= 0).all()
-    assert (weights[~allowed] == 0).all()
-    sums = weights.sum(-1)
-    seeing = allowed.any(-1)
-    np.testing.assert_allclose(sums[seeing], 1.0, rtol=0, atol=1e-12)
-    assert (sums[~seeing] == 0).all()
-
-
-@settings(max_examples=150, deadline=None)
-@given(problems())
-def test_each_head_output_lies_in_the_convex_hull_of_its_values(document):
-    document = {key: value for key, value in document.items() if key not in ("w_out", "b_out")}
-    trace = attention(problem_from_document(document))
-    weights, values = full_axes(trace, "softmax"), full_axes(trace, "v")  # (b, h, q, k), (b, h, k, d_v)
-    output = full_axes(trace, "output")
-    heads, d_v = values.shape[1], values.shape[3]
-    per_head = output.reshape(output.shape[0], output.shape[1], heads, d_v).transpose(0, 2, 1, 3)
-    low, high = values.min(axis=2, keepdims=True), values.max(axis=2, keepdims=True)
-    seeing = weights.sum(-1) > 0
-    slack = 1e-12 * (1 + np.abs(values).max())
-    inside = (per_head >= low - slack) & (per_head <= high + slack)
-    assert inside[seeing].all()
-
-
 @settings(max_examples=100, deadline=None)
 @given(problems())
 def test_json_output_parses_back_to_the_same_float64_values(document):
@@ -181,99 +145,3 @@ def test_json_output_parses_back_to_the_same_float64_values(document):
         finite = np.isfinite(step.array)
         assert np.array_equal(np.array(back[finite], dtype=np.float64), step.array[finite])
         assert (back[~finite] == None).all()  # noqa: E711 — masked logits are JSON null
-
-
-@settings(max_examples=150, deadline=None)
-@given(problems(), st.integers(1, 3), st.sampled_from([1, 2]))
-def test_blocked_path_gives_the_full_paths_numbers(document, block_rows, workers):
-    import attncli.pipeline as pipeline
-
-    problem = problem_from_document(document)
-    full = pipeline.full_attention(problem)
-    saved = pipeline.BLOCK_ROWS, pipeline.BLOCKED_MIN_CELLS
-    pipeline.BLOCK_ROWS, pipeline.BLOCKED_MIN_CELLS = block_rows, 0  # blocks of a few rows, even here
-    try:
-        blocked = pipeline.attention(problem, steps=["q", "k", "v", "concat", "output"], workers=workers)
-    finally:
-        pipeline.BLOCK_ROWS, pipeline.BLOCKED_MIN_CELLS = saved
-    assert "scores" not in blocked.steps
-    assert pipeline.problem_steps(problem) == tuple(full.steps)
-    for name, step in blocked.steps.items():
-        np.testing.assert_allclose(step.array, full.steps[name].array, rtol=1e-12, atol=1e-12, err_msg=name)
-    assert blocked.warnings == full.warnings
-
-
-def _without_mask_rule(document):
-    # a causal mask is not a set of pairs that travels with a permutation
-    if document.get("mask") == "causal":
-        return {key: value for key, value in document.items() if key != "mask"}
-    return document
-
-
-@settings(max_examples=100, deadline=None)
-@given(problems(), st.randoms(use_true_random=False))
-def test_permuting_keys_with_their_values_changes_nothing(document, random):
-    document = _without_mask_rule(document)
-    source = "context" if "context" in document else "x"
-    length = np.shape(document[source])[-2]
-    order = list(range(length))
-    random.shuffle(order)
-    permuted = dict(document)
-    if source == "context":
-        permuted["context"] = np.take(np.array(document["context"]), order, axis=-2).tolist()
-        if isinstance(document.get("mask"), list):
-            permuted["mask"] = np.take(np.array(document["mask"]), order, axis=-1).tolist()
-        before = attention(problem_from_document(document)).steps["output"].array
-        after = attention(problem_from_document(permuted)).steps["output"].array
-        np.testing.assert_allclose(after, before, rtol=1e-9, atol=1e-9)
-    else:
-        # self-attention: the tokens are queries too, so the output rows move with them
-        permuted["x"] = np.take(np.array(document["x"]), order, axis=-2).tolist()
-        if isinstance(document.get("mask"), list):
-            mask = np.take(np.take(np.array(document["mask"]), order, axis=-1), order, axis=-2)
-            permuted["mask"] = mask.tolist()
-        before = attention(problem_from_document(document)).steps["output"].array
-        after = attention(problem_from_document(permuted)).steps["output"].array
-        np.testing.assert_allclose(after, np.take(before, order, axis=-2), rtol=1e-9, atol=1e-9)
-
-
-@settings(max_examples=100, deadline=None)
-@given(hnp.arrays(np.float64, (3, 5), elements=VALUES), hnp.arrays(np.float64, (3, 1), elements=VALUES),
-       hnp.arrays(np.bool_, (3, 5)))
-def test_a_constant_added_to_a_row_of_logits_changes_nothing(logits, shift, allowed):
-    masked = np.where(allowed, logits, -np.inf)
-    from attncli.stages import masked_softmax
-
-    np.testing.assert_allclose(masked_softmax(masked + shift, allowed), masked_softmax(masked, allowed),
-                               rtol=1e-12, atol=1e-15)
-
-
-@settings(max_examples=100, deadline=None)
-@given(problems())
-def test_inputs_a_thousand_times_larger_neither_overflow_nor_give_nan(document):
-    scaled = {**document, "x": (np.array(document["x"]) * 1000).tolist()}
-    if "context" in document:
-        scaled["context"] = (np.array(document["context"]) * 1000).tolist()
-    trace = attention(problem_from_document(scaled))
-    for step in trace.steps.values():
-        assert not np.isnan(step.array).any()
-    assert np.isfinite(trace.steps["output"].array).all()
-
-
-@settings(max_examples=100, deadline=None)
-@given(problems())
-def test_each_batch_item_is_computed_as_if_alone(document):
-    if np.ndim(document["x"]) != 3:
-        return
-    batched = attention(problem_from_document(document)).steps["output"].array
-    for item in range(len(document["x"])):
-        alone = {**document, "x": document["x"][item]}
-        if "context" in document:
-            alone["context"] = document["context"][item]
-        if isinstance(document.get("mask"), list):
-            mask = np.array(document["mask"])
-            chosen = min(item, len(mask) - 1)
-            # (batch, q, k) -> (q, k); (batch, heads, q, k) -> (1, heads, q, k); (q, k) stays
-            alone["mask"] = {2: mask, 3: mask[chosen], 4: mask[chosen:chosen + 1]}[mask.ndim].tolist()
-        single = attention(problem_from_document(alone)).steps["output"].array
-        np.testing.assert_allclose(single, batched[item], rtol=1e-12, atol=1e-12)
