@@ -1,0 +1,90 @@
+"""The stages (stages.py): their order, names, axes and units, which a problem has, and their formulas
+for given sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attncli.generate import random_document
+from attncli.keys import STEP_NAMES
+from attncli.problem import problem_from_document
+from attncli.sizes import Sizes, sizes_of
+from attncli.stages import STAGE, STAGES, STEP_AXES
+
+
+def test_the_shown_stages_are_the_step_names_in_order():
+    assert tuple(stage.name for stage in STAGES if stage.shown) == STEP_NAMES
+    assert [stage.name for stage in STAGES] == ["q", "k", "v", "scores", "logits", "softmax", "weighted", "concat",
+                                                "output"]
+    assert STAGE == {stage.name: stage for stage in STAGES}
+
+
+def test_each_stage_names_the_axes_of_its_array():
+    assert STEP_AXES == {
+        "q": ("batch", "heads", "q_len", "head_dim"),
+        "k": ("batch", "heads", "k_len", "head_dim"),
+        "v": ("batch", "heads", "k_len", "head_dim_v"),
+        "scores": ("batch", "heads", "q_len", "k_len"),
+        "logits": ("batch", "heads", "q_len", "k_len"),
+        "softmax": ("batch", "heads", "q_len", "k_len"),
+        "concat": ("batch", "q_len", "heads*head_dim_v"),
+        "output": ("batch", "q_len", "d_out"),
+    }
+    assert STAGE["weighted"].axes == ("batch", "heads", "q_len", "head_dim_v")
+
+
+def test_the_blocked_path_makes_keys_and_values_once_and_the_output_from_every_head():
+    assert {stage.name: stage.unit for stage in STAGES} == {
+        "q": "block", "k": "problem", "v": "problem", "scores": "block", "logits": "block", "softmax": "block",
+        "weighted": "block", "concat": "block", "output": "heads"}
+
+
+def test_which_values_are_checked_for_overflow():
+    assert {stage.name: stage.checked for stage in STAGES} == {
+        "q": "all", "k": "all", "v": "all", "scores": "allowed", "logits": "allowed", "softmax": None,
+        "weighted": None, "concat": None, "output": "all"}
+
+
+@pytest.mark.parametrize(("sizes", "present"), [
+    (Sizes(seq_len=3, d_model=4), ["q", "k", "v", "scores", "logits", "softmax", "weighted", "output"]),
+    (Sizes(seq_len=3, d_model=4, scaled=False), ["q", "k", "v", "scores", "softmax", "weighted", "output"]),
+    (Sizes(seq_len=3, d_model=4, scaled=False, masked=True, d_out=2),
+     ["q", "k", "v", "scores", "logits", "softmax", "weighted", "concat", "output"]),
+])
+def test_logits_are_there_when_scaled_or_masked_and_concat_with_w_out(sizes, present):
+    assert [stage.name for stage in STAGES if stage.present(sizes)] == present
+
+
+def formulas(sizes):
+    return {stage.name: stage.formula(sizes) for stage in STAGES if stage.shown and stage.present(sizes)}
+
+
+def test_formulas_in_their_general_form_for_sizes_alone():
+    assert formulas(Sizes(seq_len=3, d_model=4)) == {
+        "q": "Q = x·W_Q", "k": "K = x·W_K", "v": "V = x·W_V", "scores": "scores = Q·Kᵀ",
+        "logits": "logits = scores × scale", "softmax": "softmax over keys", "output": "output = softmax·V"}
+    general = formulas(Sizes(seq_len=3, d_model=4, heads=2, context_len=5, d_context=6, d_out=2))
+    assert (general["k"], general["v"]) == ("K = context·W_K", "V = context·W_V")
+    assert (general["concat"], general["output"]) == ("concat = [softmax·V for each head]", "output = concat·W_O")
+    assert formulas(Sizes(seq_len=3, d_model=4, heads=2))["output"] == "output = [softmax·V for each head]"
+
+
+def problem_of(**options):
+    return problem_from_document({**random_document(3, 4, seed=5), **options})
+
+
+def test_formulas_of_a_real_problem_name_its_scale_mask_and_biases():
+    document = random_document(3, 4, heads=2, context_len=5, out_proj=True, bias=True, causal=True, seed=5)
+    full = problem_from_document({key: value for key, value in document.items() if key != "b_value"})
+    assert formulas(sizes_of(full)) == {
+        "q": "Q = x·W_Q + b_Q", "k": "K = context·W_K + b_K", "v": "V = context·W_V", "scores": "scores = Q·Kᵀ",
+        "logits": "logits = scores / √head_dim, masked → −∞", "softmax": "softmax = softmax(logits) over keys",
+        "concat": "concat = [softmax·V for each head]", "output": "output = concat·W_O + b_O"}
+    plain = formulas(sizes_of(problem_of(scale="none")))
+    assert "logits" not in plain and plain["softmax"] == "softmax = softmax(scores) over keys"
+    assert plain["output"] == "output = softmax·V"
+    assert formulas(sizes_of(problem_of(scale=0.5)))["logits"] == "logits = scores × 0.5"
+    assert formulas(sizes_of(problem_of(scale="none", mask="causal")))["logits"] == "logits = scores, masked → −∞"
+    one_head = formulas(sizes_of(problem_of(w_out=np.eye(4).tolist())))
+    assert (one_head["concat"], one_head["output"]) == ("concat = softmax·V", "output = concat·W_O")
