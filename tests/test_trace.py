@@ -1,0 +1,94 @@
+"""The Trace (trace.py): the axes a step shows, its metadata, and choosing steps by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+
+from attncli.errors import ProblemError
+from attncli.problem import problem_from_document
+from attncli.trace import Step, Trace, TraceMeta, present_axes, present_shape
+
+CLASSIC = json.loads((SAMPLES / "classic.json").read_text())
+
+
+@pytest.mark.parametrize(("name", "batched", "heads", "axes"), [
+    ("scores", False, 1, ("q_len", "k_len")),
+    ("scores", True, 2, ("batch", "heads", "q_len", "k_len")),
+    ("q", True, 1, ("batch", "q_len", "head_dim")),
+    ("v", False, 4, ("heads", "k_len", "head_dim_v")),
+    ("concat", False, 3, ("q_len", "heads*head_dim_v")),
+    ("output", True, 3, ("batch", "q_len", "d_out")),
+])
+def test_present_axes_drop_batch_without_one_and_heads_for_a_single_head(name, batched, heads, axes):
+    assert present_axes(name, batched, heads) == axes
+
+
+def test_present_shape_drops_the_same_axes():
+    assert present_shape((2, 1, 3, 4), "scores", True, 1) == (2, 3, 4)
+    assert present_shape((1, 2, 3, 4), "scores", False, 2) == (2, 3, 4)
+    assert present_shape((1, 3, 6), "concat", False, 2) == (3, 6)
+
+
+def test_the_meta_of_the_classic_sample():
+    assert TraceMeta.of(problem_from_document(CLASSIC)).as_dict() == {
+        "heads": 1, "head_dim": 3, "head_dim_v": 3, "batched": False, "cross_attention": False,
+        "scale": {"rule": "none", "factor": 1.0}, "mask": None, "dtype": "float64",
+    }
+
+
+def test_the_meta_of_a_batched_cross_attention_problem_in_float32():
+    rng = np.random.default_rng(1)
+    problem = problem_from_document({
+        "x": rng.normal(size=(2, 3, 4)).tolist(), "context": rng.normal(size=(2, 5, 4)).tolist(),
+        "w_query": rng.normal(size=(4, 6)).tolist(), "w_key": rng.normal(size=(4, 6)).tolist(),
+        "w_value": rng.normal(size=(4, 4)).tolist(), "heads": 2, "scale": 0.5, "mask": np.ones((3, 5)).tolist(),
+    })
+    meta = TraceMeta.of(problem.astype(np.float32))
+    assert meta.as_dict() == {
+        "heads": 2, "head_dim": 3, "head_dim_v": 2, "batched": True, "cross_attention": True,
+        "scale": {"rule": "number", "factor": 0.5}, "mask": "array", "dtype": "float32",
+    }
+    assert TraceMeta.of(problem_from_document({**CLASSIC, "scale": "sqrt", "mask": "causal"})).as_dict()["scale"] == {
+        "rule": "sqrt", "factor": 1 / 3 ** 0.5}
+
+
+def step(name):
+    return Step(name=name, formula=f"{name} = …", array=np.zeros((2, 2)), axes=("q_len", "k_len"))
+
+
+META = TraceMeta.of(problem_from_document(CLASSIC))
+TRACE = Trace(steps={name: step(name) for name in ("q", "k", "v", "scores", "softmax", "output")}, meta=META)
+
+
+def test_a_step_has_the_shape_of_its_array():
+    assert step("scores").shape == (2, 2)
+
+
+def test_select_gives_the_named_steps_in_pipeline_order():
+    assert TRACE.select(None) == TRACE.select([]) == list(TRACE.steps.values())
+    assert [chosen.name for chosen in TRACE.select(["output", "q", "output"])] == ["q", "output"]
+
+
+def error_of(trace, names):
+    with pytest.raises(ProblemError) as caught:
+        trace.select(names)
+    return str(caught.value)
+
+
+def test_select_says_which_steps_there_are():
+    assert error_of(TRACE, ["attn"]) == (
+        "step 'attn': there is no such step; the steps are q, k, v, scores, softmax, output")
+    assert error_of(TRACE, ["q", "logits"]) == (
+        "step 'logits': this problem has no such step; the steps are q, k, v, scores, softmax, output")
+
+
+def test_a_trace_of_chosen_steps_lists_every_step_its_problem_has():
+    chosen = Trace(steps={"output": step("output")}, meta=META,
+                   available=("q", "k", "v", "scores", "softmax", "output"))
+    assert error_of(chosen, ["logits"]) == (
+        "step 'logits': this problem has no such step; the steps are q, k, v, scores, softmax, output")
+    assert [found.name for found in chosen.select(["output"])] == ["output"]
