@@ -1,4 +1,5 @@
-"""The table view: number formatting, fitting a terminal, titles that survive Rich markup."""
+"""The view (attncli/view/): how numbers are written, one query's arithmetic as lines of text, tables that
+fit a terminal, titles that survive Rich markup."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from attncli.keys import format_number
+from attncli.explain import explain_query
 from attncli.pipeline import attention
 from attncli.problem import problem_from_document
 from attncli.view import print_trace
+from attncli.view.numbers import explanation_sections, format_number
 
 
 @pytest.mark.parametrize(
@@ -26,6 +28,16 @@ from attncli.view import print_trace
         (-2.5e9, 2, False, "-2.5e+09"),
         (16.0, 4, True, "16"),
         (-np.inf, 4, False, "-∞"),
+        (-np.inf, 4, True, "-∞"),
+        (-3.0, 4, True, "-3"),
+        (-4e-05, 4, False, "-4.000e-05"),
+        (0.004, 2, False, "4.0e-03"),  # hidden at 2 decimals: one fewer digit in scientific notation
+        (0.005, 2, False, "0.01"),
+        (0.001, 1, False, "0.0"),  # a precision under 2 never turns scientific for small values
+        (999999999.0, 2, False, "999999999.00"),
+        (1e9, 4, False, "1.000e+09"),
+        (1e9, 0, False, "1.0e+09"),
+        (-1e12, 3, False, "-1.00e+12"),
     ],
 )
 def test_format_number(value, precision, integers, shown):
@@ -72,3 +84,32 @@ def test_many_tables_of_one_step_are_cut_unless_full():
     assert "… 4 more softmax tables (batch × heads) not shown: --full shows them" in out
     full = terminal_output(document, 120, steps=["softmax"], full=True)
     assert len([line for line in full.splitlines() if line.startswith("softmax")]) == 12
+
+
+def sections_of(document, query, precision=4):
+    problem = problem_from_document(document)
+    return [(section.heading, section.lines)
+            for section in explanation_sections(explain_query(problem, attention(problem), query), precision)]
+
+
+def test_explanation_sections_of_a_small_problem():
+    document = {"x": [[1.0], [2.0]], "w_query": [[1.0]], "w_key": [[1.0]], "w_value": [[3.0]], "scale": 0.5,
+                "mask": [[1, 0], [1, 1]]}
+    assert sections_of(document, 1, precision=2) == [
+        ("Query 1: its query vector and the key vectors", ("q[1] = [2]", "k[0] = [1]", "k[1] = [2]")),
+        ("Scores: the dot product of the query with each key", ("q[1]·k[0] = 2×1 = 2", "q[1]·k[1] = 2×2 = 4")),
+        ("Scale and mask", ("scale = the given scale = 0.50", "logit[0] = 2 × 0.50 = 1", "logit[1] = 4 × 0.50 = 2")),
+        ("Softmax over the keys", ("subtract the largest logit, 2, so no exponential overflows",
+                                   "e^(1 - 2) = 0.37", "e^(2 - 2) = 1", "sum = 0.37 + 1 = 1.37",
+                                   "weight[0] = 0.37 / 1.37 = 0.27", "weight[1] = 1 / 1.37 = 0.73")),
+        ("Output: the weighted sum of the value rows", ("out[1] = 0.27×[3] + 0.73×[6]", "       = [5.19]")),
+    ]
+
+
+def test_an_explanation_of_a_query_that_sees_no_key_stops_at_the_softmax():
+    document = {"x": [[1.0], [2.0]], "w_query": [[1.0]], "w_key": [[1.0]], "w_value": [[3.0]],
+                "mask": [[1, 0], [0, 0]]}
+    sections = sections_of(document, 1)
+    assert sections[-2] == ("Scale and mask", ("no scaling", "masked keys (-∞, weight 0): 0, 1",
+                                               "logit[0] = -∞ (masked)", "logit[1] = -∞ (masked)"))
+    assert sections[-1] == ("Softmax", ("every key is masked: every weight is 0 and this output row is 0",))
