@@ -125,8 +125,14 @@ def weighted_values(weights: np.ndarray, values: np.ndarray, *, totals_appended:
     per_head = weights @ values
     if totals_appended:
         totals, values = per_head[..., -1:], values[..., :-1]
-        # a NaN total (an overflow upstream) stays NaN, for the caller to find
-        per_head = np.divide(per_head[..., :-1], totals, out=np.zeros_like(per_head[..., :-1]), where=totals != 0)
+        if math.isfinite(np.add.reduce(per_head, axis=None)):
+            # a NaN total (an overflow upstream) stays NaN, for the caller to find
+            per_head = np.divide(per_head[..., :-1], totals, out=np.zeros_like(per_head[..., :-1]), where=totals != 0)
+        else:
+            # values near ±1.8e308: a sum of unnormalised weights × values may overflow where the
+            # weighted mean does not, so normalise first, as the full path does
+            weights = np.divide(weights, totals, out=np.zeros_like(weights), where=totals != 0)
+            per_head = weights @ values
     if math.isfinite(np.add.reduce(per_head, axis=None)):
         return per_head
     if not np.isfinite(per_head).all() and np.isfinite(values).all():

@@ -78,11 +78,11 @@ def explain_query(
     q, k, v = _full(trace, "q"), _full(trace, "k"), _full(trace, "v")
     n_batch, n_heads, q_len, head_dim = q.shape
     k_len = k.shape[2]
-    _check_index("batch", batch, n_batch, "batch items")
-    _check_index("head", head, n_heads, "heads")
-    _check_index("query", query, q_len, "queries")
+    _check_index("batch", batch, n_batch, "batch item", "batch items")
+    _check_index("head", head, n_heads, "head", "heads")
+    _check_index("query", query, q_len, "query", "queries")
     if key is not None:
-        _check_index("key", key, k_len, "keys")
+        _check_index("key", key, k_len, "key", "keys")
 
     scores = _full(trace, "scores")[batch, head, query]
     logits = _full(trace, "logits")[batch, head, query] if "logits" in trace.steps else None
@@ -122,7 +122,7 @@ def explain_query(
     )
 
 
-def _check_index(field: str, index: int, size: int, what: str) -> None:
+def _check_index(field: str, index: int, size: int, one: str, many: str) -> None:
     if not 0 <= index < size:
-        there = f"there is 1 {what.rstrip('s')} (0)" if size == 1 else f"there are {size} {what} (0 to {size - 1})"
+        there = f"there is 1 {one} (0)" if size == 1 else f"there are {size} {many} (0 to {size - 1})"
         raise ProblemError(f"{option(field)} {index} is out of range: {there}")

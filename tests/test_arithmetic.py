@@ -249,9 +249,6 @@ def test_a_row_that_rounds_past_the_largest_float_is_clipped_into_the_values_ran
         np.testing.assert_allclose(appended, clipped, rtol=1e-15)
 
 
-@pytest.mark.xfail(strict=True, reason="core: with totals_appended, a sum of unnormalised weights × values may "
-                                       "overflow though the weighted mean lies well inside V's range; clipping "
-                                       "then gives V's largest value (the blocked path's output)")
 def test_totals_appended_equal_normalising_first_near_the_largest_float():
     values = np.array([[BIGGEST], [BIGGEST], [-BIGGEST / 2]])
     exps = np.ones((1, 3))

@@ -101,7 +101,6 @@ def test_an_index_out_of_range_names_the_field_and_the_range():
     assert str(index_error(CLASSIC, query=0, batch=2)) == "batch 2 is out of range: there is 1 batch item (0)"
 
 
-@pytest.mark.xfail(strict=True, reason="core: explain._check_index makes the singular with rstrip('s'): 'querie'")
 def test_one_query_is_named_in_the_singular():
     one_token = problem_from_document(random_document(seq_len=1, d_model=2, seed=14))
     assert str(index_error(one_token, query=1)) == "query 1 is out of range: there is 1 query (0)"

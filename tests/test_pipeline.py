@@ -281,8 +281,6 @@ def test_check_finite_names_the_first_cell_that_overflowed_unless_it_is_masked()
         check_finite("scores", np.array([[[[1e308, 1e308], [1e308, 1e308]]]]), problem)  # only the sum overflows
 
 
-@pytest.mark.xfail(strict=True, reason="core: the blocked path sums unnormalised weights × values, which overflows "
-                                       "here though the mean is half the largest float; it clips to V's largest")
 def test_blocked_path_near_the_float64_maximum_gives_the_full_paths_output(monkeypatch):
     import attncli.pipeline as pipeline
 
