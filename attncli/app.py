@@ -17,9 +17,8 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from attncli.errors import ProblemError
 from attncli.keys import STEP_NAMES
@@ -32,8 +31,7 @@ if TYPE_CHECKING:
 Report = Callable[[ProblemError], None]  # how an error that does not end the run is reported
 
 
-@dataclass(frozen=True)
-class Loaded:
+class Loaded(NamedTuple):
     """A validated ``problem``, every file it was read from (``inputs``: none may be written
     over) and the name errors give it (``source``)."""
 
@@ -181,6 +179,8 @@ def show(render: Callable[[Any], None], shown: Shown, inputs: Iterable[str] = ()
 def run_compute(request: ComputeRequest, report: Report) -> bool:
     """compute: the trace of a problem, emitted or shown; or JSON Lines, one result per line
     (errors of single lines reported as they come). False when a line failed."""
+    if request.shown.output == "-":  # - is standard output, as it is standard input for FILE
+        request = request._replace(shown=request.shown._replace(output=None))
     check_options(request)
     if is_lines(request):
         return run_lines(request, report)

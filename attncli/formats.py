@@ -11,7 +11,7 @@ import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,7 @@ class InputFormat:
     starts: tuple[bytes, ...] = ()
 
 
-@dataclass(frozen=True)
-class OutputFormat:
+class OutputFormat(NamedTuple):  # a named tuple: quicker to define than a dataclass, on every run
     """A kind of output: its ``name`` (as --format takes it), the ``suffixes`` of files that get
     it, whether it is ``binary``, the ``function`` ("module:function") that renders a trace (called
     as ``function(trace, steps, precision, full)``, giving text or bytes) and how --format's help

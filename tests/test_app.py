@@ -199,6 +199,14 @@ def test_json_lines_go_through_the_same_load_and_report_bad_lines(tmp_path, monk
     assert json.loads(capsysbinary.readouterr().out)["output"] == CLASSIC_OUTPUT
 
 
+def test_dash_as_output_is_stdout(capsysbinary):
+    assert app.run_compute(ComputeRequest(Given(str(CLASSIC)), ["output"], Shown("json", "-")), print) is True
+    assert json.loads(capsysbinary.readouterr().out)["output"] == CLASSIC_OUTPUT
+    # and so the heatmap, which goes to the terminal, may have it
+    assert app.run_compute(ComputeRequest(Given(str(CLASSIC)), None, Shown(output="-", view="heatmap")), print)
+    assert b"softmax" in capsysbinary.readouterr().out
+
+
 def test_run_compute_checks_the_options_first(tmp_path):
     with pytest.raises(UsageError):
         app.run_compute(ComputeRequest(Given(str(tmp_path / "missing.json")), ["softmax"], Shown(view="heatmap")),

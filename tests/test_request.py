@@ -102,12 +102,6 @@ def test_a_binary_format_is_refused_on_a_terminal_only(monkeypatch):
     assert check_options(ComputeRequest(FILE, ["output"], Shown("json"))) is None
 
 
-def test_dash_as_output_is_stdout():
-    assert Shown(output="-").output is None
-    assert Shown(output="out.json").output == "out.json"
-    assert check_options(ComputeRequest(FILE, shown=Shown(output="-", view="heatmap"))) is None
-
-
 def test_json_lines_by_option_or_by_name():
     assert asked.is_lines(ComputeRequest(Given("-"), lines=True))
     assert asked.is_lines(ComputeRequest(Given("runs/Many.JSONL")))
