@@ -80,18 +80,24 @@ def check_options(request: ComputeRequest | ShapesRequest | CheckRequest) -> Non
     """Raise a UsageError (or a ProblemError naming the option) for options that do not go
     together, the first found in the order the options are read; nothing is read or computed."""
     if isinstance(request, ShapesRequest):
-        given = [name for name, value in request.sizes.items() if value is not None]
-        if request.file is not None and given:
-            raise UsageError("a FILE brings its own sizes: give sizes or a FILE, not both", _flag(given[0]))
-        if request.file is None and (request.sizes.get("seq_len") is None or request.sizes.get("d_model") is None):
-            raise UsageError("give --seq-len and --d-model (or a problem FILE)", "--seq-len")
-        return
-    if isinstance(request, CheckRequest):
+        _check_shapes(request)
+    elif isinstance(request, CheckRequest):
         if not (0 <= request.atol < float("inf") and 0 <= request.rtol < float("inf")):
             raise UsageError("tolerances must be finite numbers of 0 or more", "--atol/--rtol")
-        if request.given.file == "-" and request.expected == "-":
-            raise ProblemError("standard input (-) can feed only one input", source="<stdin>")
-        return
+        _one_from_stdin(request.given.file, request.expected)
+    else:
+        _check_compute(request)
+
+
+def _check_shapes(request: ShapesRequest) -> None:
+    given = [name for name, value in request.sizes.items() if value is not None]
+    if request.file is not None and given:
+        raise UsageError("a FILE brings its own sizes: give sizes or a FILE, not both", _flag(given[0]))
+    if request.file is None and (request.sizes.get("seq_len") is None or request.sizes.get("d_model") is None):
+        raise UsageError("give --seq-len and --d-model (or a problem FILE)", "--seq-len")
+
+
+def _check_compute(request: ComputeRequest) -> None:
     given, shown = request.given, request.shown
     if given.file is None and "x" not in given.matrices:
         raise UsageError("give a problem FILE, or the matrices with --x, --w-query, --w-key and --w-value", "FILE")
@@ -108,6 +114,7 @@ def check_options(request: ComputeRequest | ShapesRequest | CheckRequest) -> Non
             raise UsageError("JSON Lines are written as JSON lines, not shown as pictures",
                              "--view/--export-svg/--export-html")
         return
+    _one_from_stdin(given.file, *given.matrices.values())
     to_terminal = shown.format in (None, "table") and shown.output is None
     if shown.view == "heatmap":
         if request.steps:
@@ -122,6 +129,13 @@ def check_options(request: ComputeRequest | ShapesRequest | CheckRequest) -> Non
         suffix = output_format(shown.format).suffixes[0]
         raise ProblemError(f"is binary: write it with -o FILE{suffix} or redirect stdout",
                            source=f"--format {shown.format}")
+
+
+def _one_from_stdin(*paths: str | None) -> None:
+    if paths.count("-") > 1:
+        from attncli.sources import STDIN_NAME
+
+        raise ProblemError("standard input (-) can feed only one input", source=STDIN_NAME)
 
 
 def is_lines(request: ComputeRequest) -> bool:

@@ -84,9 +84,12 @@ def test_options_that_go_together_pass():
 
 
 def test_standard_input_feeds_one_input_only():
-    with pytest.raises(ProblemError) as caught:
-        check_options(CheckRequest(Given("-"), "-"))
-    assert (caught.value.source, caught.value.message) == ("<stdin>", "standard input (-) can feed only one input")
+    for request in (CheckRequest(Given("-"), "-"), ComputeRequest(Given("-", {"mask": "-"})),
+                    ComputeRequest(Given(matrices={"x": "-", "w_query": "w.csv", "w_key": "-"}))):
+        with pytest.raises(ProblemError) as caught:
+            check_options(request)
+        assert (caught.value.source, caught.value.message) == ("<stdin>", "standard input (-) can feed only one input")
+    assert check_options(ComputeRequest(Given(matrices={"x": "-", "w_query": "w.csv"}))) is None
 
 
 def test_a_binary_format_is_refused_on_a_terminal_only(monkeypatch):
