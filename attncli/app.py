@@ -75,17 +75,15 @@ def compute(problem: Problem, steps: list[str] | None = None, source: str = "") 
     from attncli.pipeline import LIGHT_STEPS, attention
 
     try:
-        if steps and set(steps) <= LIGHT_STEPS:
-            from attncli.view import progress_bar
+        with blaming(source, always=True):
+            if steps and set(steps) <= LIGHT_STEPS:
+                from attncli.view import progress_bar
 
-            with progress_bar() as report:
-                trace = attention(problem, steps, progress=report)
-        else:
-            check_memory(problem, source)
-            trace = attention(problem, steps)
-    except ProblemError as error:
-        error.source = source
-        raise
+                with progress_bar() as report:
+                    trace = attention(problem, steps, progress=report)
+            else:
+                check_memory(problem, source)
+                trace = attention(problem, steps)
     except MemoryError:
         raise ProblemError("is too large for this machine's memory (try --step output, or a smaller problem)",
                            source=source) from None
@@ -111,12 +109,13 @@ def warn(source: str, warning: str) -> None:
 
 
 @contextlib.contextmanager
-def blaming(source: str) -> Iterator[None]:
-    """ProblemErrors raised inside that name no file name ``source``."""
+def blaming(source: str, *, always: bool = False) -> Iterator[None]:
+    """ProblemErrors raised inside name ``source``: those that name no file, or all of them
+    (``always``: the core's errors about a problem as a whole, or about numbers read from one file)."""
     try:
         yield
     except ProblemError as error:
-        error.source = error.source or source
+        error.source = source if always else error.source or source
         raise
 
 
@@ -188,7 +187,7 @@ def run_compute(request: ComputeRequest, report: Report) -> bool:
     loaded = load(request.given)
     heatmap = shown.view == "heatmap"
     trace = compute(loaded.problem, None if heatmap else request.steps, loaded.source)
-    with blaming(loaded.source):
+    with blaming(loaded.source, always=True):
         steps = trace.select(request.steps)
     if heatmap:
         from attncli.view import print_heatmaps
@@ -272,11 +271,8 @@ def run_shapes(request: ShapesRequest, shown: Shown) -> None:
         sizes = Sizes(seq_len=given["seq_len"], d_model=given["d_model"], heads=given.get("heads") or 1,
                       batch=given.get("batch"), context_len=given.get("context_len"),
                       head_dim_v=given.get("head_dim_v"), d_out=given.get("d_out"))
-    try:
+    with blaming(source, always=True):
         rows = shape_flow(sizes, formulas)
-    except ProblemError as error:
-        error.source = source
-        raise
     if shown.format == "json":
         from attncli.export import shapes_to_json
         from attncli.writers import write_stdout
@@ -294,11 +290,8 @@ def run_explain(given: Given, query: int, key: int | None, head: int, batch: int
 
     loaded = load(given)
     trace = compute(loaded.problem, None, loaded.source)
-    try:
+    with blaming(loaded.source, always=True):
         explained = explain_query(loaded.problem, trace, query, key, head, batch)
-    except ProblemError as error:
-        error.source = loaded.source
-        raise
     from attncli.view import print_explanation
 
     show(lambda console: print_explanation(explained, shown.precision, console), shown)
@@ -319,11 +312,8 @@ def run_check(request: CheckRequest, shown: Shown) -> bool:
     theirs = source_name(request.expected)
     with blaming(theirs):
         yours = read_expected(request.expected, request.step)
-    try:
+    with blaming(theirs, always=True):
         verdict = check_step(loaded.problem, trace, request.step, yours, request.atol, request.rtol)
-    except ProblemError as error:
-        error.source = theirs
-        raise
     if shown.format == "json":
         from attncli.export import verdict_to_json
         from attncli.writers import write_stdout
@@ -354,11 +344,9 @@ def run_random(seq_len: int, d_model: int, *, heads: int = 1, batch: int | None 
                            f"{available / 2**30:.1f} GiB is free: ask for fewer tokens or a smaller d_model",
                            source="random")
     try:
-        document = random_document(seq_len, d_model, heads=heads, batch=batch, context_len=context_len,
-                                   out_proj=out_proj, bias=bias, causal=causal, seed=seed)
-    except ProblemError as error:
-        error.source = "random"
-        raise
+        with blaming("random", always=True):
+            document = random_document(seq_len, d_model, heads=heads, batch=batch, context_len=context_len,
+                                       out_proj=out_proj, bias=bias, causal=causal, seed=seed)
     except MemoryError:
         raise ProblemError("that document is too large for this machine's memory", source="random") from None
     with stdout_guard():
