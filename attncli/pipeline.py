@@ -7,6 +7,7 @@ reported by raising ProblemError.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -84,23 +85,35 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
     The Trace drops the batch axis when x had none and the heads axis when heads == 1.
     Raises ProblemError when a step overflows its dtype.
     """
-    sizes = sizes_of(problem)
+    plan = _steps_plan(sizes_of(problem))
     flow = Flow(problem, slip)
-    shown = []
     # Overflow is checked step by step below and reported by name, so numpy's warnings are noise.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for stage in STAGES:
             array = flow.put(stage.name, stage.slot, stage.run(flow))
-            if stage.shown and stage.present(sizes):
-                if stage.checked:
-                    # a masked score may overflow: it is never used
-                    check_finite(stage.name, array, problem, flow.allowed if stage.checked == "allowed" else None)
-                shown.append(stage)
-    steps = {stage.name: _step(stage.name, flow.made[stage.name], problem, sizes)
-             for stage in shown if wanted is None or stage.name in wanted}
+            shown = plan.get(stage.name)
+            if shown is not None and stage.checked:
+                # a masked score may overflow: it is never used
+                check_finite(stage.name, array, problem, flow.allowed if stage.checked == "allowed" else None)
+    steps = {name: Step(name, formula, flow.made[name][index], axes)
+             for name, (formula, index, axes) in plan.items() if wanted is None or name in wanted}
     # asked-for steps this problem lacks stay out, so Trace.select can say so
-    available = tuple(stage.name for stage in shown) if wanted is not None else ()
+    available = tuple(plan) if wanted is not None else ()
     return Trace(steps=steps, meta=TraceMeta.of(problem), warnings=_masked_row_warnings(problem), available=available)
+
+
+@functools.lru_cache(maxsize=128)
+def _steps_plan(sizes: Sizes) -> dict[str, tuple[str, tuple, tuple[str, ...]]]:
+    """For each step a problem of these sizes has, in order: its formula, the index that drops the
+    axes the Trace leaves out (size 1: the batch axis when x had none, heads for a single head)
+    and the axes it keeps."""
+    plan = {}
+    for stage in STAGES:
+        if stage.shown and stage.present(sizes):
+            axes = present_axes(stage.name, sizes.batched, sizes.heads)
+            index = tuple(slice(None) if axis in axes else 0 for axis in stage.axes)
+            plan[stage.name] = (stage.formula(sizes), index, axes)
+    return plan
 
 
 def _blocked_attention(
@@ -164,7 +177,7 @@ def _blocked_attention(
                 check_finite(stage.name, array, problem)
                 if stage.name in wanted:
                     arrays[stage.name] = array
-    steps = {name: _step(name, arrays[name], problem, sizes) for name in STEP_AXES if name in arrays}
+    steps = {name: _step(name, arrays[name], sizes) for name in STEP_AXES if name in arrays}
     return Trace(steps=steps, meta=TraceMeta.of(problem), warnings=_masked_row_warnings(problem),
                  available=problem_steps(problem))
 
@@ -270,13 +283,9 @@ def formula(name: str, problem: Problem) -> str:
     return STAGE[name].formula(sizes_of(problem))
 
 
-def _step(name: str, array: np.ndarray, problem: Problem, sizes: Sizes) -> Step:
-    return Step(
-        name=name,
-        formula=STAGE[name].formula(sizes),
-        array=array.reshape(present_shape(array.shape, name, problem.batched, problem.heads)),
-        axes=present_axes(name, problem.batched, problem.heads),
-    )
+def _step(name: str, array: np.ndarray, sizes: Sizes) -> Step:
+    formula, index, axes = _steps_plan(sizes)[name]
+    return Step(name, formula, array[index], axes)
 
 
 def _masked_row_warnings(problem: Problem) -> tuple[str, ...]:
