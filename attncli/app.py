@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from attncli.errors import ProblemError
-from attncli.keys import STEP_NAMES
 from attncli.request import CheckRequest, ComputeRequest, Given, ShapesRequest, Shown, check_options, is_lines
 
 if TYPE_CHECKING:
@@ -259,20 +258,17 @@ def run_shapes(request: ShapesRequest, shown: Shown) -> None:
     from attncli.sizes import Sizes, sizes_of
 
     check_options(request)
-    formulas = None
     if request.file is not None:
-        from attncli.pipeline import formula
-
+        # a problem's sizes carry its scale, mask and biases: the rows show its own formulas
         loaded = load(Given(request.file))
         source, sizes = loaded.source, sizes_of(loaded.problem)
-        formulas = {name: formula(name, loaded.problem) for name in STEP_NAMES}
     else:
         source, given = "shapes", request.sizes
         sizes = Sizes(seq_len=given["seq_len"], d_model=given["d_model"], heads=given.get("heads") or 1,
                       batch=given.get("batch"), context_len=given.get("context_len"),
                       head_dim_v=given.get("head_dim_v"), d_out=given.get("d_out"))
     with blaming(source, always=True):
-        rows = shape_flow(sizes, formulas)
+        rows = shape_flow(sizes)
     if shown.format == "json":
         from attncli.export import shapes_to_json
         from attncli.writers import write_stdout

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attncli.errors import ProblemError
-from attncli.sizes import Sizes, sizes_of  # noqa: F401  (sizes_of: re-exported until the CLI reads it from sizes)
+from attncli.sizes import Sizes
 from attncli.stages import STAGES
 from attncli.trace import present_axes, present_shape
 from attncli.wording import head_counts
@@ -27,7 +27,7 @@ class ShapeRow:
     how: str
 
 
-def shape_flow(sizes: Sizes, formulas: object = None) -> list[ShapeRow]:
+def shape_flow(sizes: Sizes) -> list[ShapeRow]:
     """Every step from the inputs to the output, in order, for these sizes (a real problem's
     formulas when the sizes are a problem's, see sizes_of; general ones otherwise).
 
