@@ -88,3 +88,33 @@ def test_formulas_of_a_real_problem_name_its_scale_mask_and_biases():
     assert formulas(sizes_of(problem_of(scale="none", mask="causal")))["logits"] == "logits = scores, masked → −∞"
     one_head = formulas(sizes_of(problem_of(w_out=np.eye(4).tolist())))
     assert (one_head["concat"], one_head["output"]) == ("concat = softmax·V", "output = concat·W_O")
+
+
+def test_a_new_stage_is_one_entry_in_the_list(monkeypatch):
+    # A stage that transforms Q (as a rotation would) goes in after q and fills q's slot: the full
+    # path and the blocked path run it with no change of their own, and the scores read its Q.
+    import dataclasses
+
+    from attncli import pipeline, stages
+
+    problem = problem_from_document(random_document(seq_len=40, d_model=8, heads=2, bias=True, causal=True,
+                                                    out_proj=True, seed=5))
+    negated_weights = dataclasses.replace(problem, w_query=-problem.w_query, b_query=-problem.b_query)
+    plain = pipeline.full_attention(problem)
+    expected = pipeline.full_attention(negated_weights).steps["output"].array
+    assert not np.allclose(expected, plain.steps["output"].array)
+
+    negated = stages.Stage("q_negated", STAGE["q"].axes, lambda flow: -flow.arrays["q"], lambda sizes: "−Q",
+                           lambda sizes: "negated", checked=None, shown=False, transforms="q")
+    with_new_stage = (STAGES[0], negated, *STAGES[1:])
+    monkeypatch.setattr(stages, "STAGES", with_new_stage)
+    monkeypatch.setattr(pipeline, "STAGES", with_new_stage)
+    full = pipeline.full_attention(problem)
+    monkeypatch.setattr(pipeline, "BLOCKED_MIN_CELLS", 0)
+    monkeypatch.setattr(pipeline, "BLOCK_ROWS", 7)
+    blocked = pipeline.attention(problem, ["output"])
+
+    # the q step is still the projection's; every step after it saw the negated Q
+    np.testing.assert_array_equal(full.steps["q"].array, plain.steps["q"].array)
+    np.testing.assert_allclose(full.steps["output"].array, expected, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(blocked.steps["output"].array, expected, rtol=1e-12, atol=1e-14)

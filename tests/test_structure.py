@@ -1,0 +1,100 @@
+"""The shape of the code: data flows one way (no module imports one later in the flow, and there is
+no import circle), no source file is long, and attention is computed only by the stages."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "attncli"
+
+# Each module's place in the flow: read -> Problem -> stages -> Trace -> view or export -> the
+# application -> the command line. A module may import modules of its own layer or an earlier one.
+LAYERS = [
+    # names, wording, the registries and the error type: numpy-free, used everywhere
+    {"errors", "keys", "wording", "formats", "machine"},
+    {"sources", "numbers"},
+    {"readers", "torchnames"},
+    {"problem", "generate"},
+    {"sizes", "blas"},
+    {"arithmetic", "flow"},
+    {"stages"},
+    {"trace"},
+    {"pipeline"},
+    {"shapes", "explain", "mistakes", "demo"},
+    {"export", "writers", "view.numbers", "view.console", "view.tables", "view.heatmap", "view.text", "view"},
+    {"stream", "request"},
+    {"app"},
+    {"options", "cli", "__main__", "__init__"},
+]
+LAYER = {module: number for number, modules in enumerate(LAYERS) for module in modules}
+
+
+def module_name(path: Path) -> str:
+    relative = path.relative_to(PACKAGE).with_suffix("")
+    parts = relative.parts[:-1] if relative.name == "__init__" and len(relative.parts) > 1 else relative.parts
+    return ".".join(parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every attncli module ``path`` imports, at the top, inside functions or for type checking."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("attncli"):
+            base = node.module.removeprefix("attncli").lstrip(".")
+            if base:
+                found.add(base)
+            else:  # from attncli import torchnames
+                found.update(alias.name for alias in node.names if (PACKAGE / f"{alias.name}.py").exists())
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.removeprefix("attncli.") for alias in node.names
+                         if alias.name.startswith("attncli."))
+    return found
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+IMPORTS = {module_name(path): imported_modules(path) for path in SOURCES}
+
+
+def test_every_module_has_a_place_in_the_flow():
+    assert set(IMPORTS) - set(LAYER) == set(), "add the new module to LAYERS"
+
+
+@pytest.mark.parametrize("module", sorted(IMPORTS))
+def test_no_module_imports_one_later_in_the_flow(module):
+    later = {name: LAYER[name] for name in IMPORTS[module] if LAYER.get(name, -1) > LAYER[module]}
+    assert later == {}, f"{module} (layer {LAYER[module]}) imports modules later in the flow"
+
+
+def test_no_import_circle():
+    # depth-first search; a module met again while it is still being visited closes a circle
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "visiting"
+        for name in sorted(IMPORTS.get(module, ())):
+            if state.get(name) == "visiting":
+                raise AssertionError("import circle: " + " -> ".join(path + [module, name]))
+            if name not in state:
+                visit(name, path + [module])
+        state[module] = "done"
+
+    for module in sorted(IMPORTS):
+        if module not in state:
+            visit(module, [])
+    assert set(state) >= set(IMPORTS)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_no_source_file_is_over_400_lines(path):
+    assert len(path.read_text().splitlines()) <= 400
+
+
+def test_only_the_stages_and_their_arithmetic_compute_attention():
+    # the products and the exponential of attention appear in the arithmetic, nowhere else in the core
+    # (the blocked path folds the scale into Q in pipeline.py; explain reads the stages' functions)
+    computing = {module for module, path in zip(IMPORTS, SOURCES, strict=True)
+                 if "np.exp(" in path.read_text() or ".swapaxes(-1, -2)" in path.read_text()}
+    assert computing == {"arithmetic"}
