@@ -118,3 +118,13 @@ def test_a_new_stage_is_one_entry_in_the_list(monkeypatch):
     np.testing.assert_array_equal(full.steps["q"].array, plain.steps["q"].array)
     np.testing.assert_allclose(full.steps["output"].array, expected, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(blocked.steps["output"].array, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_the_architecture_notes_list_the_stages_as_they_are():
+    from pathlib import Path
+
+    notes = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    rows = [line.split("|")[1:-1] for line in notes.splitlines() if line.startswith("| `")]
+    listed = [(name.strip().strip("`"), axes.strip(), unit.strip(), shown.strip() == "yes")
+              for name, _, axes, unit, shown in rows]
+    assert listed == [(stage.name, "(" + ", ".join(stage.axes) + ")", stage.unit, stage.shown) for stage in STAGES]
