@@ -263,13 +263,18 @@ def read_npy(reading: Reading) -> np.ndarray:
 
 def _load_npy(handle: BinaryIO) -> np.ndarray:
     try:
-        return np.load(handle, allow_pickle=False)
+        loaded = np.load(handle, allow_pickle=False)
     except ValueError as error:
         raise _unreadable_array(error, "is not a valid .npy file") from None
     except (OSError, EOFError) as error:
         raise ProblemError(f"is not a valid .npy file ({error})") from None
     except MemoryError:
         raise ProblemError("holds an array too large for this machine's memory") from None
+    if not isinstance(loaded, np.ndarray):  # np.load reads whatever the bytes are: an archive too
+        loaded.close()
+        raise ProblemError("is an .npz archive of named arrays, not one .npy array: name it .npz, "
+                           "or save the matrix alone with np.save")
+    return loaded
 
 
 def _unreadable_array(error: ValueError, damaged: str, pickled: str = "", key: str | None = None) -> ProblemError:
@@ -293,6 +298,9 @@ def parse_npz(data: bytes) -> dict[str, Any]:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise ProblemError(f"is not a valid .npz file ({error})") from None
+    if isinstance(archive, np.ndarray):  # the bytes of a single .npy array, under an .npz name
+        raise ProblemError("holds a single .npy array, not an .npz archive of named arrays: save the problem "
+                           "with np.savez(x=…, w_query=…, …), or give the matrix as a .npy file")
     document: dict[str, Any] = {}
     with archive:
         for key in archive.files:
