@@ -232,7 +232,7 @@ def test_iter_json_lines_numbers_lines_and_skips_blank_ones():
 def test_an_npz_name_on_npy_bytes_and_the_reverse_are_errors_not_crashes(tmp_path):
     # np.load reads whatever the bytes are: a single array under an .npz name crashed on `with`,
     # and an archive under an .npy name came back as an NpzFile where a matrix was expected
-    from attncli.readers import parse_npz, read_npy
+    from attncli.readers import parse_npz, read_matrix
 
     single, archive = io.BytesIO(), io.BytesIO()
     np.save(single, np.eye(3))
@@ -241,5 +241,5 @@ def test_an_npz_name_on_npy_bytes_and_the_reverse_are_errors_not_crashes(tmp_pat
         parse_npz(single.getvalue())
     (tmp_path / "x.npy").write_bytes(archive.getvalue())
     with pytest.raises(ProblemError, match=r"^is an \.npz archive of named arrays, not one \.npy array"):
-        read_npy(str(tmp_path / "x.npy"))
+        read_matrix(str(tmp_path / "x.npy"), key="x")
     np.testing.assert_array_equal(parse_npz(archive.getvalue())["x"], np.eye(3))
