@@ -9,12 +9,16 @@ unnormalised (the blocked path divides after the product with V).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from attncli.problem import Problem
+
+# Guards what the blocks of one run share as it is first made (the heads' weights).
+_SHARING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -124,11 +128,13 @@ class Flow:
         if self.block is None:
             return (*arrays, problem.heads)
         if weight not in self.shared:
-            heads = problem.heads
-            self.shared[weight] = np.ascontiguousarray(arrays[1].reshape(arrays[1].shape[0], heads, -1)
-                                                       .transpose(1, 0, 2))
-            if arrays[2] is not None:
-                self.shared[bias] = arrays[2].reshape(heads, -1)
+            with _SHARING:  # the first block of each worker may get here at once: one makes them
+                if weight not in self.shared:
+                    heads = problem.heads
+                    if arrays[2] is not None:
+                        self.shared[bias] = arrays[2].reshape(heads, -1)
+                    self.shared[weight] = np.ascontiguousarray(arrays[1].reshape(arrays[1].shape[0], heads, -1)
+                                                               .transpose(1, 0, 2))
         head = self.block.head
         return (self.block.take(arrays[0], ("batch", length, "width")), self.shared[weight][head],
                 None if arrays[2] is None else self.shared[bias][head], 1)

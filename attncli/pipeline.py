@@ -232,14 +232,10 @@ def _run_tasks(run: Callable[[Any], None], tasks: list, workers: int,
             if progress:
                 progress(done, total)
         return
-    # the first task alone: what it caches for every block is then only read by the workers
-    run(tasks[0])
-    if progress:
-        progress(1, total)
     with single_threaded_blas(), ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run, task) for task in tasks[1:]]
+        futures = [pool.submit(run, task) for task in tasks]
         try:
-            for done, future in enumerate(as_completed(futures), start=2):
+            for done, future in enumerate(as_completed(futures), start=1):
                 future.result()
                 if progress:
                     progress(done, total)

@@ -21,13 +21,11 @@ Rerun:  python benchmarks/attention.py [--repeat 5] [--lengths 1024 4096] [--aga
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import tracemalloc
@@ -156,18 +154,10 @@ class Worker:
         self.process.wait()
 
 
-def extract(ref: str, folder: Path) -> Path:
-    """The git ref's attncli/ package, written under ``folder`` (git archive); returns ``folder``."""
-    done = subprocess.run(["git", "archive", "--format=tar", ref, "attncli"], cwd=ROOT, capture_output=True)
-    if done.returncode != 0:
-        raise SystemExit(f"git archive {ref} attncli failed: {done.stderr.decode().strip()}")
-    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
-        tar.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-    return folder
-
-
 def side_by_side(ref: str, repeat: int, lengths: list[int]) -> None:
     """The --against run: this tree's attncli and the ref's, each in a worker, timed in turn round by round."""
+    from gitref import extract  # beside this script; the workers (run with -P) do not need it
+
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         workers = {"current": Worker(ROOT), "ref": Worker(extract(ref, Path(folder) / "ref"))}

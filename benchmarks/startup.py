@@ -16,16 +16,16 @@ Rerun:  python benchmarks/startup.py [--rounds 30] [--against REF]
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from gitref import extract
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIC = ROOT / "samples" / "classic.json"
@@ -106,16 +106,6 @@ def run_once(command: list[str], environment: dict[str, str] = ENVIRONMENT) -> f
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed: {done.stderr.decode()}")
     return elapsed
-
-
-def extract(ref: str, folder: Path) -> Path:
-    """The git ref's attncli/ package, written under ``folder`` (git archive); returns ``folder``."""
-    done = subprocess.run(["git", "archive", "--format=tar", ref, "attncli"], cwd=ROOT, capture_output=True)
-    if done.returncode != 0:
-        raise SystemExit(f"git archive {ref} attncli failed: {done.stderr.decode().strip()}")
-    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
-        tar.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-    return folder
 
 
 def interleaved(names: list[str], round_number: int) -> list[str]:
