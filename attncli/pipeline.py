@@ -85,7 +85,7 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
     The Trace drops the batch axis when x had none and the heads axis when heads == 1.
     Raises ProblemError when a step overflows its dtype.
     """
-    plan = _steps_plan(sizes_of(problem))
+    plan, meta = _layout(problem)
     flow = Flow(problem, slip)
     # Overflow is checked step by step below and reported by name, so numpy's warnings are noise.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -99,7 +99,27 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
              for name, (formula, index, axes) in plan.items() if wanted is None or name in wanted}
     # asked-for steps this problem lacks stay out, so Trace.select can say so
     available = tuple(plan) if wanted is not None else ()
-    return Trace(steps=steps, meta=TraceMeta.of(problem), warnings=_masked_row_warnings(problem), available=available)
+    return Trace(steps=steps, meta=meta, warnings=_masked_row_warnings(problem), available=available)
+
+
+# A stream of problems of one layout (JSON Lines) plans its steps once: the layout's key holds
+# everything the Sizes and the TraceMeta are made of, and is quicker to make than either.
+_LAYOUTS: dict[tuple, tuple[dict[str, tuple[str, tuple, tuple[str, ...]]], TraceMeta]] = {}
+
+
+def _layout(problem: Problem) -> tuple[dict[str, tuple[str, tuple, tuple[str, ...]]], TraceMeta]:
+    """The problem's steps (see _steps_plan) and its TraceMeta, made once per layout."""
+    w_out = problem.w_out
+    key = (problem.x.shape, problem.context.shape if problem.cross else None, problem.heads,
+           problem.w_query.shape[1], problem.w_value.shape[1], None if w_out is None else w_out.shape[1],
+           problem.scale, problem.mask is None, problem.mask_rule, problem.b_query is None, problem.b_key is None,
+           problem.b_value is None, problem.b_out is None, problem.batched, problem.cross, problem.x.dtype.char)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        if len(_LAYOUTS) > 256:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[key] = (_steps_plan(sizes_of(problem)), TraceMeta.of(problem))
+    return layout
 
 
 @functools.lru_cache(maxsize=128)
