@@ -6,7 +6,7 @@ Every number is read from the Trace or computed by the same stage functions the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,8 +17,7 @@ from attncli.stages import STEP_AXES
 from attncli.trace import Trace
 
 
-@dataclass(frozen=True)
-class Explanation:
+class Explanation(NamedTuple):
     """One query's row of one head and batch item.
 
     ``batch``/``head`` are None when the problem has no batch axis / a single head. Vectors:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,8 +21,7 @@ from attncli.problem import Problem
 _SHARING = threading.Lock()
 
 
-@dataclass(frozen=True)
-class Slip:
+class Slip(NamedTuple):
     """How to run the stages: right (the defaults), or with one of the structural slips that
     ``check`` knows: heads taken as interleaved columns, K·Qᵀ, softmax over the queries, softmaxᵀ·V."""
 
@@ -35,8 +34,7 @@ class Slip:
 RIGHT = Slip()
 
 
-@dataclass(frozen=True)
-class Block:
+class Block(NamedTuple):
     """A block of the blocked path: queries ``start:stop`` of batch item ``batch`` in head
     ``head`` (of ``heads``), which need keys ``0:k_stop`` only."""
 
@@ -50,9 +48,9 @@ class Block:
     def take(self, array: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
         """This block's part of ``array`` (one named axis per dimension; an axis of size 1 is
         broadcast, as a mask's may be), keeping every axis."""
-        return array[self.index(array.shape, axes)]
+        return array[self.slices(array.shape, axes)]
 
-    def index(self, shape: tuple[int, ...], axes: tuple[str, ...]) -> tuple[slice, ...]:
+    def slices(self, shape: tuple[int, ...], axes: tuple[str, ...]) -> tuple[slice, ...]:
         """The slices of this block in an array of ``shape`` with these named axes."""
         return tuple(self._span(axis, size) for axis, size in zip(axes, shape, strict=True))
 
@@ -86,7 +84,6 @@ def keys_needed(problem: Problem, start: int, stop: int) -> int:
     return min(k_len, stop) if problem.mask_rule == "causal" else k_len
 
 
-@dataclass
 class Flow:
     """One run of the stages: the ``problem``, the ``slip`` to make, the ``arrays`` later stages
     read (by slot), what each stage ``made`` (by name, for the Trace), and on the blocked path
@@ -96,15 +93,15 @@ class Flow:
     is exp2), the softmax in place and normalised after the product with V; its numbers agree
     with the plain arithmetic's to about 1e-15 relative (the last digit may differ)."""
 
-    problem: Problem
-    slip: Slip = RIGHT
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    made: dict[str, np.ndarray] = field(default_factory=dict)
-    block: Block | None = None
-    shared: dict[str, np.ndarray] = field(default_factory=dict)
-    fast: bool = False
-    fold: Callable[[np.ndarray], np.ndarray] = lambda queries: queries
-    power: Callable = np.exp
+    # a plain class: made once per problem of a stream, and per block
+    def __init__(self, problem: Problem, slip: Slip = RIGHT, *, block: Block | None = None,
+                 shared: dict[str, np.ndarray] | None = None, fast: bool = False,
+                 fold: Callable[[np.ndarray], np.ndarray] | None = None, power: Callable = np.exp):
+        self.problem, self.slip, self.block, self.fast, self.power = problem, slip, block, fast, power
+        self.shared = {} if shared is None else shared
+        self.fold = fold or (lambda queries: queries)
+        self.arrays: dict[str, np.ndarray] = {}
+        self.made: dict[str, np.ndarray] = {}
 
     def put(self, name: str, slot: str, array: np.ndarray) -> np.ndarray:
         """Keep what stage ``name`` made, for the Trace and, in ``slot``, for the stages after it."""

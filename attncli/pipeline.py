@@ -183,7 +183,7 @@ def _blocked_attention(
             contribution = flow.made[assembled.name]
             if not math.isfinite(np.add.reduce(contribution, axis=None)) and np.isnan(contribution).any():
                 _report_overflow(problem, block, shared)  # a score or logit overflowed: say which
-            merged[block.index(merged.shape, assembled.axes)] = contribution
+            merged[block.slices(merged.shape, assembled.axes)] = contribution
 
         _run_tasks(run, blocks, workers if len(blocks) > 1 else 1, progress)
         shared.clear()  # K and V are no longer needed: free them before the output projection

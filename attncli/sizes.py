@@ -6,15 +6,13 @@ sizes, and then the formulas are shown in their general form. Pure Python: no nu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from attncli.problem import Problem
 
 
-@dataclass(frozen=True)
-class Sizes:
+class Sizes(NamedTuple):
     """The sizes that fix every shape. ``batch`` None: x has no batch axis; ``context_len`` None:
     self-attention. ``scale`` None: only the sizes are known (no problem), so formulas are general;
     otherwise the problem's scale rule ("sqrt", "none" or a number) with its ``factor``, and

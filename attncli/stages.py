@@ -19,7 +19,7 @@ output (batch, q_len, d_out).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,8 +43,7 @@ from attncli.sizes import Sizes
 # --- the stages, in order ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Stage:
+class Stage(NamedTuple):
     """One stage: its ``name`` (a step of the trace when ``shown``), the ``axes`` of its array,
     the ``formula`` and ``how`` its shape comes about for given Sizes, whether a problem of those
     sizes has it as a step (``present``), which of its values must be finite (``checked``: "all",

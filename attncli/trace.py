@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -33,8 +32,7 @@ def present_shape(full_shape: tuple[int, ...], name: str, batched: bool, heads: 
     return tuple(size for axis, size in zip(STEP_AXES[name], full_shape, strict=True) if axis in axes)
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """One intermediate: its ``name``, the ``formula`` that made it, the ``array``
     and the name of each of its ``axes`` (as many as ``array.ndim``)."""
 
@@ -52,8 +50,7 @@ class Step:
 _DTYPE_NAMES = {"d": "float64", "f": "float32"}
 
 
-@dataclass(frozen=True)
-class TraceMeta:
+class TraceMeta(NamedTuple):
     """What a computation was: ``heads``, ``head_dim``, ``head_dim_v``, whether x had a batch axis
     (``batched``) and a separate context (``cross_attention``), the ``scale_rule`` ("sqrt",
     "none" or "number") and its ``scale_factor``, the ``mask`` rule (None, "causal", "array")
@@ -97,8 +94,7 @@ class TraceMeta:
         }
 
 
-@dataclass(frozen=True)
-class Trace:
+class Trace(NamedTuple):
     """Every step of one computation.
 
     ``steps`` maps step names to Steps in pipeline order; ``meta`` says what was computed
@@ -108,9 +104,9 @@ class Trace:
 
     steps: dict[str, Step]
     meta: TraceMeta
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
     # every step this problem has, computed or not (a trace of chosen steps holds fewer)
-    available: tuple[str, ...] = field(default=())
+    available: tuple[str, ...] = ()
 
     def select(self, names: Iterable[str] | None) -> list[Step]:
         """The named steps in pipeline order (all of them for None or empty).

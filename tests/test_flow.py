@@ -25,9 +25,9 @@ def test_a_block_takes_its_batch_item_head_queries_and_keys_keeping_every_axis()
     np.testing.assert_array_equal(BLOCK.take(mask, ("batch", "heads", "q_len", "k_len")), mask[:, :, 1:3, :4])
     # its head's columns of the heads side by side; an axis it does not know is taken whole
     concat = np.arange(2 * 4 * 6).reshape(2, 4, 6)
-    assert BLOCK.index(concat.shape, ("batch", "q_len", "heads*head_dim_v")) == (
+    assert BLOCK.slices(concat.shape, ("batch", "q_len", "heads*head_dim_v")) == (
         slice(1, 2), slice(1, 3), slice(4, 6))
-    assert BLOCK.index((2, 4, 7), ("batch", "q_len", "d_model")) == (slice(1, 2), slice(1, 3), slice(None))
+    assert BLOCK.slices((2, 4, 7), ("batch", "q_len", "d_model")) == (slice(1, 2), slice(1, 3), slice(None))
 
 
 def test_where_a_block_starts():

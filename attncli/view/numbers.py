@@ -6,11 +6,12 @@ No Rich here: lines of text that the console views print.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from attncli.explain import Explanation
+if TYPE_CHECKING:
+    from attncli.explain import Explanation
 
 # Past this many terms a sum shows its first and last few around "…".
 MAX_TERMS = 8
@@ -32,8 +33,7 @@ def format_number(value: float, precision: int, integers: bool = False) -> str:
     return f"{value:.{precision}f}"
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     """A heading and its lines."""
 
     heading: str

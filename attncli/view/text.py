@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from attncli.explain import Explanation
 from attncli.view.console import PipeAwareConsole, measure_width
 from attncli.view.numbers import explanation_sections
+
+if TYPE_CHECKING:
+    from attncli.explain import Explanation
 
 
 def print_shapes(rows: list, console: Console | None = None) -> None:
