@@ -13,7 +13,7 @@ import numpy as np
 from attncli.arithmetic import exponentials, row_shift
 from attncli.errors import ProblemError, option
 from attncli.problem import Problem
-from attncli.stages import STEP_AXES
+from attncli.stages import STEP_AXES, last_in_slot
 from attncli.trace import Trace
 
 
@@ -74,7 +74,8 @@ def explain_query(
 
     Raises ProblemError (naming the option) for an index out of range.
     """
-    q, k, v = _full(trace, "q"), _full(trace, "k"), _full(trace, "v")
+    # the arrays the scores and weights were made from: the last stage in each slot
+    q, k, v = (_full(trace, last_in_slot(slot, trace.steps)) for slot in ("q", "k", "v"))
     n_batch, n_heads, q_len, head_dim = q.shape
     k_len = k.shape[2]
     _check_index("batch", batch, n_batch, "batch item", "batch items")
@@ -84,7 +85,8 @@ def explain_query(
         _check_index("key", key, k_len, "key", "keys")
 
     scores = _full(trace, "scores")[batch, head, query]
-    logits = _full(trace, "logits")[batch, head, query] if "logits" in trace.steps else None
+    logits_step = last_in_slot("logits", trace.steps)
+    logits = None if logits_step is None else _full(trace, logits_step)[batch, head, query]
     allowed = np.ones(k_len, dtype=bool)
     if problem.mask is not None:
         mask = problem.mask

@@ -23,8 +23,9 @@ from attncli.sizes import Sizes, sizes_of
 from attncli.stages import STAGE, STAGES, STEP_AXES
 from attncli.trace import Step, Trace, TraceMeta, present_axes, present_shape
 
-# Steps that need no full score matrix: asked for alone, the scores are made block by block.
-LIGHT_STEPS = frozenset({"q", "k", "v", "concat", "output"})
+# Steps that need no full score matrix (none has both a query and a key axis): asked for alone,
+# the scores are made block by block.
+LIGHT_STEPS = frozenset(name for name, axes in STEP_AXES.items() if not {"q_len", "k_len"} <= set(axes))
 # Below this many score cells per problem, blocks and threads cost more than they save.
 BLOCKED_MIN_CELLS = 1 << 18
 # The scores of one block take about this much memory per worker: large enough that each product

@@ -18,7 +18,7 @@ output (batch, q_len, d_out).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -195,6 +195,13 @@ STAGES: tuple[Stage, ...] = (
 )
 
 STAGE = {stage.name: stage for stage in STAGES}
+def last_in_slot(slot: str, names: Iterable[str]) -> str | None:
+    """Of the stages named in ``names`` (a trace's steps), the last that fills ``slot``: the Q the
+    scores were made from is the last stage in slot q (a rotation's, when there is one)."""
+    present = set(names)
+    return next((stage.name for stage in reversed(STAGES) if stage.slot == slot and stage.name in present), None)
+
+
 # Axes that count heads: a Trace leaves them out for a single head (grouped-query attention's
 # key/value heads would join them).
 HEAD_AXES = frozenset({"heads"})
