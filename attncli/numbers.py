@@ -88,7 +88,7 @@ def as_array(name: str, value: Any, ranks: tuple[int, ...]) -> np.ndarray:
     if 0 in shape:
         raise ProblemError(f"{name} is empty (shape {shape_text(shape)})", {name: shape})
     array = float_array(name, value)
-    check_finite(name, array)
+    refuse_non_finite(name, array)
     return array
 
 
@@ -115,11 +115,11 @@ def _find_huge_integer(value: Any, path: list[int]) -> list[int] | None:
     return path if isinstance(value, int) and abs(value) > _FLOAT64_MAX else None
 
 
-def check_finite(name: str, array: np.ndarray) -> None:
+def refuse_non_finite(name: str, array: np.ndarray) -> None:
     """ProblemError naming the first NaN or infinite cell of ``array``, if it has one."""
     # a finite sum means every cell is finite: one reduction in the usual case (a sum too large
     # for float64 just takes the cell-by-cell test)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # ±1e308 + ∓1e308 overflows to inf − inf
         if math.isfinite(np.add.reduce(array, axis=None)):
             return
     bad = np.argwhere(~np.isfinite(array))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from typing import Any
 
 import numpy as np
@@ -175,16 +175,36 @@ def _blocked_attention(
                         keys_needed(problem, start, min(start + block_rows, q_len)))
                   for b in range(batch) for h in range(heads) for start in range(0, q_len, block_rows)]
 
+        # the largest |key| of each head, for a bound on its scores (see overflow_possible)
+        key_peaks = np.abs(shared["k"]).max(axis=(-2, -1), keepdims=True)
+        fold_factor = float(np.abs(fold(np.ones(1, dtype=problem.x.dtype)))[0])
+        largest = float(np.finfo(problem.x.dtype).max)
+
+        def overflow_possible(flow: Flow) -> bool:
+            # |q·k| <= head_dim·max|q|·max|k| (Cauchy-Schwarz): far below the largest float, no score
+            # or logit of this block overflowed, and the pass over every score that would prove it is saved
+            queries, keys = flow.made["q"], flow.arrays["k"]
+            peak_key = float(block_peak(flow.block, key_peaks))
+            return keys.shape[-1] * fold_factor * float(np.abs(queries).max()) * peak_key >= largest / 4
+
+        def block_peak(block: Block, peaks: np.ndarray) -> np.ndarray:
+            return block.take(peaks, STAGE["k"].axes).max()
+
         def run(block: Block) -> None:
-            flow = _block_flow(problem, block, shared, fast=True, fold=fold, power=power)
-            for stage in block_stages:
-                array = flow.put(stage.name, stage.slot, stage.run(flow))
-                if stage.checked == "all" and not math.isfinite(np.add.reduce(array, axis=None)):
-                    _report_overflow(problem, block, shared)
-            contribution = flow.made[assembled.name]
-            if not math.isfinite(np.add.reduce(contribution, axis=None)) and np.isnan(contribution).any():
-                _report_overflow(problem, block, shared)  # a score or logit overflowed: say which
-            merged[block.slices(merged.shape, assembled.axes)] = contribution
+            # numpy's error state is per thread: the workers set their own
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                flow = _block_flow(problem, block, shared, fast=True, fold=fold, power=power)
+                plain = False
+                for stage in block_stages:
+                    array = flow.put(stage.name, stage.slot, stage.run(flow))
+                    plain = plain or (stage.checked == "all" and not math.isfinite(np.add.reduce(array, axis=None)))
+                contribution = flow.made[assembled.name]
+                if plain or overflow_possible(flow) or (not math.isfinite(np.add.reduce(contribution, axis=None))
+                                                       and np.isnan(contribution).any()):
+                    # run the block again plainly: it names the step and cell that overflowed, as the
+                    # full path does, or gives the numbers when only the fast arithmetic overflowed
+                    contribution = _plain_block(problem, block, shared)[assembled.name]
+                merged[block.slices(merged.shape, assembled.axes)] = contribution
 
         _run_tasks(run, blocks, workers if len(blocks) > 1 else 1, progress)
         shared.clear()  # K and V are no longer needed: free them before the output projection
@@ -211,9 +231,9 @@ def _block_flow(problem: Problem, block: Block, shared: dict[str, np.ndarray], *
     return flow
 
 
-def _report_overflow(problem: Problem, block: Block, shared: dict[str, np.ndarray]) -> None:
-    """Run this block again with the plain arithmetic, checking each step as the full path does,
-    to raise the ProblemError that names the step and the cell that overflowed."""
+def _plain_block(problem: Problem, block: Block, shared: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run this block's stages with the plain arithmetic (the full path's), checking each step as
+    the full path does: a ProblemError names the step and cell that overflowed; else what each made."""
     flow = _block_flow(problem, block, shared)
     sizes = sizes_of(problem)
     for stage in STAGES:
@@ -222,6 +242,7 @@ def _report_overflow(problem: Problem, block: Block, shared: dict[str, np.ndarra
         array = flow.put(stage.name, stage.slot, stage.run(flow))
         if stage.checked and stage.present(sizes):
             check_finite(stage.name, array, problem, flow.allowed if stage.checked == "allowed" else None, block)
+    return flow.made
 
 
 def _query_fold(problem: Problem, log2: bool) -> Callable[[np.ndarray], np.ndarray]:
@@ -245,7 +266,9 @@ def _query_fold(problem: Problem, log2: bool) -> Callable[[np.ndarray], np.ndarr
 def _run_tasks(run: Callable[[Any], None], tasks: list, workers: int,
                progress: Callable[[int, int], None] | None) -> None:
     """Run every task, on ``workers`` threads when more than one (numpy releases the GIL in its
-    products and ufuncs), reporting progress as tasks finish; the first error is raised."""
+    products and ufuncs), reporting progress as tasks finish. On an error the tasks not started
+    are cancelled, and the error of the earliest task is raised: the same one whichever thread
+    got there first, and for blocks the first cell in the full path's order."""
     total = len(tasks)
     if workers <= 1:
         for done, task in enumerate(tasks, start=1):
@@ -260,6 +283,13 @@ def _run_tasks(run: Callable[[Any], None], tasks: list, workers: int,
                 future.result()
                 if progress:
                     progress(done, total)
+        except ProblemError:
+            for future in futures:
+                future.cancel()
+            # every task before the one that failed had started: wait for them, raise the earliest error
+            wait(futures)
+            raise next(future.exception() for future in futures
+                       if not future.cancelled() and future.exception() is not None) from None
         except BaseException:
             for future in futures:
                 future.cancel()

@@ -67,7 +67,18 @@ class Problem:
     def astype(self, dtype: Any) -> Problem:
         """The same problem with every array in ``dtype`` (float32 to match a framework's float32 numbers)."""
         names = ("x", "context", "w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out")
-        changed = {name: getattr(self, name).astype(dtype) for name in names if getattr(self, name) is not None}
+        changed = {}
+        with np.errstate(over="ignore"):  # a value beyond the new dtype's range is refused below, by name
+            for name in names:
+                if getattr(self, name) is not None:
+                    changed[name] = getattr(self, name).astype(dtype)
+                    if not np.isfinite(changed[name]).all():
+                        where = [int(i) for i in np.argwhere(~np.isfinite(changed[name]))[0]]
+                        if name in ("x", "context") and not self.batched:
+                            where = where[1:]  # the batch axis the document did not have
+                        largest = f"{float(np.finfo(dtype).max):.1e}".replace("e+", "e")
+                        raise ProblemError(f"{name}{index_text(where)} is beyond {np.dtype(dtype).name}'s "
+                                           f"range (±{largest}); compute in float64", key=name)
         if self.context is self.x:
             changed["context"] = changed["x"]  # self-attention stays one array
         return dataclasses.replace(self, **changed)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
 
 from attncli.errors import ProblemError
-from attncli.numbers import as_array, check_finite, counted, float_array, index_text, nested_shape, shape_text
+from attncli.numbers import as_array, counted, float_array, index_text, nested_shape, refuse_non_finite, shape_text
 
 NUMBERS = (int, float)
 
@@ -107,11 +108,18 @@ def test_float_array_finds_the_integer_too_large():
 
 
 def test_check_finite_names_the_first_bad_cell():
-    check_finite("x", np.array([[1.0, -2.0], [1e308, 1e308]]))  # a sum beyond float64 is no bad cell
+    refuse_non_finite("x", np.array([[1.0, -2.0], [1e308, 1e308]]))  # a sum beyond float64 is no bad cell
     array = np.ones((2, 3, 2))
     array[1, 2, 0] = math.nan
     array[1, 2, 1] = math.inf
-    assert error_of(check_finite, "k", array).message == "k[1][2][0] is NaN; every value must be a finite number"
+    assert error_of(refuse_non_finite, "k", array).message == "k[1][2][0] is NaN; every value must be a finite number"
     array[1, 2, 0] = 0.0
-    assert error_of(check_finite, "k", array).message == \
+    assert error_of(refuse_non_finite, "k", array).message == \
         "k[1][2][1] is infinite (beyond ±1.8e308); every value must be a finite number"
+
+
+def test_opposite_huge_values_are_finite_and_warn_nothing():
+    # ±1e308 + ∓1e308 in the quick sum is inf − inf: numpy would warn "invalid value"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        refuse_non_finite("v", np.array([[1e308, 1e308], [-1e308, -1e308]]))

@@ -5,6 +5,7 @@ memory estimate."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -419,3 +420,67 @@ def test_each_batch_item_is_computed_as_if_alone(document):
             alone["mask"] = {2: mask, 3: mask[chosen], 4: mask[chosen:chosen + 1]}[mask.ndim].tolist()
         single = attention(problem_from_document(alone)).steps["output"].array
         np.testing.assert_allclose(single, batched[item], rtol=1e-12, atol=1e-12)
+
+
+# --- the blocked path near the edges of the float range (from review) -----------------------------
+
+def _blocked(problem, monkeypatch, rows=7):
+    import attncli.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "BLOCKED_MIN_CELLS", 0)
+    monkeypatch.setattr(pipeline, "BLOCK_ROWS", rows)
+    return pipeline.attention(problem, ["output"], workers=2)
+
+
+def _overflow_message(run):
+    with pytest.raises(ProblemError) as caught:
+        run()
+    return caught.value.message
+
+
+def test_blocked_workers_print_no_numpy_warnings(monkeypatch):
+    # numpy's error state is per thread: each worker sets its own, or values near ±1.8e308 warn
+    rng = np.random.default_rng(2)
+    problem = problem_from_document({
+        "x": rng.uniform(0.5, 1.0, (40, 4)).tolist(), "w_query": rng.normal(size=(4, 4)).tolist(),
+        "w_key": rng.normal(size=(4, 4)).tolist(), "w_value": np.full((4, 4), 1e305).tolist(), "heads": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        blocked = _blocked(problem, monkeypatch)
+    np.testing.assert_allclose(blocked.steps["output"].array, attention(problem).steps["output"].array, rtol=1e-12)
+
+
+def test_an_overflow_of_the_fast_arithmetic_alone_gives_the_plain_numbers(monkeypatch):
+    # float32 Q near its largest value: Q × log2(e) overflows where Q·K and the scale do not
+    rng = np.random.default_rng(9)
+    problem = problem_from_document({"x": rng.uniform(0.9, 1.0, (40, 1)).tolist(), "w_query": [[3.0e38]],
+                                     "w_key": [[1e-30]], "w_value": [[1.0]]}).astype("float32")
+    full = attention(problem).steps["output"].array
+    blocked = _blocked(problem, monkeypatch).steps["output"].array
+    assert np.isfinite(full).all() and full.min() > 0.9
+    np.testing.assert_allclose(blocked, full, rtol=1e-6)
+
+
+def test_an_allowed_score_overflowing_to_minus_infinity_is_an_error_on_both_paths(monkeypatch):
+    rng = np.random.default_rng(5)
+    context = rng.uniform(0.5, 1.0, (30, 2))
+    context[::2] *= -1e3  # even keys: scores of −1e310
+    problem = problem_from_document({
+        "x": rng.uniform(0.5, 1.0, (30, 2)).tolist(), "context": context.tolist(),
+        "w_query": np.full((2, 2), 1e154).tolist(), "w_key": np.full((2, 2), 1e153).tolist(),
+        "w_value": rng.normal(size=(2, 2)).tolist()})
+    full = _overflow_message(lambda: attention(problem))
+    assert full == ("scores overflows float64 at (q_len 0, k_len 0): beyond ±1.8e308; "
+                    "scale the inputs or weights down")
+    assert _overflow_message(lambda: _blocked(problem, monkeypatch)) == full
+
+
+def test_the_blocked_path_names_the_full_paths_cell_whichever_block_fails_first(monkeypatch):
+    rng = np.random.default_rng(4)
+    problem = problem_from_document({
+        "x": rng.normal(size=(60, 4)).tolist(), "w_query": np.full((4, 4), 1e154).tolist(),
+        "w_key": np.full((4, 4), 1e154).tolist(), "w_value": rng.normal(size=(4, 4)).tolist(), "heads": 2})
+    full = _overflow_message(lambda: attention(problem))
+    assert full.startswith("scores overflows float64 at (heads 0, q_len 0, k_len 0)")
+    for _ in range(5):
+        assert _overflow_message(lambda: _blocked(problem, monkeypatch, rows=4)) == full

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,15 @@ def test_scale_factor_follows_the_rule():
 def test_about_is_allowed_and_ignored():
     problem = problem_from_document({**BASE, "about": "a note"})
     assert problem.x.shape == (1, 3, 4)
+
+
+def test_a_value_beyond_float32_is_refused_by_name_when_computing_in_float32():
+    problem = problem_from_document({"x": [[1.0, 1e39]], "w_query": [[1], [1]], "w_key": [[1], [1]],
+                                     "w_value": [[1], [1]]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "overflow encountered in cast" beside the error
+        with pytest.raises(ProblemError) as caught:
+            problem.astype("float32")
+    assert caught.value.message == "x[0][1] is beyond float32's range (±3.4e38); compute in float64"
+    assert problem_from_document({"x": [[1.0, 2.0]], "w_query": [[1], [1]], "w_key": [[1], [1]],
+                                  "w_value": [[1], [1]]}).astype("float32").x.tolist() == [[[1.0, 2.0]]]
