@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from attncli.errors import ProblemError
+from attncli.errors import ProblemError, option
 from attncli.request import CheckRequest, ComputeRequest, Given, ShapesRequest, Shown, check_options, is_lines
 
 if TYPE_CHECKING:
@@ -75,6 +75,8 @@ def compute(problem: Problem, steps: list[str] | None = None, source: str = "") 
 
     try:
         with blaming(source, always=True):
+            # output steps need no room for the scores when they are made in blocks, and are small
+            # when they are not: only a trace of every step is measured against the free memory
             if steps and set(steps) <= LIGHT_STEPS:
                 from attncli.view import progress_bar
 
@@ -84,8 +86,8 @@ def compute(problem: Problem, steps: list[str] | None = None, source: str = "") 
                 check_memory(problem, source)
                 trace = attention(problem, steps)
     except MemoryError:
-        raise ProblemError("is too large for this machine's memory (try --step output, or a smaller problem)",
-                           source=source) from None
+        raise ProblemError(f"is too large for this machine's memory (try {option('step')} output, "
+                           "or a smaller problem)", source=source) from None
     for warning in trace.warnings:
         warn(source, warning)
     return trace
@@ -99,8 +101,8 @@ def check_memory(problem: Problem, source: str) -> None:
     needed, available = full_trace_bytes(problem), available_memory()
     if available is not None and needed > available:
         raise ProblemError(f"every step of this problem needs about {needed / 2**30:.1f} GiB, but "
-                           f"{available / 2**30:.1f} GiB is free: ask for --step output (computed in blocks), "
-                           "or give a smaller problem", source=source)
+                           f"{available / 2**30:.1f} GiB is free: ask for {option('step')} output (computed in "
+                           "blocks), or give a smaller problem", source=source)
 
 
 def warn(source: str, warning: str) -> None:

@@ -1,4 +1,5 @@
-"""The arithmetic of attention's stages: pure functions on numpy arrays.
+"""The arithmetic of attention's stages: functions of numpy arrays (and, for the scale and the
+output projection, of the Problem that holds them), with no side effects.
 
 Each works on arrays with any leading axes, so the same function serves the whole problem
 (batch, heads, q_len, …) and the blocked path's block of queries of one head. The stage

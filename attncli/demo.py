@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from attncli.flow import Slip
+from attncli.pipeline import full_attention
 from attncli.problem import Problem
 from attncli.trace import Trace
 
@@ -93,15 +95,13 @@ def walkthrough(problem: Problem, trace: Trace) -> tuple[list[Section], str]:
             ((Matrix("output", arrays["output"], "token", "dim"),),),
         ),
     ]
-    return sections, mistake_warning(arrays["softmax"], arrays["v"], arrays["output"])
+    return sections, mistake_warning(problem, arrays["output"])
 
 
-def mistake_warning(weights: np.ndarray, values: np.ndarray, output: np.ndarray) -> str:
-    """The closing warning: what summing over the query axis (softmaxᵀ·V) would print instead.
-
-    ``weights`` (q_len, k_len), ``values`` (k_len, dim), ``output`` (q_len, dim).
-    """
-    wrong = weights.T @ values
+def mistake_warning(problem: Problem, output: np.ndarray) -> str:
+    """The closing warning: what summing over the query axis (softmaxᵀ·V) would print instead of
+    ``output`` (q_len, dim): the stages run with that slip."""
+    wrong = full_attention(problem, slip=Slip(weights_transposed=True)).steps["output"].array
     return (
         "Beware: published code for this very example sums the weighted values over the query "
         "axis, which computes softmaxᵀ·V; its first row would read "

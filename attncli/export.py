@@ -1,4 +1,5 @@
-"""Machine-readable forms of a Trace: strict JSON, CSV, NPZ. Pure: text and bytes, no files."""
+"""What a Trace becomes in a file or a pipe: strict JSON, CSV, NPZ, and `render`, which dispatches
+any output format (the table too) through the registry in formats.py. Pure: text and bytes, no files."""
 
 from __future__ import annotations
 

@@ -90,8 +90,9 @@ class Flow:
     the ``block`` it covers, with ``shared`` (what every block of the run reads: the arrays made
     once, the heads' weights, V with a column of ones). ``fast``
     is the blocked path's arithmetic: ``fold`` applied to Q (the scale, and log2 e when ``power``
-    is exp2), the softmax in place and normalised after the product with V; its numbers agree
-    with the plain arithmetic's to about 1e-15 relative (the last digit may differ)."""
+    is exp2), the softmax in place and normalised after the product with V; its output agrees
+    with the plain arithmetic's to rounding (about 1e-15 of its size in float64; a cell near 0
+    may differ more relative to itself)."""
 
     # a plain class: made once per problem of a stream, and per block
     def __init__(self, problem: Problem, slip: Slip = RIGHT, *, block: Block | None = None,

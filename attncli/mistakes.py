@@ -18,7 +18,7 @@ from attncli.errors import ProblemError
 from attncli.flow import RIGHT, Slip
 from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL
 from attncli.pipeline import full_attention
-from attncli.problem import Problem
+from attncli.problem import Problem, causal_mask
 from attncli.trace import Trace
 
 # A user's logit this low where attncli has −∞ is a mask too (masked_fill(-1e9) is common): e^-1e4 is 0.
@@ -231,7 +231,7 @@ def variants(problem: Problem) -> Iterator[tuple[Mistake, dict[str, np.ndarray]]
         yield MISTAKES["mask_ignored"], traced(replace(problem, mask=None, mask_rule=None))
     else:
         q_len, k_len = problem.x.shape[1], problem.context.shape[1]
-        causal = np.tri(q_len, k_len, dtype=bool)[None, None]
+        causal = causal_mask(q_len, k_len)
         yield MISTAKES["causal_not_asked"], traced(replace(problem, mask=causal, mask_rule="causal"))
     transposed = _transposed_weights(problem)
     if transposed is not None:

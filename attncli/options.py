@@ -95,7 +95,7 @@ Mask = Annotated[str | None, _matrix("mask")]
 Steps = Annotated[
     list[str] | None,
     typer.Option("--step", "-s", metavar="NAME",
-                 help="Show only this step (repeatable): q k v scores logits softmax concat output."),
+                 help=f"Show only this step (repeatable): {' '.join(STEP_NAMES)}."),
 ]
 TraceFormat = Annotated[
     str | None,

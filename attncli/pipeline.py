@@ -1,8 +1,8 @@
 """Run the stages: the whole trace, or the output alone a block of queries at a time.
 
-The arithmetic lives in stages.py; this module decides which path a problem takes, checks every
-step for overflow, and packs the results into a Trace. No I/O and no printing: problems are
-reported by raising ProblemError.
+The stages are defined in stages.py (their arithmetic in arithmetic.py); this module decides
+which path a problem takes, checks every step for overflow, and packs the results into a Trace.
+No I/O and no printing: problems are reported by raising ProblemError.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from attncli.arithmetic import scaled
 from attncli.blas import single_threaded_blas
 from attncli.errors import ProblemError
 from attncli.flow import RIGHT, Block, Flow, Slip, keys_needed, share_values_with_ones
 from attncli.problem import Problem
-from attncli.sizes import Sizes, sizes_of
+from attncli.sizes import Sizes, layout_key, sizes_of
 from attncli.stages import STAGE, STAGES, STEP_AXES
 from attncli.trace import Step, Trace, TraceMeta, present_axes, present_shape
 
@@ -49,7 +50,7 @@ def attention(
     computation to about 1e-15 relative in float64 (the last digit may differ).
     """
     wanted = tuple(steps) if steps else None
-    if wanted is not None and set(wanted) <= LIGHT_STEPS and _blocked_pays(problem):
+    if blocked_path(problem, wanted):
         return _blocked_attention(problem, wanted, progress, workers)
     return full_attention(problem, wanted)
 
@@ -103,18 +104,13 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
     return Trace(steps=steps, meta=meta, warnings=_masked_row_warnings(problem), available=available)
 
 
-# A stream of problems of one layout (JSON Lines) plans its steps once: the layout's key holds
-# everything the Sizes and the TraceMeta are made of, and is quicker to make than either.
+# A stream of problems of one layout (JSON Lines) plans its steps once, by sizes.layout_key.
 _LAYOUTS: dict[tuple, tuple[dict[str, tuple[str, tuple, tuple[str, ...]]], TraceMeta]] = {}
 
 
 def _layout(problem: Problem) -> tuple[dict[str, tuple[str, tuple, tuple[str, ...]]], TraceMeta]:
     """The problem's steps (see _steps_plan) and its TraceMeta, made once per layout."""
-    w_out = problem.w_out
-    key = (problem.x.shape, problem.context.shape if problem.cross else None, problem.heads,
-           problem.w_query.shape[1], problem.w_value.shape[1], None if w_out is None else w_out.shape[1],
-           problem.scale, problem.mask is None, problem.mask_rule, problem.b_query is None, problem.b_key is None,
-           problem.b_value is None, problem.b_out is None, problem.batched, problem.cross, problem.x.dtype.char)
+    key = layout_key(problem)
     layout = _LAYOUTS.get(key)
     if layout is None:
         if len(_LAYOUTS) > 256:
@@ -248,16 +244,11 @@ def _plain_block(problem: Problem, block: Block, shared: dict[str, np.ndarray]) 
 def _query_fold(problem: Problem, log2: bool) -> Callable[[np.ndarray], np.ndarray]:
     """What the blocked path does to Q instead of scaling every score: the scale (÷√head_dim, or
     × the factor), and × log2(e) when the exponentials are powers of 2."""
-    dtype = problem.x.dtype
-    root = np.sqrt(np.asarray(problem.head_dim, dtype=dtype))
-    factor = np.asarray(problem.scale_factor, dtype=dtype)
-    log2_e = np.asarray(np.log2(np.e), dtype=dtype)
+    log2_e = np.asarray(np.log2(np.e), dtype=problem.x.dtype)
 
     def fold(queries: np.ndarray) -> np.ndarray:
-        if problem.scale == "sqrt":
-            queries = queries / root
-        elif problem.scale_factor != 1.0:
-            queries = queries * factor
+        # scaled() is the logits stage's own scaling, here of Q: (q/√d)·k = (q·k)/√d up to rounding
+        queries = scaled(queries, problem)
         return queries * log2_e if log2 else queries
 
     return fold

@@ -215,6 +215,12 @@ def problem_from_document(
     )
 
 
+def causal_mask(q_len: int, k_len: int) -> np.ndarray:
+    """Query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does:
+    bool (1, 1, q_len, k_len), True = may attend."""
+    return np.tri(q_len, k_len, dtype=bool)[None, None]
+
+
 def parse_scale(value: Any) -> str | float:
     """Return "sqrt", "none" or a positive finite float; a numeric string counts as a number."""
     if isinstance(value, str):
@@ -321,7 +327,7 @@ def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[n
     if isinstance(value, str):
         if value.strip().lower() == "causal":
             # query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does
-            return np.tri(q_len, k_len, dtype=bool)[None, None], "causal"
+            return causal_mask(q_len, k_len), "causal"
         raise ProblemError(
             f"mask is {value!r}; use \"causal\" or an array of 0/1 (1 = may attend){closest(value, ('causal',))}",
             key="mask",

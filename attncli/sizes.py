@@ -79,6 +79,18 @@ class Sizes(NamedTuple):
         }
 
 
+def layout_key(problem: Problem) -> tuple:
+    """Everything sizes_of and TraceMeta.of read from a problem, as a tuple quicker to make than
+    either: problems with equal keys have equal Sizes and metadata. A new field either reads must
+    join it (a test holds the three together)."""
+    w_out = problem.w_out
+    return (problem.x.shape, problem.context.shape if problem.cross else None, problem.heads,
+            problem.w_query.shape[1], problem.w_key.shape[1], problem.w_value.shape[1],
+            None if w_out is None else w_out.shape[1], problem.scale, problem.mask is None, problem.mask_rule,
+            problem.b_query is None, problem.b_key is None, problem.b_value is None, problem.b_out is None,
+            problem.batched, problem.cross, problem.x.dtype.char)
+
+
 def sizes_of(problem: Problem) -> Sizes:
     """The Sizes (and scale, mask and biases) of a validated Problem."""
     batch, seq_len, d_model = problem.x.shape

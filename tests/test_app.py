@@ -101,7 +101,8 @@ def test_compute_turns_a_memory_error_into_one_naming_the_source(monkeypatch):
 
     monkeypatch.setattr(pipeline, "attention", too_large)
     error = problem_error(app.compute, app.load(Given(str(CLASSIC))).problem, None, "big.json")
-    assert (error.source, error.message) == (
+    # the message names the field; the CLI shows it as its flag
+    assert (error.source, error.render(lambda field: f"--{field}")) == (
         "big.json", "is too large for this machine's memory (try --step output, or a smaller problem)")
 
 

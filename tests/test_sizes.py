@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 from conftest import SAMPLES
+from hypothesis import given, settings
+from test_properties import problems
 
 from attncli.problem import problem_from_document
 from attncli.sizes import Sizes, sizes_of
@@ -60,3 +63,17 @@ def test_a_sqrt_scale_of_one_head_dim_is_no_scaling():
                                      "w_value": [[2.0], [1.0]]})
     sizes = sizes_of(problem)
     assert (sizes.scale, sizes.factor, sizes.scaled, sizes.head_dim) == ("sqrt", 1.0, False, 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems())
+def test_problems_of_one_layout_key_have_one_sizes_and_metadata(document):
+    # JSON Lines plans a stream's steps once per layout_key: what the key leaves out must not matter
+    from attncli.pipeline import _layout, _steps_plan
+    from attncli.sizes import layout_key
+    from attncli.trace import TraceMeta
+
+    problem = problem_from_document(document)
+    for changed in (problem, dataclasses.replace(problem, x=problem.x * 2.0, context=problem.context * 2.0)):
+        assert layout_key(changed) == layout_key(problem)
+        assert _layout(changed) == (_steps_plan(sizes_of(changed)), TraceMeta.of(changed))
