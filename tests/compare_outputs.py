@@ -250,17 +250,26 @@ def compare(case: Case, current: Tree, reference: Tree) -> Case:
 
 
 def numeric_agreement(mine: object, yours: object) -> float | None:
-    """The largest relative difference between two JSON documents of the same structure, strings
-    and the rest equal; None when their structure or non-numbers differ."""
-    if isinstance(mine, dict) and isinstance(yours, dict) and mine.keys() == yours.keys():
-        parts = [numeric_agreement(mine[key], yours[key]) for key in mine]
-    elif isinstance(mine, list) and isinstance(yours, list) and len(mine) == len(yours):
-        parts = [numeric_agreement(a, b) for a, b in zip(mine, yours, strict=True)]
-    elif isinstance(mine, float) and isinstance(yours, float):
-        return abs(mine - yours) / max(abs(mine), abs(yours), 1e-300)
-    else:
-        return 0.0 if mine == yours else None
-    return None if None in parts else max(parts, default=0.0)
+    """The largest difference between the numbers of two JSON documents of the same structure
+    (strings and the rest equal), relative to the largest magnitude among them, as the blocked
+    path promises agreement (a cell near 0 may differ more relative to itself); None when their
+    structure or non-numbers differ."""
+    pairs: list[tuple[float, float]] = []
+
+    def walk(a: object, b: object) -> bool:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return a.keys() == b.keys() and all(walk(a[key], b[key]) for key in a)
+        if isinstance(a, list) and isinstance(b, list):
+            return len(a) == len(b) and all(walk(x, y) for x, y in zip(a, b, strict=True))
+        if isinstance(a, float) and isinstance(b, float):
+            pairs.append((a, b))
+            return True
+        return a == b
+
+    if not walk(mine, yours):
+        return None
+    scale = max((max(abs(a), abs(b)) for a, b in pairs), default=0.0)
+    return max((abs(a - b) for a, b in pairs), default=0.0) / scale if scale else 0.0
 
 
 def main() -> int:
