@@ -91,12 +91,14 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
     flow = Flow(problem, slip)
     # Overflow is checked step by step below and reported by name, so numpy's warnings are noise.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        made, arrays = flow.made, flow.arrays
         for stage in STAGES:
-            array = flow.put(stage.name, stage.slot, stage.run(flow))
-            shown = plan.get(stage.name)
-            if shown is not None and stage.checked:
+            # Flow.put, written out: this loop runs once per problem of a JSON Lines stream
+            name = stage.name
+            array = made[name] = arrays[stage.transforms or name] = stage.run(flow)
+            if stage.checked and name in plan:
                 # a masked score may overflow: it is never used
-                check_finite(stage.name, array, problem, flow.allowed if stage.checked == "allowed" else None)
+                check_finite(name, array, problem, flow.allowed if stage.checked == "allowed" else None)
     steps = {name: Step(name, formula, flow.made[name][index], axes)
              for name, (formula, index, axes) in plan.items() if wanted is None or name in wanted}
     # asked-for steps this problem lacks stay out, so Trace.select can say so
