@@ -26,7 +26,17 @@ from attncli import formats
 from attncli.errors import ProblemError, option
 from attncli.keys import FILE_KEYS, STEP_NAMES
 from attncli.numbers import float_array, nested_shape
-from attncli.sources import BOM, STDIN_NAME, Reading, decode_text, open_binary, read_bytes, source_name, stdin_stream
+from attncli.sources import (
+    BOM,
+    STDIN_NAME,
+    Reading,
+    decode_text,
+    open_binary,
+    read_bytes,
+    require_existing,
+    source_name,
+    stdin_stream,
+)
 from attncli.wording import closest, describe
 
 OPTIONS_FILE = "problem.json"
@@ -112,6 +122,7 @@ def read_problem(path: str, stdin: BinaryIO | None = None) -> Inputs:
     arrays, or a folder of one file per matrix (x.csv, w_query.npy, …) with an optional
     problem.json for the options."""
     source = source_name(path)
+    require_existing(path)
     if path != "-" and Path(path).is_dir():
         return read_folder(Path(path))
     reading = Reading(path, "problem", stdin)
@@ -179,6 +190,7 @@ def read_matrix(path: str, stdin: BinaryIO | None = None, key: str = "", allow_o
     """One matrix from a .csv/.tsv, .json (a bare array; an object too with ``allow_object``) or
     .npy file, or ``-``: nested lists or an array, validated later as the document's ``key`` (a
     mask's CSV may say true/false; with ``masked``, a CSV may hold -inf, a masked logit)."""
+    require_existing(path)
     reading = Reading(path, "matrix", stdin, key, allow_object, masked)
     if path != "-" and reading.suffix not in formats.input_suffixes("matrix"):
         raise ProblemError(f"unknown extension {reading.suffix or '(none)'!r} for a matrix: "

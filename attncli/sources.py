@@ -4,6 +4,7 @@ its text, and what a reader named in the registry (attncli.formats) is given to 
 from __future__ import annotations
 
 import io
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,20 @@ def read_bytes(path: str, stdin: BinaryIO | None = None) -> bytes:
     if len(data) > MAX_INPUT_BYTES:
         raise ProblemError(f"is larger than {MAX_INPUT_BYTES // 1024**3} GiB")
     return data
+
+
+def require_existing(path: str) -> None:
+    """ProblemError ``no such file`` (``no such folder`` for a path ending in ``/``) when nothing is
+    at ``path``; standard input (``-``) and anything that is there pass. Checked before a reader is
+    chosen by suffix, so a missing file is not called an unknown kind of file."""
+    if path == "-":
+        return
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ProblemError("no such folder" if path.endswith(("/", os.sep)) else "no such file") from None
+    except OSError:
+        pass  # e.g. permission denied: opening it says so
 
 
 def open_binary(path: str) -> BinaryIO:

@@ -360,6 +360,20 @@ def test_unknown_problem_extension(tmp_path):
                           "(single matrices go in --x, --w-query, …)")
 
 
+@pytest.mark.parametrize(("given", "message"), [
+    ("nonexistent", "no such file"),
+    ("nonexistent.json", "no such file"),
+    ("nonexistent.csv", "no such file"),
+    ("missing_dir/", "no such folder"),
+    ("missing_dir/x.json", "no such file"),
+])
+def test_a_missing_input_is_named_missing_not_an_unknown_kind(tmp_path, given, message):
+    path = f"{tmp_path}/{given}"
+    assert_one_line_error(run("compute", path), f"{path}: {message}")
+    assert_one_line_error(run("compute", SAMPLES / "classic.json", "--x", path), f"{path}: {message}")
+    assert_one_line_error(run("check", SAMPLES / "classic.json", "-e", path), f"{path}: {message}")
+
+
 def test_folder_errors_name_the_file_at_fault(tmp_path):
     folder = tmp_path / "p"
     shutil.copytree(SAMPLES / "classic_csv", folder)
