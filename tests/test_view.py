@@ -113,3 +113,17 @@ def test_an_explanation_of_a_query_that_sees_no_key_stops_at_the_softmax():
     assert sections[-2] == ("Scale and mask", ("no scaling", "masked keys (-∞, weight 0): 0, 1",
                                                "logit[0] = -∞ (masked)", "logit[1] = -∞ (masked)"))
     assert sections[-1] == ("Softmax", ("every key is masked: every weight is 0 and this output row is 0",))
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_full_in_a_terminal_shows_every_value_however_wide(width):
+    rng = np.random.default_rng(2)
+    document = {"x": rng.normal(size=(30, 20)).tolist(), **{
+        name: (0.2 * rng.normal(size=(20, 20))).tolist() for name in ("w_query", "w_key", "w_value")}}
+    trace = attention(problem_from_document(document))
+    out = terminal_output(document, width, steps=["softmax"], full=True)
+    rows = {line.split("│")[1].strip(): line.split("│")[2:-1] for line in out.splitlines() if line.startswith("│")}
+    weights = trace.steps["softmax"].array
+    for row in range(30):
+        assert [cell.strip() for cell in rows[str(row)]] == [format_number(value, 4) for value in weights[row]]
+    assert "…" not in out

@@ -27,12 +27,12 @@ def measure_width(console: Console, renderable: RenderableType) -> int:
 
 
 def print_blocks(console: Console, blocks: list[RenderableType]) -> None:
-    # Piped, Rich would fall back to 80 columns and squeeze numbers to "0.…": widen to the widest
-    # table instead. In a terminal the tables were already cut to its width.
-    if not console.is_terminal:
-        needed = max((measure_width(console, block) for block in blocks if isinstance(block, Group)), default=0)
-        if needed > console.width:
-            console.width = needed
+    # Rich would squeeze a table wider than the console (piped: 80 columns) to "0.…" or empty cells:
+    # widen to the widest table instead, in a terminal too (--full, or a table that cannot be cut
+    # further); the terminal scrolls, or the user pipes to `less -S`. A number is never cut.
+    needed = max((measure_width(console, block) for block in blocks if isinstance(block, Group)), default=0)
+    if needed > console.width:
+        console.width = needed
     for block in blocks:
         console.print(block)
 
