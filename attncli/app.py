@@ -333,7 +333,7 @@ def run_random(seq_len: int, d_model: int, *, heads: int = 1, batch: int | None 
 
     from attncli.generate import document_bytes, random_document
     from attncli.machine import available_memory
-    from attncli.writers import stdout_guard
+    from attncli.writers import write_stdout
 
     needed, available = document_bytes(seq_len, d_model, batch=batch, context_len=context_len, out_proj=out_proj,
                                        bias=bias), available_memory()
@@ -347,6 +347,5 @@ def run_random(seq_len: int, d_model: int, *, heads: int = 1, batch: int | None 
                                        out_proj=out_proj, bias=bias, causal=causal, seed=seed)
     except MemoryError:
         raise ProblemError("that document is too large for this machine's memory", source="random") from None
-    with stdout_guard():
-        sys.stdout.write(json.dumps(document) + "\n")
-        sys.stdout.flush()
+    # in pieces, as every result: one huge write to a pipe closed meanwhile can seem to succeed
+    write_stdout((json.dumps(document) + "\n").encode())
