@@ -9,7 +9,6 @@ Nothing here is ever unpickled.
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
 import json
@@ -23,6 +22,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from attncli import formats
+from attncli.delimited import parse_csv
 from attncli.errors import ProblemError, option
 from attncli.keys import FILE_KEYS, STEP_NAMES
 from attncli.numbers import float_array, nested_shape
@@ -215,57 +215,6 @@ def read_csv(reading: Reading) -> np.ndarray:
 
 def read_tsv(reading: Reading) -> np.ndarray:
     return parse_csv(reading.data(), "\t", reading.key == "mask", reading.masked)
-
-
-def parse_csv(data: bytes, delimiter: str | None = None, booleans: bool = False, masked: bool = False) -> np.ndarray:
-    """A matrix from CSV/TSV text: ``delimiter`` or, when None, tab if the first row has one,
-    else comma. A first row none of whose cells is a number is a header and skipped; blank
-    lines and ``#`` comments are ignored; with ``booleans``, true/false count as 1/0 (masks).
-    Returns a 2-D float64 array (a single row stays 1×n)."""
-    text = decode_text(data)
-    rows: list[list[float]] = []
-    first_line = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if delimiter is None:
-            delimiter = "\t" if "\t" in line else ","
-        cells = next(csv.reader([line], delimiter=delimiter))
-        values = [_csv_number(cell, booleans) for cell in cells]
-        if None in values:
-            if not rows and first_line == 0 and all(value is None for value in values):
-                first_line = -1  # a header row: column names, not numbers; only the first row may be one
-                continue
-            column = values.index(None) + 1
-            raise ProblemError(f"line {number}, column {column}: {_cell_text(cells[column - 1])} is not a number")
-        for column, value in enumerate(values, start=1):
-            if not math.isfinite(value) and not (masked and value == -math.inf):
-                cell = cells[column - 1].strip()
-                raise ProblemError(f"line {number}, column {column}: {cell} is not a finite number")
-        if rows and len(values) != len(rows[0]):
-            raise ProblemError(
-                f"line {number} has {len(values)} values but line {first_line} has {len(rows[0])}"
-            )
-        if not rows:
-            first_line = number
-        rows.append(values)  # type: ignore[arg-type]
-    if not rows:
-        raise ProblemError("holds no numbers" if text.strip() else "is empty")
-    return np.array(rows, dtype=np.float64)
-
-
-_BOOLEANS = {"true": 1.0, "false": 0.0}
-
-
-def _csv_number(cell: str, booleans: bool = False) -> float | None:
-    try:
-        return float(cell)
-    except ValueError:
-        return _BOOLEANS.get(cell.strip().lower()) if booleans else None
-
-
-def _cell_text(cell: str) -> str:
-    return "an empty cell" if not cell.strip() else repr(cell.strip())
 
 
 def read_npy(reading: Reading) -> np.ndarray:

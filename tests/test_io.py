@@ -179,6 +179,30 @@ def test_csv_of_a_higher_rank_step_is_long_form():
     assert values[3:] == ["-inf", "-inf"] and [float(v) for v in values[:3]] == full[1][2][:3]
 
 
+STEPS = ("q", "k", "v", "scores", "logits", "softmax", "concat", "output")
+
+
+def test_every_csv_attncli_writes_reads_back_into_check(tmp_path):
+    # a batched multi-head problem: each step's CSV is long form (batch, heads, row, columns)
+    problem = tmp_path / "mha.json"
+    problem.write_text(run("random", "--seq-len", "3", "--d-model", "4", "--heads", "2", "--batch", "2",
+                           "--out-proj", "--causal", "--seed", "1").stdout)
+    full = json_output(run("compute", problem, "-f", "json"))
+    assert run("compute", problem, "-o", f"{tmp_path}/steps/", "-f", "csv").exit_code == 0
+    for step in STEPS:
+        written = write(tmp_path, f"{step}.csv", run("compute", problem, "-s", step, "-f", "csv").stdout)
+        assert written.read_text().startswith("batch,")
+        for path in (written, tmp_path / "steps" / f"{step}.csv"):
+            result = run("check", problem, "-e", path, "-s", step)
+            assert result.exit_code == 0 and result.stdout.startswith(f"✓ {step} agrees"), result.output
+            # JSON's null is a masked logit, −∞ in CSV
+            np.testing.assert_array_equal(parse_csv(path.read_bytes(), masked=True),
+                                          np.nan_to_num(np.array(full[step], dtype=float), nan=-np.inf))
+    # a step's long form also reads as a matrix option: the batched concat as a 3-D x
+    result = run("compute", problem, "--x", tmp_path / "concat.csv", "-s", "q", "-f", "json")
+    assert np.shape(json_output(result)["q"]) == (2, 2, 3, 2)
+
+
 def test_several_steps_in_csv_need_a_folder(tmp_path, reference_output):
     assert_one_line_error(
         run("compute", SAMPLES / "classic.json", "-f", "csv"),

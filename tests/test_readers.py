@@ -66,6 +66,32 @@ def test_csv_booleans_and_masked_logits_only_when_asked():
     assert error_of(parse_csv, b"1,+inf\n", masked=True).message == "line 1, column 2: +inf is not a finite number"
 
 
+def test_csv_long_form_gives_its_leading_axes():
+    text = b"batch,heads,row,0,1\n" + b"".join(
+        f"{b},{h},{r},{b}{h}{r},-{b}{h}{r}\n".encode() for b in range(2) for h in range(3) for r in range(2))
+    array = parse_csv(text)
+    assert array.shape == (2, 3, 2, 2)
+    assert array[1, 2, 0].tolist() == [120.0, -120.0]
+    assert parse_csv(b"row,0,1\n0,1,2\n1,3,4\n").tolist() == [[1, 2], [3, 4]]
+    assert parse_csv(b"heads\trow\t0\n0\t0\t-inf\n", masked=True).tolist() == [[[-math.inf]]]
+
+
+IN_ORDER = "(a long-form file lists each row once, in order)"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (b"batch,row,0\n0,0,1\n0,2,1\n", f"line 3: expected the indices 0,1, got 0,2 {IN_ORDER}"),
+    (b"batch,row,0\n0,0,1\n1,1,1\n", f"line 3: expected the indices 0,1, got 1,1 {IN_ORDER}"),
+    (b"batch,row,0\n0,0,1\n0,1,1\n1,0,1\n", "has 3 rows but its indices call for 4 (2×2)"),
+    (b"batch,row,0\n0,0.5,1\n", "line 2, column 2: 0.5 is not an index (0, 1, 2, …)"),
+    (b"batch,row,0\n0,0\n", "line 2 has no values after its 2 index columns"),
+    # not a long-form header (its columns do not count from 0): not a header at all
+    (b"batch,row,1\n0,0,1\n", "line 1, column 1: 'batch' is not a number"),
+])
+def test_csv_long_form_refuses_rows_out_of_place(text, message):
+    assert error_of(parse_csv, text).message == message
+
+
 # --- one matrix: the reader follows the suffix, or the bytes --------------------------------------
 
 @pytest.mark.parametrize(("name", "content"), [

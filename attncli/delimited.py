@@ -1,0 +1,112 @@
+"""Matrices from delimited text (CSV, TSV), including the long form attncli writes for a step of
+more than two axes: a header naming the leading axes, ``row`` and the column indices
+(``batch,heads,row,0,1,2``), then one line per row, its indices first. The registry's CSV and TSV
+readers (attncli.readers) call ``parse_csv``."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+
+import numpy as np
+
+from attncli.errors import ProblemError
+from attncli.sources import decode_text
+
+
+def parse_csv(data: bytes, delimiter: str | None = None, booleans: bool = False, masked: bool = False) -> np.ndarray:
+    """A matrix from CSV/TSV text: ``delimiter`` or, when None, tab if the first row has one,
+    else comma. A first row none of whose cells is a number is a header and skipped; blank
+    lines and ``#`` comments are ignored; with ``booleans``, true/false count as 1/0 (masks).
+    Returns a 2-D float64 array (a single row stays 1×n); a long-form file (attncli's CSV of a
+    step with leading axes) gives its array with those axes."""
+    text = decode_text(data)
+    rows: list[list[float]] = []
+    lines: list[int] = []  # the line number of each row
+    first_line = 0
+    leading = -1  # in a long-form file, how many leading axes its index columns give
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if delimiter is None:
+            delimiter = "\t" if "\t" in line else ","
+        cells = next(csv.reader([line], delimiter=delimiter))
+        values = [_csv_number(cell, booleans) for cell in cells]
+        if not rows and first_line == 0 and None in values:
+            leading = _long_form_leading(cells)
+            if leading >= 0 or all(value is None for value in values):
+                first_line = -1  # a header row: column names, not numbers; only the first row may be one
+                continue
+        if None in values:
+            column = values.index(None) + 1
+            raise ProblemError(f"line {number}, column {column}: {_cell_text(cells[column - 1])} is not a number")
+        for column, value in enumerate(values, start=1):
+            if not math.isfinite(value) and not (masked and value == -math.inf):
+                cell = cells[column - 1].strip()
+                raise ProblemError(f"line {number}, column {column}: {cell} is not a finite number")
+        if rows and len(values) != len(rows[0]):
+            raise ProblemError(
+                f"line {number} has {len(values)} values but line {first_line} has {len(rows[0])}"
+            )
+        if not rows:
+            first_line = number
+        rows.append(values)  # type: ignore[arg-type]
+        lines.append(number)
+    if not rows:
+        raise ProblemError("holds no numbers" if text.strip() else "is empty")
+    table = np.array(rows, dtype=np.float64)
+    return table if leading < 0 else _from_long_form(table, leading, lines)
+
+
+_BOOLEANS = {"true": 1.0, "false": 0.0}
+
+
+def _csv_number(cell: str, booleans: bool = False) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return _BOOLEANS.get(cell.strip().lower()) if booleans else None
+
+
+def _cell_text(cell: str) -> str:
+    return "an empty cell" if not cell.strip() else repr(cell.strip())
+
+
+def _long_form_leading(cells: list[str]) -> int:
+    """How many leading axes a long-form header names (``batch,heads,row,0,1,2``: 2), or -1 when
+    ``cells`` is not one: axis names, then ``row``, then the column indices 0, 1, … in order."""
+    names = [cell.strip() for cell in cells]
+    if "row" not in names:
+        return -1
+    at = names.index("row")
+    columns = names[at + 1:]
+    if not columns or columns != [str(index) for index in range(len(columns))]:
+        return -1
+    if any(_csv_number(name) is not None for name in names[:at]):
+        return -1
+    return at
+
+
+def _from_long_form(table: np.ndarray, leading: int, lines: list[int]) -> np.ndarray:
+    """The array a long-form table holds: its first ``leading`` + 1 columns index the rows (each
+    row once, in order, as attncli writes them), the rest are the row's values."""
+    width = leading + 1
+    if table.shape[1] <= width:
+        raise ProblemError(f"line {lines[0]} has no values after its {width} index columns")
+    indices = table[:, :width]
+    wrong = np.argwhere((indices < 0) | (indices != np.floor(indices)))
+    if len(wrong):
+        row, column = map(int, wrong[0])
+        raise ProblemError(f"line {lines[row]}, column {column + 1}: {indices[row, column]:g} is not an index "
+                           "(0, 1, 2, …)")
+    sizes = tuple(int(size) + 1 for size in indices.max(axis=0))
+    expected = itertools.product(*(range(size) for size in sizes))
+    for line, row, wanted in zip(lines, indices.astype(int).tolist(), expected, strict=False):
+        if tuple(row) != wanted:
+            raise ProblemError(f"line {line}: expected the indices {','.join(map(str, wanted))}, got "
+                               f"{','.join(map(str, row))} (a long-form file lists each row once, in order)")
+    if len(lines) != math.prod(sizes):
+        raise ProblemError(f"has {len(lines)} rows but its indices call for {math.prod(sizes)} "
+                           f"({'×'.join(map(str, sizes))})")
+    return table[:, width:].reshape(*sizes, table.shape[1] - width)
