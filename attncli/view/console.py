@@ -7,11 +7,13 @@ import contextlib
 import io
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.measure import Measurement
+from rich.segment import Segment
+from rich.style import Style
 
 
 class PipeAwareConsole(Console):
@@ -20,6 +22,36 @@ class PipeAwareConsole(Console):
 
     def on_broken_pipe(self) -> None:
         raise BrokenPipeError
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        # No line ends in spaces: Rich pads wrapped words, table titles and side-by-side columns.
+        return super()._render_buffer(without_trailing_spaces(buffer))
+
+
+def without_trailing_spaces(segments: Iterable[Segment]) -> list[Segment]:
+    """The segments with each line's trailing spaces removed, where those spaces show nothing
+    (no background, underline or reverse): what a person sees is unchanged."""
+    kept: list[Segment] = []
+    line: list[Segment] = []
+    for segment in segments:
+        if segment.control or "\n" not in segment.text:
+            line.append(segment)
+            continue
+        *ended, rest = segment.text.split("\n")
+        for text in ended:
+            line.append(Segment(text, segment.style))
+            while line and not line[-1].control and _invisible(line[-1].style) and line[-1].text[-1:] in ("", " "):
+                text = line[-1].text.rstrip(" ")
+                line = line[:-1] + ([Segment(text, line[-1].style)] if text else [])
+            kept.extend(line)
+            kept.append(Segment.line())
+            line = []
+        line.append(Segment(rest, segment.style))
+    return kept + line
+
+
+def _invisible(style: Style | None) -> bool:
+    return style is None or not (style.bgcolor or style.underline or style.reverse)
 
 
 def measure_width(console: Console, renderable: RenderableType) -> int:

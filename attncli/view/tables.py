@@ -208,5 +208,6 @@ def print_demo(sections: list[Section], warning: str, precision: int, console: C
 def trace_text(trace: Trace, steps: list[Step], precision: int, full: bool = False) -> str:
     """The tables as plain text without colour, for a .txt file."""
     buffer = io.StringIO()
-    print_trace(trace, steps, precision, full, console=Console(file=buffer, no_color=True, force_terminal=False))
+    console = PipeAwareConsole(file=buffer, no_color=True, force_terminal=False)
+    print_trace(trace, steps, precision, full, console=console)
     return buffer.getvalue()
