@@ -130,7 +130,8 @@ def emit(trace: Trace, steps: list[Step], shown: Shown, inputs: list[str]) -> No
     with blaming("output"):
         plan = plan_output(shown.format, shown.output, [step.name for step in steps])
         if plan.folder:
-            write_files({plan.target / f"{step.name}.csv": render(trace, [step], "csv") for step in steps}, inputs)
+            write_files({plan.target / f"{step.name}.csv": render(trace, [step], "csv") for step in steps}, inputs,
+                        plan.target)
             return
         if plan.target is not None:
             write_files({plan.target: render(trace, steps, plan.format, shown.precision, shown.full)}, inputs)
@@ -147,7 +148,7 @@ def show(render: Callable[[Any], None], shown: Shown, inputs: Iterable[str] = ()
     """Render a view on stdout and, when ``shown`` asks, the same again into SVG/HTML pictures at
     the width shown. The picture paths are checked before anything is shown."""
     from attncli.view import recording, stdout_console
-    from attncli.writers import refuse_inputs, stdout_guard, write_files
+    from attncli.writers import check_folder_exists, refuse_inputs, stdout_guard, write_files
 
     pictures_at = {}
     with blaming("picture"):
@@ -157,6 +158,7 @@ def show(render: Callable[[Any], None], shown: Shown, inputs: Iterable[str] = ()
             if path == "" or path.endswith(("/", os.sep)) or Path(path).is_dir():
                 raise ProblemError("needs a file name, not a folder", source=option if path == "" else path)
             pictures_at[option] = Path(path)
+            check_folder_exists(pictures_at[option])
         refuse_inputs(pictures_at.values(), inputs)
     console = stdout_console(shown.no_color)
     with stdout_guard():

@@ -137,7 +137,16 @@ def plan_output(requested: str | None, output: str | None, step_names: list[str]
             "or give -o FOLDER/ for one file per step",
             source=output if output is not None else "--format csv",
         )
+    if output is not None:
+        check_folder_exists(Path(output))
     return OutputPlan(chosen, Path(output) if output is not None else None)
+
+
+def check_folder_exists(path: Path) -> None:
+    """ProblemError when the folder ``path`` would go into does not exist: attncli makes a folder
+    only when asked for one (a path ending in /), as cp and jq do."""
+    if not path.parent.exists():
+        raise _write_error(FileNotFoundError(), path)
 
 
 def is_folder_target(output: str) -> bool:
@@ -146,12 +155,14 @@ def is_folder_target(output: str) -> bool:
     return output.endswith(("/", os.sep)) or Path(output).is_dir()
 
 
-def write_files(files: dict[Path, bytes], inputs: Iterable[str]) -> None:
-    """Write each file atomically, making its folder if need be, after checking none is an input."""
+def write_files(files: dict[Path, bytes], inputs: Iterable[str], folder: Path | None = None) -> None:
+    """Write each file atomically, after checking none is an input; ``folder``, the one the user
+    asked for (-o FOLDER/), is made first if need be."""
     refuse_inputs(files, inputs)
     for path, data in files.items():
-        with _writing(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if folder is not None:
+            with _writing(path):
+                folder.mkdir(parents=True, exist_ok=True)
         write_atomic(path, data)
 
 

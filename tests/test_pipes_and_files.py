@@ -40,3 +40,29 @@ def test_random_into_head_exits_141_quietly():
 def test_every_command_ends_quietly_on_a_closed_pipe(args):
     done = closed_pipe_run(*args)
     assert (done.returncode, done.stderr) == (141, b"")
+
+
+def attncli_run(*args):
+    return subprocess.run([sys.executable, "-m", "attncli", *map(str, args)], capture_output=True, cwd=ROOT,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("args", [
+    ["compute", SAMPLES / "classic.json", "-o", "{missing}/x.json"],
+    ["compute", SAMPLES / "classic.json", "-s", "output", "-o", "{missing}/x.csv"],
+    ["compute", SAMPLES / "classic.json", "--export-svg", "{missing}/x.svg"],
+    ["demo", "--export-html", "{missing}/x.html"],
+])
+def test_a_missing_folder_is_an_error_not_made(tmp_path, args):
+    missing = tmp_path / "nonexistent_dir"
+    done = attncli_run(*(str(arg).format(missing=missing) for arg in args))
+    target = str(args[-1]).format(missing=missing)
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert done.stderr.decode() == f"Error: {target}: cannot be written: its folder does not exist\n"
+    assert not missing.exists()
+
+
+def test_a_folder_asked_for_with_a_slash_is_made(tmp_path):
+    done = attncli_run("compute", SAMPLES / "classic.json", "-o", f"{tmp_path}/new/steps/")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "new" / "steps" / "output.csv").is_file()
