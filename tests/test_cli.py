@@ -141,7 +141,7 @@ def test_table_view_names_batch_and_head_and_respects_precision():
     assert result.exit_code == 0
     titles = [line for line in result.stdout.splitlines() if line.startswith("softmax")]
     assert titles == [f"softmax = softmax(logits) over keys   3×5   (batch {b})" for b in (0, 1)]
-    assert "0.00 " in result.stdout and "0.0000" not in result.stdout
+    assert "│ 0.39 │" in result.stdout and "0.0000" not in result.stdout and "│ · │" in result.stdout  # · masked
 
 
 def test_wide_tables_are_not_squeezed_when_piped(tmp_path):

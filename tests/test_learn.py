@@ -98,7 +98,7 @@ def test_explain_numbers_are_the_traces():
                                                                          abs=1e-11)
         assert numbers_after(lines, f"weight[{key}] =") == pytest.approx([trace.steps["softmax"].array[1, 2, key]],
                                                                         abs=1e-11)
-    assert "  masked keys (-∞, weight 0): 3" in lines and "  logit[3] = -∞ (masked)" in lines
+    assert "  masked keys (−∞, weight 0): 3" in lines and "  logit[3] = −∞ (masked)" in lines
     per_head = trace.steps["softmax"].array[1, 2] @ trace.steps["v"].array[1]
     np.testing.assert_allclose(numbers_after(lines, "= ["), per_head, atol=1e-11)
 

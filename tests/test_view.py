@@ -27,8 +27,8 @@ from attncli.view.numbers import explanation_sections, format_number
         (0.0, 4, False, "0.0000"),
         (-2.5e9, 2, False, "-2.5e+09"),
         (16.0, 4, True, "16"),
-        (-np.inf, 4, False, "-∞"),
-        (-np.inf, 4, True, "-∞"),
+        (-np.inf, 4, False, "−∞"),
+        (-np.inf, 4, True, "−∞"),
         (-3.0, 4, True, "-3"),
         (-4e-05, 4, False, "-4.000e-05"),
         (0.004, 2, False, "4.0e-03"),  # hidden at 2 decimals: one fewer digit in scientific notation
@@ -110,8 +110,8 @@ def test_an_explanation_of_a_query_that_sees_no_key_stops_at_the_softmax():
     document = {"x": [[1.0], [2.0]], "w_query": [[1.0]], "w_key": [[1.0]], "w_value": [[3.0]],
                 "mask": [[1, 0], [0, 0]]}
     sections = sections_of(document, 1)
-    assert sections[-2] == ("Scale and mask", ("no scaling", "masked keys (-∞, weight 0): 0, 1",
-                                               "logit[0] = -∞ (masked)", "logit[1] = -∞ (masked)"))
+    assert sections[-2] == ("Scale and mask", ("no scaling", "masked keys (−∞, weight 0): 0, 1",
+                                               "logit[0] = −∞ (masked)", "logit[1] = −∞ (masked)"))
     assert sections[-1] == ("Softmax", ("every key is masked: every weight is 0 and this output row is 0",))
 
 

@@ -40,3 +40,35 @@ def test_no_line_of_a_verdict_ends_in_spaces(tmp_path, right):
         numbers[0][0] += 1.0
     out = stdout_of("check", CLASSIC, "-e", write(tmp_path, "out.json", json.dumps(numbers)))
     assert out and [line for line in out.splitlines() if line != line.rstrip()] == []
+
+
+def cells_of(out, row):
+    out = out[out.index("softmax = "):] if "softmax = " in out else out
+    line = next(line for line in out.splitlines() if line.startswith("│") and line.split("│")[1].strip() == row)
+    return [cell.strip() for cell in line.split("│")[2:-1]]
+
+
+@pytest.mark.parametrize("steps", [("-s", "softmax"), ("-s", "logits", "-s", "softmax"), ()])
+def test_a_masked_weight_is_not_shown_as_a_zero(steps):
+    out = stdout_of("compute", CAUSAL, *steps)
+    assert cells_of(out, "0")[-4:] == ["1.0000", "·", "·", "·"]
+    assert "0.0000" not in out[out.index("softmax = "):out.index("· a masked")]
+    assert "· a masked key (its logit is −∞): weight 0" in out
+
+
+def test_a_masked_logit_is_minus_infinity_with_a_minus_sign():
+    out = stdout_of("compute", CAUSAL, "-s", "logits")
+    assert cells_of(out, "0")[1:] == ["−∞", "−∞", "−∞"] and "-∞" not in out
+
+
+def test_a_masked_array_in_tables_and_heatmap(tmp_path):
+    document = {"x": [[1.0], [2.0]], "w_query": [[1.0]], "w_key": [[1.0]], "w_value": [[3.0]], "mask": [[1, 0], [1, 1]]}
+    path = write(tmp_path, "m.json", json.dumps(document))
+    assert cells_of(stdout_of("compute", path, "-s", "softmax"), "0") == ["1.0000", "·"]
+    grid = stdout_of("compute", path, "--view", "heatmap").splitlines()
+    assert "0 █·" in grid and "· a masked key (its logit is −∞): weight 0" in grid
+
+
+def test_the_no_colour_heatmap_tells_masked_from_small_weights():
+    grid = stdout_of("compute", CAUSAL, "--view", "heatmap").splitlines()
+    assert grid[3:7] == ["0 █···", "1 ▒▒··", "2  ▒░·", "3 ░░░"]

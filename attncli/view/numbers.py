@@ -20,10 +20,10 @@ EDGE_TERMS = 3
 
 def format_number(value: float, precision: int, integers: bool = False) -> str:
     """``value`` with ``precision`` decimals (as a whole number when ``integers``); a masked −∞
-    as ``-∞``; in scientific notation when ``precision`` decimals (2 or more) would show a
-    nonzero value as 0, or for magnitudes of 1e9 and beyond."""
+    as ``−∞`` (U+2212, as in the formulas); in scientific notation when ``precision`` decimals
+    (2 or more) would show a nonzero value as 0, or for magnitudes of 1e9 and beyond."""
     if math.isinf(value) and value < 0:
-        return "-∞"
+        return "−∞"
     if integers:
         return str(int(value))
     magnitude = abs(value)
@@ -104,13 +104,13 @@ def _scale_lines(explained: Explanation, number) -> list[str]:
     lines = [f"scale = {rule} = {number(factor)}"] if factor != 1.0 else ["no scaling"]
     masked = [j for j in range(len(explained.scores)) if not explained.allowed[j]]
     if masked:
-        lines.append(f"masked keys (-∞, weight 0): {_join([str(j) for j in masked], ', ')}")
+        lines.append(f"masked keys (−∞, weight 0): {_join([str(j) for j in masked], ', ')}")
     scaling = f" / √{root}" if explained.scale_rule == "sqrt" else f" × {number(factor)}" if factor != 1.0 else ""
     for j in _elide(list(range(len(explained.scores)))):
         if j is None:
             lines.append("…")
         elif not explained.allowed[j]:
-            lines.append(f"logit[{j}] = -∞ (masked)")
+            lines.append(f"logit[{j}] = −∞ (masked)")
         elif scaling:
             lines.append(f"logit[{j}] = {number(explained.scores[j])}{scaling} = {number(explained.logits[j])}")
         else:

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from attncli.demo import Section
+from attncli.problem import causal_mask
 from attncli.trace import Step, Trace
 from attncli.view.console import PipeAwareConsole, measure_width, print_blocks
 from attncli.view.numbers import format_number
@@ -37,6 +38,9 @@ MAX_COLUMNS = 16
 EDGE_ROWS = 10
 EDGE_COLUMNS = 7
 ELIDED_NOTE = "middle elided: --full shows every value, --format json gives them all"
+# A masked weight is not a tiny one: its cell shows this, and a note under the tables says so.
+MASKED = "·"
+MASKED_NOTE = f"{MASKED} a masked key (its logit is −∞): weight 0"
 # A step of a large batch with many heads would be hundreds of tables: show this many of them.
 MAX_TABLES = 8
 
@@ -65,6 +69,7 @@ def _table(
     corner: str,
     precision: int,
     heatmap: bool,
+    masked: np.ndarray | None = None,
 ) -> Table:
     finite = array[np.isfinite(array)]
     # a value this far below the table's largest is rounding left-over (0.1 + 0.2 - 0.3), shown as 0
@@ -89,6 +94,9 @@ def _table(
             if column is None:
                 cells.append("…")
                 continue
+            if masked is not None and masked[row, column]:
+                cells.append(MASKED)
+                continue
             value = float(array[row, column])
             text = format_number(0.0 if abs(value) < noise else value, precision, integers)
             cells.append(Text(text, style=heat_style(value)) if heatmap and np.isfinite(value) else text)
@@ -104,6 +112,7 @@ def matrix_block(
     precision: int,
     heatmap: bool = False,
     full: bool = False,
+    masked: np.ndarray | None = None,
 ) -> RenderableType:
     """The title line, then a table of the 2-D ``array`` (rows, columns) labelled by index.
 
@@ -115,7 +124,7 @@ def matrix_block(
     attempts = [(MAX_COLUMNS, EDGE_COLUMNS)] + [(2 * edge + 1, edge) for edge in range(EDGE_COLUMNS - 1, 0, -1)]
     for limit, edge in attempts:
         columns = list(range(n_columns)) if full else visible_indices(n_columns, limit, edge)
-        table = _table(array, rows, columns, corner, precision, heatmap)
+        table = _table(array, rows, columns, corner, precision, heatmap, masked)
         if full or not console.is_terminal or measure_width(console, table) <= console.width:
             break
     parts: list[RenderableType] = [Text(title, style="bold")]  # Text: a formula's [..] is not markup
@@ -127,20 +136,38 @@ def matrix_block(
 
 class HeatLegend:
     """A one-line key to the shading: colours where there is colour; with ``shades`` (the heatmap
-    view) the shade characters where there is not; nothing for plain tables, whose numbers speak."""
+    view) the shade characters where there is not; nothing for plain tables, whose numbers speak.
+    With ``masked``, a line saying how a masked cell looks."""
 
-    def __init__(self, shades: bool = False):
+    def __init__(self, shades: bool = False, masked: bool = False):
         self.shades = shades
+        self.masked = masked
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         if console.color_system is None or console.no_color:
             if self.shades:
                 yield Text("shades: ' ' < 0.2 ≤ ░ < 0.4 ≤ ▒ < 0.6 ≤ ▓ < 0.8 ≤ █", style="dim")
-            return
-        legend = Text("weight  ")
-        for weight in (0.0, 0.25, 0.5, 0.75, 1.0):
-            legend.append(f" {weight:g} ", style=heat_style(weight))
-        yield legend
+        else:
+            legend = Text("weight  ")
+            for weight in (0.0, 0.25, 0.5, 0.75, 1.0):
+                legend.append(f" {weight:g} ", style=heat_style(weight))
+            yield legend
+        if self.masked:
+            yield Text(MASKED_NOTE, style="dim")
+
+
+def masked_cells(trace: Trace, step: Step) -> np.ndarray | None:
+    """Where the softmax ``step`` is masked (its shape; True = masked): where the trace's logits are
+    −∞; when the trace holds no logits, by the causal rule, or for a mask array where a weight is
+    exactly 0 (an allowed key's weight is 0 only past e^-745, e^-104 in float32). None for
+    another step or no mask."""
+    if step.name != "softmax" or trace.meta.mask is None:
+        return None
+    if "logits" in trace.steps:
+        return np.isneginf(trace.steps["logits"].array)
+    if trace.meta.mask == "causal":
+        return np.broadcast_to(~causal_mask(*step.shape[-2:])[0, 0], step.shape)
+    return step.array == 0
 
 
 def table_position(axes: tuple[str, ...], index: tuple[int, ...]) -> str:
@@ -149,9 +176,12 @@ def table_position(axes: tuple[str, ...], index: tuple[int, ...]) -> str:
                      for axis, position in zip(axes, index, strict=True))
 
 
-def step_blocks(console: Console, step: Step, precision: int, full: bool = False) -> Iterator[RenderableType]:
-    """One titled table per batch item and head of ``step`` (formula, shape and position); past
-    MAX_TABLES of them, unless ``full``, a line saying how many more there are."""
+def step_blocks(
+    console: Console, step: Step, precision: int, full: bool = False, masked: np.ndarray | None = None
+) -> Iterator[RenderableType]:
+    """One titled table per batch item and head of ``step`` (formula, shape and position), with
+    ``masked`` cells (step's shape) shown as such; past MAX_TABLES of them, unless ``full``, a
+    line saying how many more there are."""
     heatmap = step.name == "softmax"
     leading_axes = step.axes[:-2]
     n_rows, n_columns = step.shape[-2:]
@@ -161,15 +191,16 @@ def step_blocks(console: Console, step: Step, precision: int, full: bool = False
     for index in shown:
         where = table_position(leading_axes, index)
         title = f"{step.formula}   {n_rows}×{n_columns}" + (f"   ({where})" if where else "")
-        yield matrix_block(console, step.array[index], title, corner, precision, heatmap, full)
+        yield matrix_block(console, step.array[index], title, corner, precision, heatmap, full,
+                           None if masked is None else masked[index])
     if len(shown) < len(positions):
         yield Text(
             f"… {len(positions) - len(shown)} more {step.name} tables ({' × '.join(leading_axes)}) not shown: "
             "--full shows them, --format json gives every value",
             style="dim",
         )
-    if heatmap:
-        yield HeatLegend()
+    if heatmap or masked is not None:
+        yield HeatLegend(masked=masked is not None and bool(masked.any()))
 
 
 def print_trace(
@@ -179,7 +210,7 @@ def print_trace(
     each table is printed as soon as it is made."""
     console = console or PipeAwareConsole()
     for step in steps:
-        for block in step_blocks(console, step, precision, full):
+        for block in step_blocks(console, step, precision, full, masked_cells(trace, step)):
             print_blocks(console, [block])
 
 
