@@ -17,11 +17,14 @@ from attncli.sources import decode_text
 
 def parse_csv(data: bytes, delimiter: str | None = None, booleans: bool = False, masked: bool = False) -> np.ndarray:
     """A matrix from CSV/TSV text: ``delimiter`` or, when None, tab if the first row has one,
-    else comma. A first row none of whose cells is a number is a header and skipped; blank
-    lines and ``#`` comments are ignored; with ``booleans``, true/false count as 1/0 (masks).
+    else comma; but for a comma or None, white space when the first row has neither (numpy's
+    ``savetxt``). A first row none of whose cells is a number (and that is not numbers in another
+    of those separators) is a header and skipped; blank lines and ``#`` comments are ignored; with
+    ``booleans``, true/false count as 1/0 (masks).
     Returns a 2-D float64 array (a single row stays 1×n); a long-form file (attncli's CSV of a
     step with leading axes) gives its array with those axes."""
     text = decode_text(data)
+    given, delimiter = delimiter, delimiter or ","
     rows: list[list[float]] = []
     lines: list[int] = []  # the line number of each row
     first_line = 0
@@ -29,13 +32,13 @@ def parse_csv(data: bytes, delimiter: str | None = None, booleans: bool = False,
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        if delimiter is None:
-            delimiter = "\t" if "\t" in line else ","
-        cells = next(csv.reader([line], delimiter=delimiter))
+        if first_line <= 0:  # a header's or the first row's
+            delimiter = _delimiter(line, given)
+        cells = _cells(line, delimiter)
         values = [_csv_number(cell, booleans) for cell in cells]
         if not rows and first_line == 0 and None in values:
             leading = _long_form_leading(cells)
-            if leading >= 0 or all(value is None for value in values):
+            if leading >= 0 or (all(value is None for value in values) and not _numbers_somehow(line, booleans)):
                 first_line = -1  # a header row: column names, not numbers; only the first row may be one
                 continue
         if None in values:
@@ -60,6 +63,27 @@ def parse_csv(data: bytes, delimiter: str | None = None, booleans: bool = False,
 
 
 _BOOLEANS = {"true": 1.0, "false": 0.0}
+_WHITE_SPACE = " "  # as a delimiter: any run of spaces separates cells
+
+
+def _delimiter(first: str, given: str | None) -> str:
+    """The delimiter of a file whose first row is ``first``: a TSV's tab; else a tab (from
+    standard input) or a comma the row has; else white space."""
+    if given == "\t" or (given is None and "\t" in first):
+        return "\t"
+    return (given or ",") if "," in first or "\t" in first else _WHITE_SPACE
+
+
+def _cells(line: str, delimiter: str) -> list[str]:
+    if delimiter == _WHITE_SPACE:
+        return next(csv.reader([line.strip()], delimiter=" ", skipinitialspace=True))
+    return next(csv.reader([line], delimiter=delimiter))
+
+
+def _numbers_somehow(line: str, booleans: bool) -> bool:
+    """Whether ``line`` is a row of numbers with commas, tabs or spaces between them: never a header."""
+    return any(all(_csv_number(cell, booleans) is not None for cell in _cells(line, delimiter))
+               for delimiter in (",", "\t", _WHITE_SPACE))
 
 
 def _csv_number(cell: str, booleans: bool = False) -> float | None:

@@ -57,6 +57,27 @@ def test_csv_tolerates_header_bom_blank_lines_comments_and_tabs():
     np.testing.assert_array_equal(parse_csv(b'"1.5","-2e3"\n'), [[1.5, -2000.0]])
 
 
+def test_csv_may_be_separated_by_white_space_as_numpy_savetxt_writes(tmp_path):
+    matrix = np.array([[1.0, 0.0, -2.5e-7], [0.0, 2.0, 3.0]])
+    np.savetxt(tmp_path / "x.csv", matrix)
+    np.savetxt(tmp_path / "row.csv", matrix[:1])
+    np.testing.assert_array_equal(read_matrix(str(tmp_path / "x.csv")), matrix)
+    np.testing.assert_array_equal(read_matrix(str(tmp_path / "row.csv")), matrix[:1])
+    np.testing.assert_array_equal(read_matrix("-", io.BytesIO((tmp_path / "x.csv").read_bytes())), matrix)
+    np.testing.assert_array_equal(parse_csv(b"# a b\na  b\n 1   2 \n\"3\" 4\n"), [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(parse_csv(b"true false\n", booleans=True), [[1.0, 0.0]])
+    assert error_of(parse_csv, b"1 2\n3 x\n").message == "line 2, column 2: 'x' is not a number"
+    assert error_of(parse_csv, b"1 2\n3\n").message == "line 2 has 1 values but line 1 has 2"
+    # a one-column file is the same either way
+    np.testing.assert_array_equal(parse_csv(b"value\n1\n2\n"), [[1], [2]])
+
+
+def test_a_first_row_of_numbers_in_another_separator_is_not_a_header():
+    # it was skipped as a header and the second row was blamed, or the file held "no numbers"
+    assert error_of(parse_csv, b"1,2\n3,4\n", "\t").message == "line 1, column 1: '1,2' is not a number"
+    assert error_of(parse_csv, b"1 2\t3\n4 5\t6\n", "\t").message == "line 1, column 1: '1 2' is not a number"
+
+
 def test_csv_booleans_and_masked_logits_only_when_asked():
     np.testing.assert_array_equal(parse_csv(b"true,False\n", booleans=True), [[1.0, 0.0]])
     # with no number in it, a first row of true/false is a header when booleans are not asked for
