@@ -207,10 +207,11 @@ def run_compute(request: ComputeRequest, report: Report) -> bool:
 
 def run_lines(request: ComputeRequest, report: Report) -> bool:
     """JSON Lines: each line's problem computed and written as one JSON line before the next is
-    read (a failed line gives ``null``, or ends the run when ``strict``). False when a line failed."""
+    read (a failed line gives ``null``, or ends the run when ``strict``); into a .json file, as the
+    elements of one JSON array. False when a line failed."""
     from attncli.pipeline import attention
     from attncli.readers import open_lines, source_name
-    from attncli.stream import compute_lines
+    from attncli.stream import compute_lines, json_array
     from attncli.writers import atomic_file, plan_output, refuse_inputs, stdout_guard
 
     path, output = request.given.file or "-", request.shown.output
@@ -225,6 +226,8 @@ def run_lines(request: ComputeRequest, report: Report) -> bool:
             refuse_inputs([plan.target], [path])
         with contextlib.ExitStack() as stack, stdout_guard():
             sink = stack.enter_context(atomic_file(plan.target)) if plan.target else sys.stdout.buffer
+            if plan.target is not None and plan.target.suffix.lower() == ".json":  # one document: an array
+                sink = stack.enter_context(json_array(sink))
             # one problem among many: no progress bar, no memory check (it would cost more than a small problem)
             for result in compute_lines(stream, lambda document: attention(problem_of(document, request.given),
                                                                            request.steps), request.steps):

@@ -8,6 +8,7 @@ them in errors and warnings, and writes each trace as JSON.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -27,6 +28,30 @@ class LineResult:
     output: str | None
     error: ProblemError | None
     warnings: tuple[str, ...] = ()
+
+
+class _ArrayElements:
+    """Writes each JSON line given as the next element of one JSON array, one element per line."""
+
+    def __init__(self, sink: BinaryIO):
+        self.sink, self.count = sink, 0
+
+    def write(self, line: bytes) -> None:
+        self.sink.write((b"\n" if self.count == 0 else b",\n") + line.rstrip(b"\n"))
+        self.count += 1
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+
+@contextlib.contextmanager
+def json_array(sink: BinaryIO) -> Iterator[_ArrayElements]:
+    """JSON lines written inside the block become one JSON array on ``sink`` (for a .json file,
+    which json.load must read), closed when the block ends without error."""
+    sink.write(b"[")
+    elements = _ArrayElements(sink)
+    yield elements
+    sink.write(b"\n]\n" if elements.count else b"]\n")
 
 
 def compute_lines(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,3 +67,35 @@ def test_a_folder_asked_for_with_a_slash_is_made(tmp_path):
     done = attncli_run("compute", SAMPLES / "classic.json", "-o", f"{tmp_path}/new/steps/")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "new" / "steps" / "output.csv").is_file()
+
+
+def many_lines(tmp_path):
+    classic = json.loads((SAMPLES / "classic.json").read_text())
+    path = tmp_path / "many.jsonl"
+    path.write_text(json.dumps(classic) + "\n{\"x\": 1}\n" + json.dumps(classic) + "\n")
+    return path
+
+
+def test_json_lines_into_a_json_file_are_one_array(tmp_path):
+    done = attncli_run("compute", many_lines(tmp_path), "-s", "output", "-o", tmp_path / "res.json")
+    assert done.returncode == 2
+    text = (tmp_path / "res.json").read_text()
+    results = json.loads(text)
+    assert [result is None for result in results] == [False, True, False]
+    assert results[0] == results[2] and set(results[0]) == {"output", "meta"}
+    lines = text.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 5 and lines[2] == "null,"
+
+
+def test_json_lines_stay_lines_into_jsonl_and_stdout(tmp_path):
+    path = many_lines(tmp_path)
+    assert attncli_run("compute", path, "-s", "output", "-o", tmp_path / "res.jsonl").returncode == 2
+    to_stdout = attncli_run("compute", path, "-s", "output")
+    assert to_stdout.stdout.decode() == (tmp_path / "res.jsonl").read_text()
+    assert [json.loads(line) is None for line in to_stdout.stdout.decode().splitlines()] == [False, True, False]
+
+
+def test_no_json_lines_into_a_json_file_are_an_empty_array(tmp_path):
+    (tmp_path / "none.jsonl").write_text("")
+    assert attncli_run("compute", tmp_path / "none.jsonl", "-o", tmp_path / "res.json").returncode == 0
+    assert json.loads((tmp_path / "res.json").read_text()) == []
