@@ -329,22 +329,32 @@ def _step(name: str, array: np.ndarray, sizes: Sizes) -> Step:
 
 
 def _masked_row_warnings(problem: Problem) -> tuple[str, ...]:
+    """One warning naming the queries that see no key: per batch item and head, as ranges
+    (``queries 0–511 of batch item 1``); past a few such places, how many more."""
     if problem.mask is None:
         return ()
     blind = ~problem.mask.any(axis=-1)  # (batch | 1, heads | 1, q_len)
-    places = np.argwhere(blind)
-    if not len(places):
+    places = [(batch_index, head_index) for batch_index, head_index in np.argwhere(blind.any(axis=-1))]
+    if not places:
         return ()
+    shown_places = 4
     names = []
-    for batch_index, head_index, query in places[:5]:
-        name = f"query {query}"
+    for batch_index, head_index in places[:shown_places]:
+        queries = np.flatnonzero(blind[batch_index, head_index])
+        starts = [i for i, query in enumerate(queries) if i == 0 or queries[i - 1] != query - 1]
+        ranges = [(queries[start], queries[end - 1])
+                  for start, end in zip(starts, [*starts[1:], len(queries)], strict=True)]
+        spans = [f"{first}" if first == last else f"{first}–{last}" for first, last in ranges]
+        if len(spans) > 6:
+            spans = [*spans[:3], "…", *spans[-2:]]
+        name = ("query " if len(queries) == 1 else "queries ") + ", ".join(spans)
         if problem.batched:
             name += f" of batch item {batch_index}" if problem.mask.shape[0] > 1 else " of every batch item"
         if problem.heads > 1:
             name += f", head {head_index}" if problem.mask.shape[1] > 1 else ", every head"
         names.append(name)
-    more = f" and {len(places) - 5} more" if len(places) > 5 else ""
-    return (
-        f"every key is masked for {'; '.join(names)}{more}: "
-        "its weights are 0 and its per-head output is 0",
-    )
+    more = f" and {len(places) - shown_places} more places" if len(places) > shown_places else ""
+    single = len(places) == 1 and blind[places[0]].sum() == 1
+    tail = "its weights are 0 and its per-head output is 0" if single else (
+        "their weights are 0 and their per-head outputs are 0")
+    return (f"every key is masked for {'; '.join(names)}{more}: {tail}",)
