@@ -8,9 +8,34 @@ import math
 from typing import Any
 
 
+def _usual_spellings() -> dict[str, str]:
+    """How other code and papers spell the weights and biases (``Wq``, ``W_Q``, ``q_proj``,
+    ``q_weight``, ``query``, ``bq``, …), as ``_plain`` writes them, and attncli's name for each."""
+    spellings = {}
+    for letter, name in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out")):
+        weight, bias = f"w_{name}", f"b_{name}"
+        spellings.update(dict.fromkeys((f"w{letter}", f"{letter}weight", f"{letter}proj", f"w{name}",
+                                        f"{name}weight", f"{name}proj"), weight))
+        spellings.update(dict.fromkeys((f"b{letter}", f"{letter}bias", f"{letter}projbias", f"b{name}",
+                                        f"{name}bias"), bias))
+    spellings.update({"query": "w_query", "key": "w_key", "value": "w_value"})
+    return spellings
+
+
+def _plain(word: str) -> str:
+    """``word`` in lower case without ``_``, ``-``, ``.`` and spaces: ``W_Q`` → ``wq``."""
+    return "".join(character for character in word.lower() if character not in "_-. ")
+
+
+USUAL_SPELLINGS = _usual_spellings()
+
+
 def closest(word: Any, choices: tuple[str, ...], cutoff: float = 0.5) -> str:
-    """``; did you mean 'CHOICE'?`` for the choice most like ``word``, or an empty string."""
-    matches = difflib.get_close_matches(str(word).lower(), choices, n=1, cutoff=cutoff)
+    """``; did you mean 'CHOICE'?`` for the choice most like ``word`` (in any case; a usual
+    spelling of a weight or bias, such as ``Wq`` or ``q_proj``, for its name), or an empty string."""
+    usual = USUAL_SPELLINGS.get(_plain(str(word)))
+    matches = [usual] if usual in choices else \
+        difflib.get_close_matches(str(word).lower(), choices, n=1, cutoff=cutoff)
     return f"; did you mean {matches[0]!r}?" if matches else ""
 
 

@@ -409,6 +409,9 @@ def test_folder_errors_name_the_file_at_fault(tmp_path):
     (folder / "w_kee.csv").write_text("1\n")
     assert_one_line_error(run("compute", folder),
                           f"{folder / 'w_kee.csv'}: is not named after a matrix attncli knows; did you mean 'w_key'?")
+    (folder / "w_kee.csv").rename(folder / "WQ.csv")
+    assert_one_line_error(run("compute", folder),
+                          f"{folder / 'WQ.csv'}: is not named after a matrix attncli knows; did you mean 'w_query'?")
 
 
 def test_only_one_input_may_come_from_stdin():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from attncli.keys import FILE_KEYS, KNOWN_KEYS
 from attncli.wording import closest, describe, head_counts
 
 
@@ -20,8 +21,26 @@ def test_closest(word, choices, hint):
 
 def test_closest_cutoff():
     assert closest("w_kee", ("w_key", "w_value")) == "; did you mean 'w_key'?"
-    assert closest("wk", ("w_key",), 0.6) == ""
-    assert closest("wk", ("w_key",), 0.5) == "; did you mean 'w_key'?"
+    assert closest("ky", ("w_key",), 0.6) == ""
+    assert closest("ky", ("w_key",), 0.5) == "; did you mean 'w_key'?"
+
+
+@pytest.mark.parametrize(("word", "name"), [
+    *[(word, "w_query") for word in ("wq", "Wq", "WQ", "W_Q", "w-q", "q_weight", "q_proj", "Q_PROJ", "query",
+                                     "Query", "wquery", "query_weight")],
+    *[(word, "w_key") for word in ("wk", "Wk", "W_K", "k_weight", "k_proj", "key")],
+    *[(word, "w_value") for word in ("wv", "WV", "W_V", "v_weight", "v_proj", "value")],
+    *[(word, "w_out") for word in ("wo", "Wo", "W_O", "o_weight", "o_proj", "out_proj")],
+    *[(word, "b_query") for word in ("bq", "BQ", "b_Q", "q_bias", "query_bias", "q_proj_bias")],
+    *[(word, "b_key") for word in ("bk", "k_bias")],
+    *[(word, "b_value") for word in ("bv", "v_bias")],
+    *[(word, "b_out") for word in ("bo", "o_bias")],
+])
+def test_closest_knows_the_usual_spellings_of_weights_and_biases(word, name):
+    assert closest(word, KNOWN_KEYS) == f"; did you mean {name!r}?"
+    assert closest(word, FILE_KEYS, 0.6) == f"; did you mean {name!r}?"
+    # only among the choices offered: a step named "q" is not a weight
+    assert closest(word, ("x", "mask")) == ""
 
 
 @pytest.mark.parametrize(("value", "words"), [
