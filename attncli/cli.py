@@ -78,8 +78,9 @@ def _write_error(message: str) -> None:
 
 
 def _report(error: ProblemError) -> None:
-    """One ``Error:`` line naming the file at fault; options in the message shown as flags."""
-    _write_error(f"{error.source}: {error.render(lambda field: '--' + field.replace('_', '-'))}")
+    """One ``Error:`` line naming the file at fault (if one is); options in the message shown as flags."""
+    at = f"{error.source}: " if error.source else ""
+    _write_error(f"{at}{error.render(lambda field: '--' + field.replace('_', '-'))}")
 
 
 @contextlib.contextmanager

@@ -70,7 +70,8 @@ def test_the_first_conflict_in_the_order_options_are_read_is_named():
 def test_options_that_go_together_pass():
     for request in (
         ComputeRequest(FILE),
-        ComputeRequest(Given(matrices={"x": "x.csv", "w_query": "w.csv"}), ["q", "k"], Shown("csv", "out/")),
+        ComputeRequest(Given(matrices=dict.fromkeys(("x", "w_query", "w_key", "w_value"), "w.csv")), ["q", "k"],
+                       Shown("csv", "out/")),
         ComputeRequest(FILE, None, Shown(view="heatmap", export_svg="a.svg", export_html="a.html")),
         ComputeRequest(FILE, ["output"], Shown("table", export_svg="a.svg")),
         ComputeRequest(FILE, ["output"], Shown("npz", "out.npz")),
@@ -85,11 +86,12 @@ def test_options_that_go_together_pass():
 
 def test_standard_input_feeds_one_input_only():
     for request in (CheckRequest(Given("-"), "-"), ComputeRequest(Given("-", {"mask": "-"})),
-                    ComputeRequest(Given(matrices={"x": "-", "w_query": "w.csv", "w_key": "-"}))):
+                    ComputeRequest(Given(matrices={"x": "-", "w_query": "w.csv", "w_key": "-", "w_value": "v.csv"}))):
         with pytest.raises(ProblemError) as caught:
             check_options(request)
         assert (caught.value.source, caught.value.message) == ("<stdin>", "standard input (-) can feed only one input")
-    assert check_options(ComputeRequest(Given(matrices={"x": "-", "w_query": "w.csv"}))) is None
+    assert check_options(ComputeRequest(Given(matrices={"x": "-", "w_query": "w.csv", "w_key": "k.csv",
+                                                        "w_value": "v.csv"}))) is None
 
 
 def test_a_binary_format_is_refused_on_a_terminal_only(monkeypatch):
@@ -117,3 +119,10 @@ def test_requests_import_neither_typer_nor_rich_nor_numpy():
             "print(sorted(m for m in ('typer', 'rich', 'numpy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_missing_required_matrix_option_is_named_as_an_option():
+    with pytest.raises(ProblemError) as caught:
+        check_options(ComputeRequest(Given(matrices={"x": "x.csv", "w_query": "w.csv", "w_key": "w.csv"})))
+    assert caught.value.source is None
+    assert caught.value.render(lambda field: f"<{field}>").startswith("missing <w_value> (the value weights")

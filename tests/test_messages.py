@@ -1,0 +1,34 @@
+"""Messages a new user reads: missing options, usage lines, suggestions, memory refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from attncli.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(arg) for arg in args], prog_name="attncli")
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ")
+    return result.stderr[len("Error: "):-1]
+
+
+@pytest.mark.parametrize("missing", ["w_query", "w_key", "w_value"])
+def test_a_missing_matrix_option_is_named_as_its_flag_not_blamed_on_x(tmp_path, missing):
+    np.savetxt(tmp_path / "x.csv", np.ones((3, 4)), delimiter=",")
+    np.savetxt(tmp_path / "w.csv", np.ones((4, 4)), delimiter=",")
+    given = [arg for key in ("w_query", "w_key", "w_value") if key != missing
+             for arg in ("--" + key.replace("_", "-"), tmp_path / "w.csv")]
+    message = one_error_line(run("compute", "--x", tmp_path / "x.csv", *given))
+    assert message.startswith(f"missing --{missing.replace('_', '-')} (the ")
+    assert "x.csv" not in message
