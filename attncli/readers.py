@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import math
+import re
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from attncli.sources import (
     source_name,
     stdin_stream,
 )
-from attncli.wording import closest, describe
+from attncli.wording import closest, describe, json_slip
 
 OPTIONS_FILE = "problem.json"
 
@@ -63,6 +64,9 @@ def parse_json(data: bytes, what: str = "a JSON object") -> Any:
     try:
         return json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=float)
     except json.JSONDecodeError as error:
+        slip = json_slip(error.msg, error.doc, error.pos)
+        if slip is not None:
+            raise ProblemError(slip) from None
         hint = ""
         if error.msg == "Extra data":
             hint = f" (one problem per line? give a {formats.listed(formats.input_suffixes('lines'))} file, " \
@@ -291,7 +295,7 @@ def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
             document = parse_json(raw)
         except ProblemError as error:
             # the stream's line number is given by the caller; within one line only the column counts
-            error.message = error.message.replace("invalid JSON at line 1, column", "invalid JSON at column")
+            error.message = re.sub(r"^(invalid JSON at )?line 1, column", r"\1column", error.message)
             yield number, error
             continue
         yield number, document

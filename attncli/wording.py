@@ -63,3 +63,30 @@ def head_counts(width: int, wanted: int | None = None, most: int = 8) -> str:
     if len(counts) > most:
         counts = sorted(sorted(counts, key=lambda count: abs(count - (wanted or 1)))[:most])
     return ", ".join(map(str, counts))
+
+
+# Python's json messages at a closing bracket that follows a comma, by the bracket (3.13 and later
+# say "Illegal trailing comma before end of object" at the comma itself)
+_AFTER_A_COMMA = {"}": "Expecting property name enclosed in double quotes", "]": "Expecting value"}
+
+
+def json_slip(message: str, text: str, position: int) -> str | None:
+    """A JSON syntax error (Python's ``message`` at ``position`` of ``text``) in plain words when
+    it is a usual slip: a trailing comma (``line 5, column 18: a comma before '}' is not allowed in
+    JSON``, where the comma is) or a comma missing at the end of a line (``line 6: expected a comma
+    after the value on line 5``); None for any other error."""
+    before = len(text[:position].rstrip())  # just after the last character before the error
+    if message.startswith("Illegal trailing comma"):
+        comma, closing = position, "}" if message.endswith("object") else "]"
+    elif _AFTER_A_COMMA.get(text[position:position + 1]) == message and text[before - 1:before] == ",":
+        comma, closing = before - 1, text[position]
+    elif message == "Expecting ',' delimiter" and text[position:].strip() and "\n" in text[before:position]:
+        return f"line {_line(text, position)}: expected a comma after the value on line {_line(text, before - 1)}"
+    else:
+        return None
+    column = comma - text.rfind("\n", 0, comma)
+    return f"line {_line(text, comma)}, column {column}: a comma before {closing!r} is not allowed in JSON"
+
+
+def _line(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1

@@ -16,6 +16,7 @@ from attncli.errors import ProblemError
 from attncli.readers import (
     iter_json_lines,
     parse_csv,
+    parse_json,
     read_expected,
     read_inputs,
     read_matrix,
@@ -274,6 +275,30 @@ def test_iter_json_lines_numbers_lines_and_skips_blank_ones():
     assert parsed[0][1] == {"x": 1} and parsed[2][1] == {"x": 2}
     assert parsed[1][1].render(as_flag) == \
         "invalid JSON at column 5: Extra data (one problem per line? give a .jsonl file, or --lines)"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # a trailing comma: where the comma is, on its own line when the bracket is on the next
+    ('{"a": 1,}', "line 1, column 8: a comma before '}' is not allowed in JSON"),
+    ('{\n  "a": [1, 2],\n}', "line 2, column 14: a comma before '}' is not allowed in JSON"),
+    ("[1, 2 , ]", "line 1, column 7: a comma before ']' is not allowed in JSON"),
+    # a comma missing at the end of a line: the line of the value it should follow
+    ('{\n  "a": 1\n  "b": 2\n}', "line 3: expected a comma after the value on line 2"),
+    ("[[1, 2]\n\n [3, 4]]", "line 3: expected a comma after the value on line 1"),
+    # everything else as Python words it
+    ('{"a": 1 "b": 2}', "invalid JSON at line 1, column 9: Expecting ',' delimiter"),
+    ('{"a": 1\n', "invalid JSON at line 2, column 1: Expecting ',' delimiter"),
+    ("[1,,2]", "invalid JSON at line 1, column 4: Expecting value"),
+    ("{,}", "invalid JSON at line 1, column 2: Expecting property name enclosed in double quotes"),
+    ("[1, }", "invalid JSON at line 1, column 5: Expecting value"),
+])
+def test_json_slips_in_plain_words(text, message):
+    assert error_of(parse_json, text.encode()).message == message
+
+
+def test_a_trailing_comma_in_a_json_line_gives_its_column():
+    (_, error), = iter_json_lines(io.BytesIO(b'{"x": [[1]],}\n'))
+    assert error.message == "column 12: a comma before '}' is not allowed in JSON"
 
 
 def test_an_npz_name_on_npy_bytes_and_the_reverse_are_errors_not_crashes(tmp_path):

@@ -25,8 +25,15 @@ def doc(**changes):
     return json.dumps({key: value for key, value in document.items() if value is not ...})
 
 
+# the document one key to a line, as people write it: "{", the four keys on lines 2-5, "}"
+LINES = ["{", *(f"  {json.dumps(key)}: {json.dumps(value)}," for key, value in GOOD.items()), "}"]
+
 # name -> (content, extra command-line arguments, the message after "Error: FILE: ")
 JSON_CASES = {
+    "trailing_comma.json": ("\n".join(LINES), [],
+                            f"line 5, column {len(LINES[4])}: a comma before '}}' is not allowed in JSON"),
+    "missing_comma.json": ("\n".join([*LINES[:3], LINES[3].rstrip(","), LINES[4].rstrip(","), "}"]), [],
+                           "line 5: expected a comma after the value on line 4"),
     "truncated.json": (doc()[:40], [], "invalid JSON at line 1, column 41: Expecting ',' delimiter"),
     "empty.json": ("", [], "is empty; expected a JSON object"),
     "whitespace.json": ("  \n\t\n", [], "is empty; expected a JSON object"),
