@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 from conftest import SAMPLES
+from rich.console import Console
 from test_cli import run, write
+
+from attncli.demo import CLASSIC_DOCUMENT, walkthrough
+from attncli.pipeline import attention
+from attncli.problem import problem_from_document
+from attncli.shapes import shape_flow
+from attncli.sizes import Sizes
+from attncli.view import print_demo, print_shapes
+from attncli.view.numbers import format_number
 
 CLASSIC = SAMPLES / "classic.json"
 CAUSAL = SAMPLES / "multihead_causal.json"
@@ -72,3 +82,35 @@ def test_a_masked_array_in_tables_and_heatmap(tmp_path):
 def test_the_no_colour_heatmap_tells_masked_from_small_weights():
     grid = stdout_of("compute", CAUSAL, "--view", "heatmap").splitlines()
     assert grid[3:7] == ["0 █···", "1 ▒▒··", "2  ▒░·", "3 ░░░"]
+
+
+def terminal(width, render):
+    buffer = io.StringIO()
+    render(Console(file=buffer, force_terminal=True, color_system=None, width=width))
+    return buffer.getvalue()
+
+
+def demo_at(width):
+    problem = problem_from_document(CLASSIC_DOCUMENT)
+    sections, warning = walkthrough(problem, attention(problem))
+    return terminal(width, lambda console: print_demo(sections, warning, 4, console)), attention(problem)
+
+
+@pytest.mark.parametrize("width", [40, 80])
+def test_the_demo_in_a_narrow_terminal_cuts_no_number(width):
+    out, trace = demo_at(width)
+    assert "…" not in out
+    for value in trace.steps["softmax"].array.ravel():
+        assert format_number(value, 4) in out
+    words = [line for line in out.splitlines() if line[:1] not in "┏┃┡│└"]
+    assert max(len(line) for line in words) <= width
+    assert max(len(line) for line in out.splitlines()) <= width
+
+
+def test_the_shapes_table_in_a_narrow_terminal_wraps_its_columns():
+    rows = shape_flow(Sizes(seq_len=10, d_model=512, heads=8, batch=2, d_out=512))
+    out = terminal(40, lambda console: print_shapes(rows, console))
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 40
+    steps = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    assert [step for step in steps if step] == [row.step for row in rows]
+    assert "Q = x·W_Q" in out and "formula" in out

@@ -14,6 +14,7 @@ from rich.console import Console, Group, RenderableType
 from rich.measure import Measurement
 from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
 
 
 class PipeAwareConsole(Console):
@@ -62,11 +63,13 @@ def print_blocks(console: Console, blocks: list[RenderableType]) -> None:
     # Rich would squeeze a table wider than the console (piped: 80 columns) to "0.…" or empty cells:
     # widen to the widest table instead, in a terminal too (--full, or a table that cannot be cut
     # further); the terminal scrolls, or the user pipes to `less -S`. A number is never cut.
+    # Words still wrap at the width the console had.
+    width = console.width
     needed = max((measure_width(console, block) for block in blocks if isinstance(block, Group)), default=0)
     if needed > console.width:
         console.width = needed
     for block in blocks:
-        console.print(block)
+        console.print(block, width=width if isinstance(block, Text) else None)
 
 
 def stdout_console(no_color: bool = False) -> Console:

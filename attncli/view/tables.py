@@ -127,6 +127,8 @@ def matrix_block(
         table = _table(array, rows, columns, corner, precision, heatmap, masked)
         if full or not console.is_terminal or measure_width(console, table) <= console.width:
             break
+    else:
+        table.padding = (0, 0)  # still too wide: cells without their padding, before the terminal wraps
     parts: list[RenderableType] = [Text(title, style="bold")]  # Text: a formula's [..] is not markup
     parts.append(table)
     if len(rows) < n_rows or len(columns) < n_columns:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -20,8 +21,9 @@ def print_shapes(rows: list, console: Console | None = None) -> None:
     over how it got that shape (two lines each, so the table fits an 80-column terminal)."""
     console = console or PipeAwareConsole()
     table = Table(title=Text("How the shapes flow", style="bold"), title_justify="left")
-    table.add_column("step", no_wrap=True)
-    table.add_column("shape and axes", no_wrap=True)
+    # In a narrow terminal the shapes and formulas wrap between words; no column is dropped.
+    table.add_column("step", no_wrap=True, min_width=max((len(row.step) for row in rows), default=4))
+    table.add_column("shape and axes", overflow="fold")
     table.add_column("formula and how", overflow="fold")
     for row in rows:
         shape = Text("(" + ", ".join(map(str, row.shape)) + ")\n")
@@ -31,6 +33,8 @@ def print_shapes(rows: list, console: Console | None = None) -> None:
         table.add_row(row.step, shape, what)
     if not console.is_terminal:
         console.width = max(console.width, measure_width(console, table))
+    else:  # every column at least its longest word; the terminal wraps a wider table
+        console.width = max(console.width, Measurement.get(console, console.options, table).minimum)
     console.print(table)
 
 
