@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from attncli import __version__
 from attncli import app as work
@@ -60,6 +60,14 @@ class OneLineErrorGroup(TyperGroup):
         if not standalone_mode:
             return result
         sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+class PlainUsageCommand(TyperCommand):
+    """A command whose usage line shows a required argument as FILE, as Click does, not Typer's {FILE}."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+                for piece in super().collect_usage_pieces(ctx)]
 
 
 app = typer.Typer(
@@ -172,7 +180,7 @@ def shapes(
     work.run_shapes(ShapesRequest(file, sizes), Shown(output_format, no_color=no_color))
 
 
-@app.command()
+@app.command(cls=PlainUsageCommand)
 @_reported()
 def explain(
     file: opt.Problem,
@@ -191,7 +199,7 @@ def explain(
                      Shown(precision=precision, no_color=no_color))
 
 
-@app.command()
+@app.command(cls=PlainUsageCommand)
 @_reported()
 def check(
     file: opt.Problem,

@@ -32,3 +32,10 @@ def test_a_missing_matrix_option_is_named_as_its_flag_not_blamed_on_x(tmp_path, 
     message = one_error_line(run("compute", "--x", tmp_path / "x.csv", *given))
     assert message.startswith(f"missing --{missing.replace('_', '-')} (the ")
     assert "x.csv" not in message
+
+
+@pytest.mark.parametrize("command", ["explain", "check", "compute", "shapes"])
+def test_usage_lines_show_file_without_braces(command):
+    usage = run(command, "--help").stdout.splitlines()[0]
+    assert usage.startswith(f"Usage: attncli {command} [OPTIONS] ")
+    assert usage.split()[-1] in ("FILE", "[FILE]")
