@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pytest
 from conftest import SAMPLES
-from rich.console import Console
 from test_cli import run, write
 
 from attncli.demo import CLASSIC_DOCUMENT, walkthrough
@@ -15,7 +15,7 @@ from attncli.pipeline import attention
 from attncli.problem import problem_from_document
 from attncli.shapes import shape_flow
 from attncli.sizes import Sizes
-from attncli.view import print_demo, print_shapes
+from attncli.view import PipeAwareConsole, print_demo, print_shapes, print_trace
 from attncli.view.numbers import format_number
 
 CLASSIC = SAMPLES / "classic.json"
@@ -86,7 +86,7 @@ def test_the_no_colour_heatmap_tells_masked_from_small_weights():
 
 def terminal(width, render):
     buffer = io.StringIO()
-    render(Console(file=buffer, force_terminal=True, color_system=None, width=width))
+    render(PipeAwareConsole(file=buffer, force_terminal=True, color_system=None, width=width))
     return buffer.getvalue()
 
 
@@ -114,3 +114,20 @@ def test_the_shapes_table_in_a_narrow_terminal_wraps_its_columns():
     steps = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
     assert [step for step in steps if step] == [row.step for row in rows]
     assert "Q = x·W_Q" in out and "formula" in out
+
+
+def trace_at(width, path=CAUSAL):
+    trace = attention(problem_from_document(json.loads(path.read_text())))
+    return terminal(width, lambda console: print_trace(trace, trace.select(None), 4, console=console)), trace
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_small_per_head_tables_sit_side_by_side(width):
+    out, trace = trace_at(width)
+    lines = out.splitlines()
+    assert "Q = x·W_Q + b_Q   4×2   (head 0)    Q = x·W_Q + b_Q   4×2   (head 1)" in lines
+    assert max(len(line) for line in lines) <= width
+    assert len(lines) < 110 if width == 80 else len(lines) < 80
+    for step in trace.steps.values():  # every value is still shown
+        for value in step.array[np.isfinite(step.array) & (np.abs(step.array) > 1e-3)]:
+            assert format_number(value, 4) in out

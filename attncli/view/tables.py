@@ -43,6 +43,8 @@ MASKED = "·"
 MASKED_NOTE = f"{MASKED} a masked key (its logit is −∞): weight 0"
 # A step of a large batch with many heads would be hundreds of tables: show this many of them.
 MAX_TABLES = 8
+# Spaces between small tables shown side by side.
+SIDE_BY_SIDE_GAP = 3
 
 
 def heat_style(weight: float) -> Style:
@@ -209,10 +211,15 @@ def print_trace(
     trace: Trace, steps: list[Step], precision: int, full: bool = False, console: Console | None = None
 ) -> None:
     """Print the chosen steps of a trace as tables (to stdout unless ``console``), softmax as a heatmap;
-    each table is printed as soon as it is made."""
+    a step's tables (one per batch item and head) side by side when two or more fit the width."""
     console = console or PipeAwareConsole()
     for step in steps:
-        for block in step_blocks(console, step, precision, full, masked_cells(trace, step)):
+        blocks = list(step_blocks(console, step, precision, full, masked_cells(trace, step)))
+        tables = [block for block in blocks if isinstance(block, Group)]
+        widest = max(measure_width(console, table) for table in tables)
+        if len(tables) > 1 and 2 * widest + SIDE_BY_SIDE_GAP <= console.width:
+            tables = [Columns(tables, padding=(0, SIDE_BY_SIDE_GAP))]
+        for block in tables + [block for block in blocks if not isinstance(block, Group)]:
             print_blocks(console, [block])
 
 
@@ -230,7 +237,7 @@ def print_demo(sections: list[Section], warning: str, precision: int, console: C
                 for matrix in row
             ]
             # small matrices side by side, as many as the width allows
-            blocks.append(Columns(tables, padding=(0, 3)) if len(tables) > 1 else tables[0])
+            blocks.append(Columns(tables, padding=(0, SIDE_BY_SIDE_GAP)) if len(tables) > 1 else tables[0])
         if section.heatmap:
             blocks.append(HeatLegend())
         blocks.append(Text(""))
