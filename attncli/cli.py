@@ -51,6 +51,8 @@ class OneLineErrorGroup(TyperGroup):
                 # bare `attncli`: the help itself is the message, as Click gives it
                 sys.stderr.write(error.format_message() + "\n")
                 sys.exit(EXIT_BAD_INPUT)
+            if type(error).__name__ == "NoSuchOption":
+                error.possibilities = _close_options(error.option_name, error.ctx)
             command = getattr(getattr(error, "ctx", None), "command_path", None) or "attncli"
             _write_error(f"{error.format_message()} (see '{command} --help')")
             sys.exit(error.exit_code)
@@ -68,6 +70,17 @@ class PlainUsageCommand(TyperCommand):
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
                 for piece in super().collect_usage_pieces(ctx)]
+
+
+def _close_options(name: str, ctx: Any) -> list[str]:
+    """The command's options close to a mistyped ``name``, compared without their dashes (which
+    every option shares) and with a stricter cutoff than Click's: --stpe suggests --step, --bogus nothing."""
+    import difflib
+
+    params = ctx.command.get_params(ctx) if ctx else ()
+    options = [flag for param in params for flag in param.opts if flag.startswith("--")]
+    close = difflib.get_close_matches(name.lstrip("-"), [flag[2:] for flag in options], n=3, cutoff=0.75)
+    return ["--" + flag for flag in close]
 
 
 app = typer.Typer(

@@ -39,3 +39,12 @@ def test_usage_lines_show_file_without_braces(command):
     usage = run(command, "--help").stdout.splitlines()[0]
     assert usage.startswith(f"Usage: attncli {command} [OPTIONS] ")
     assert usage.split()[-1] in ("FILE", "[FILE]")
+
+
+@pytest.mark.parametrize("typed, suggested", [
+    ("--bogus", ""), ("--heatmap", ""), ("--stpe", " (Possible options: --step)"),
+    ("--presicion", " (Possible options: --precision)"), ("--hepl", " (Possible options: --help)"),
+])
+def test_an_unknown_option_suggests_only_close_ones(typed, suggested):
+    assert one_error_line(run("compute", typed)) == (
+        f"No such option: {typed}{suggested} (see 'attncli compute --help')")
