@@ -6,12 +6,14 @@ from attncli.formats, so they name what attncli reads and writes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from attncli.formats import input_suffixes, listed, output_help, output_names
 from attncli.keys import STEP_NAMES
+from attncli.request import step_suggestion
 
 TEXT_FORMATS = ("table", "json")  # the commands that show words and tables, not a trace
 FORMAT_HELP, OUTPUT_SUFFIXES_HELP = output_help()
@@ -19,11 +21,11 @@ PROBLEM_SUFFIXES = ", ".join(input_suffixes("problem"))
 MATRIX_SUFFIXES = listed(input_suffixes("matrix"))
 
 
-def choice(choices: tuple[str, ...]):
+def choice(choices: tuple[str, ...], suggest: Callable[[str], str] = lambda value: ""):
     # validated here rather than as an Enum so the message is ours, and JSON works as well as json
     def check(value: str | None) -> str | None:
         if value is not None and value.lower() not in choices:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}{suggest(value)}")
         return value.lower() if value is not None else None
 
     return check
@@ -149,7 +151,7 @@ Expected = Annotated[
                       ".csv/.tsv or .npy; - for standard input."),
 ]
 CheckStep = Annotated[
-    str, typer.Option("--step", "-s", metavar="NAME", callback=choice(STEP_NAMES),
+    str, typer.Option("--step", "-s", metavar="NAME", callback=choice(STEP_NAMES, step_suggestion),
                       help="The step your numbers are for (default output).")
 ]
 Atol = Annotated[float, typer.Option("--atol", metavar="A", help="Absolute tolerance.")]

@@ -108,7 +108,8 @@ def _check_compute(request: ComputeRequest) -> None:
         raise ProblemError(f"missing {option(missing[0])} ({_ROLE[missing[0]]})")
     unknown = [name for name in request.steps or () if name not in STEP_NAMES]
     if unknown:
-        raise UsageError(f"{unknown[0]!r} is not a step; the steps are {', '.join(STEP_NAMES)}", "--step")
+        raise UsageError(f"{unknown[0]!r} is not a step; the steps are {', '.join(STEP_NAMES)}"
+                         f"{step_suggestion(unknown[0])}", "--step")
     pictures = shown.export_svg is not None or shown.export_html is not None
     if is_lines(request):
         if given.matrices:
@@ -134,6 +135,21 @@ def _check_compute(request: ComputeRequest) -> None:
         suffix = output_format(shown.format).suffixes[0]
         raise ProblemError(f"is binary: write it with -o FILE{suffix} or redirect stdout",
                            source=f"--format {shown.format}")
+
+
+# What PyTorch (``attn_weights``, ``need_weights``) and papers call the softmax's output, spelt plainly
+_SOFTMAX_SPELLINGS = ("weights", "attn", "attention", "attnweights", "attentionweights", "attnprobs",
+                      "attentionprobs", "probs", "probabilities")
+
+
+def step_suggestion(name: str) -> str:
+    """``; did you mean 'STEP'?`` for a step name's near miss (``weights`` and ``attn`` are the
+    softmax's), or an empty string."""
+    if "".join(character for character in name.lower() if character not in "_- ") in _SOFTMAX_SPELLINGS:
+        return "; did you mean 'softmax'?"
+    from attncli.wording import closest  # difflib, only for a message
+
+    return closest(name, STEP_NAMES)
 
 
 def _one_from_stdin(*paths: str | None) -> None:

@@ -259,7 +259,7 @@ def test_unknown_step_lists_the_steps():
     assert_one_line_error(
         run("compute", SAMPLES / "classic.json", "--step", "attn"),
         "Invalid value for --step: 'attn' is not a step; the steps are q, k, v, scores, logits, softmax, concat, "
-        "output (see 'attncli compute --help')",
+        "output; did you mean 'softmax'? (see 'attncli compute --help')",
     )
 
 

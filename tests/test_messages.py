@@ -48,3 +48,18 @@ def test_usage_lines_show_file_without_braces(command):
 def test_an_unknown_option_suggests_only_close_ones(typed, suggested):
     assert one_error_line(run("compute", typed)) == (
         f"No such option: {typed}{suggested} (see 'attncli compute --help')")
+
+
+@pytest.mark.parametrize("typed, meant", [
+    ("weights", "softmax"), ("attn", "softmax"), ("attention", "softmax"), ("attn_weights", "softmax"),
+    ("softmx", "softmax"), ("score", "scores"), ("out", "output"),
+])
+@pytest.mark.parametrize("command", ["compute", "check"])
+def test_a_step_near_miss_suggests_the_step(command, typed, meant):
+    args = ["-e", "mine.json"] if command == "check" else []
+    message = one_error_line(run(command, "problem.json", *args, "--step", typed))
+    assert message.endswith(f"; did you mean {meant!r}? (see 'attncli {command} --help')")
+
+
+def test_a_step_far_from_every_name_suggests_none():
+    assert "did you mean" not in one_error_line(run("compute", "problem.json", "--step", "xyz"))

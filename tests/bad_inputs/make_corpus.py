@@ -121,7 +121,8 @@ def main() -> None:
         ("option_precision", ["--precision", "99"], "Invalid value for '--precision': 99 is not allowed; use a "
                                                     "whole number from 0 to 17 (see 'attncli compute --help')"),
         ("option_step", ["--step", "attn"], "Invalid value for --step: 'attn' is not a step; the steps are q, k, v, "
-                                            "scores, logits, softmax, concat, output (see 'attncli compute --help')"),
+                                            "scores, logits, softmax, concat, output; did you mean 'softmax'? "
+                                            "(see 'attncli compute --help')"),
         ("option_format", ["--format", "xlsx"], "Invalid value for '--format' / '-f': 'xlsx' is not one of table, "
                                                 "json, csv, npz (see 'attncli compute --help')"),
     ):
