@@ -83,7 +83,7 @@ def compute(problem: Problem, steps: list[str] | None = None, source: str = "") 
                 with progress_bar() as report:
                     trace = attention(problem, steps, progress=report)
             else:
-                check_memory(problem, source)
+                check_memory(problem, source, steps)
                 trace = attention(problem, steps)
     except MemoryError:
         raise ProblemError(f"is too large for this machine's memory (try {option('step')} output, "
@@ -93,14 +93,18 @@ def compute(problem: Problem, steps: list[str] | None = None, source: str = "") 
     return trace
 
 
-def check_memory(problem: Problem, source: str) -> None:
-    """Refuse, before allocating, a full trace larger than the memory this machine has free."""
+def check_memory(problem: Problem, source: str, steps: list[str] | None = None) -> None:
+    """Refuse, before allocating, a full trace larger than the memory this machine has free. The
+    message names the ``steps`` asked for (None: all): the full path makes every step on the way
+    to them, so that is what they need."""
     from attncli.machine import available_memory
     from attncli.pipeline import full_trace_bytes
 
     needed, available = full_trace_bytes(problem), available_memory()
     if available is not None and needed > available:
-        raise ProblemError(f"every step of this problem needs about {needed / 2**30:.1f} GiB, but "
+        asked = f"computing {option('step')} {', '.join(steps)} needs every step of this problem, about" \
+            if steps else "every step of this problem needs about"
+        raise ProblemError(f"{asked} {needed / 2**30:.1f} GiB, but "
                            f"{available / 2**30:.1f} GiB is free: ask for {option('step')} output (computed in "
                            "blocks), or give a smaller problem", source=source)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SAMPLES
 from typer.testing import CliRunner
 
 from attncli.cli import app
@@ -63,3 +64,14 @@ def test_a_step_near_miss_suggests_the_step(command, typed, meant):
 
 def test_a_step_far_from_every_name_suggests_none():
     assert "did you mean" not in one_error_line(run("compute", "problem.json", "--step", "xyz"))
+
+
+def test_the_memory_refusal_names_the_step_asked_for(monkeypatch):
+    import attncli.machine as machine
+
+    monkeypatch.setattr(machine, "available_memory", lambda: 100)  # bytes; the classic trace needs 648
+    problem = SAMPLES / "classic.json"
+    assert one_error_line(run("compute", problem, "--step", "softmax")) == (
+        f"{problem}: computing --step softmax needs every step of this problem, about 0.0 GiB, but 0.0 GiB is "
+        "free: ask for --step output (computed in blocks), or give a smaller problem")
+    assert one_error_line(run("compute", problem)).startswith(f"{problem}: every step of this problem needs about")
