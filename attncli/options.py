@@ -111,7 +111,8 @@ Output = Annotated[
                  f"({OUTPUT_SUFFIXES_HELP}); a folder takes one CSV per step."),
 ]
 Lines = Annotated[
-    bool, typer.Option("--lines", help="FILE (or -) holds one JSON problem per line; write one JSON line each.")
+    bool, typer.Option("--lines", help="FILE (or -) holds one JSON problem per line; write one JSON line each "
+                       "(into a .json file, one JSON array)."),
 ]
 Strict = Annotated[bool, typer.Option("--strict", help="With --lines: stop at the first bad line.")]
 Dtype = Annotated[

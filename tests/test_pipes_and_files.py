@@ -99,3 +99,8 @@ def test_no_json_lines_into_a_json_file_are_an_empty_array(tmp_path):
     (tmp_path / "none.jsonl").write_text("")
     assert attncli_run("compute", tmp_path / "none.jsonl", "-o", tmp_path / "res.json").returncode == 0
     assert json.loads((tmp_path / "res.json").read_text()) == []
+
+
+def test_the_help_says_a_json_file_takes_an_array():
+    done = attncli_run("compute", "--help")
+    assert "(into a .json file, one JSON array)" in " ".join(done.stdout.decode().split())
