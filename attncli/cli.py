@@ -46,6 +46,11 @@ class OneLineErrorGroup(TyperGroup):
         except typer.Abort:
             _write_error("interrupted")
             sys.exit(EXIT_INTERRUPTED)
+        except SystemExit as error:
+            # Click ends a closed pipe under its help with 1, having wrapped stdout: end it as compute does
+            if error.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+                raise BrokenPipeError from None
+            raise
         except _CLICK_EXCEPTION as error:
             if type(error).__name__ == "NoArgsIsHelpError":
                 # bare `attncli`: the help itself is the message, as Click gives it

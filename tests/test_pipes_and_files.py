@@ -37,6 +37,7 @@ def test_random_into_head_exits_141_quietly():
     ["check", SAMPLES / "classic.json", "-e", SAMPLES / "classic_mistake.json"],
     ["check", SAMPLES / "classic.json", "-e", SAMPLES / "classic_mistake.json", "-f", "json"],
     ["explain", SAMPLES / "classic.json", "-q", 0],
+    ["--version"], ["--help"], ["compute", "--help"],
 ])
 def test_every_command_ends_quietly_on_a_closed_pipe(args):
     done = closed_pipe_run(*args)
