@@ -77,9 +77,76 @@ def stdout_console(no_color: bool = False) -> Console:
     return PipeAwareConsole(no_color=no_color or None)
 
 
+# Rich's SVG template without its web font (Fira Code from a CDN) and link: a picture draws with the
+# viewer's own monospace font, offline. xml:space="preserve" and white-space: pre keep every space
+# (rsvg and others collapse leading ones, which moved right-aligned numbers to the left).
+SVG_FORMAT = """\
+<svg class="rich-terminal" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" xml:space="preserve">
+    <style>
+
+    .{unique_id}-matrix {{
+        font-family: "DejaVu Sans Mono", Menlo, Consolas, "Liberation Mono", "Courier New", monospace;
+        font-size: {char_height}px;
+        line-height: {line_height}px;
+        font-variant-east-asian: full-width;
+        white-space: pre;
+    }}
+
+    .{unique_id}-title {{
+        font-size: 18px;
+        font-weight: bold;
+        font-family: "DejaVu Sans", Helvetica, Arial, sans-serif;
+    }}
+
+    {styles}
+    </style>
+
+    <defs>
+    <clipPath id="{unique_id}-clip-terminal">
+      <rect x="0" y="0" width="{terminal_width}" height="{terminal_height}" />
+    </clipPath>
+    {lines}
+    </defs>
+
+    {chrome}
+    <g transform="translate({terminal_x}, {terminal_y})" clip-path="url(#{unique_id}-clip-terminal)">
+    {backgrounds}
+    <g class="{unique_id}-matrix">
+    {matrix}
+    </g>
+    </g>
+</svg>
+"""
+# Cells a little wider than a character of the fonts above (DejaVu Sans Mono and Menlo 0.602 of the
+# font size, Liberation Mono and Courier New 0.600, Consolas 0.55): a renderer that ignores
+# textLength (rsvg) then never overlaps or clips text, it only leaves a hair between runs.
+SVG_FONT_ASPECT_RATIO = 0.61
+
+
+class RecordingConsole(Console):
+    """A recording Console whose SVG pictures are self-contained: no font or anything else fetched
+    from the network, and spaces kept, so columns line up in any renderer, offline."""
+
+    def export_svg(self, *, title: str = "attncli", theme: Any = None, clear: bool = True,
+                   code_format: str = SVG_FORMAT, font_aspect_ratio: float = SVG_FONT_ASPECT_RATIO,
+                   unique_id: str | None = None) -> str:
+        return super().export_svg(title=title, theme=theme, clear=clear, code_format=code_format,
+                                  font_aspect_ratio=font_aspect_ratio, unique_id=unique_id)
+
+    def save_svg(self, path: str, *, title: str = "attncli", theme: Any = None, clear: bool = True,
+                 code_format: str = SVG_FORMAT, font_aspect_ratio: float = SVG_FONT_ASPECT_RATIO,
+                 unique_id: str | None = None) -> None:
+        svg = self.export_svg(title=title, theme=theme, clear=clear, code_format=code_format,
+                              font_aspect_ratio=font_aspect_ratio, unique_id=unique_id)
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(svg)
+
+
 def recording(width: int) -> Console:
-    """A console that records in colour at ``width`` columns, for SVG and HTML pictures."""
-    return Console(record=True, file=io.StringIO(), force_terminal=True, color_system="truecolor", width=width)
+    """A console that records in colour at ``width`` columns, for SVG and HTML pictures (its SVG
+    is self-contained: see ``RecordingConsole``)."""
+    return RecordingConsole(record=True, file=io.StringIO(), force_terminal=True, color_system="truecolor",
+                            width=width)
 
 
 @contextlib.contextmanager
