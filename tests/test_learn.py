@@ -291,7 +291,7 @@ def test_heatmap_stays_readable_at_200_and_pools_to_a_narrow_terminal():
     wide = grid_lines(document, 220, colour=True)
     assert len(wide) == 1 + 2 + 200 + 1 and "\x1b[" in "".join(wide)
     narrow = grid_lines(document, 80, colour=False)
-    assert narrow[0] == "softmax   200×200   (each cell: the largest of 3 keys)"
+    assert narrow[0] == "softmax   200×200   (each cell: the largest of 2–3 keys)"
     assert max(len(line) for line in narrow) <= 80
 
 

@@ -1,27 +1,60 @@
-"""Compact heatmaps of the softmax weights: one character per weight."""
+"""Compact heatmaps of the softmax weights: one character per weight (two queries per character in colour)."""
 
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
+from rich.color import Color
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.style import Style
 from rich.text import Text
 
 from attncli.trace import Trace
 from attncli.view.console import PipeAwareConsole
-from attncli.view.tables import MASKED, MAX_TABLES, HeatLegend, heat_style, masked_cells, table_position
+from attncli.view.tables import HEAT_MASKED, MASKED, MAX_TABLES, HeatLegend, heat_colour, masked_cells, table_position
 
 SHADES = " ░▒▓█"
+_MASKED_COLOUR = Color.from_triplet(HEAT_MASKED)
+
+
+def pool_columns(weights: np.ndarray, masked: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (rows, keys) ``weights`` and ``masked`` pooled to ``cells`` columns (as many as there are
+    keys at most): each cell the largest weight of a run of consecutive keys (runs differ by at most
+    one key), masked when all its keys are; and the first key of each cell."""
+    n_columns = weights.shape[1]
+    cells = min(cells, n_columns)
+    starts = (np.arange(cells) * n_columns) // cells
+    if cells == n_columns:
+        return weights, masked, starts
+    return (np.maximum.reduceat(weights, starts, axis=1), np.logical_and.reduceat(masked, starts, axis=1), starts)
+
+
+def _ruler(starts: np.ndarray, n_columns: int) -> str:
+    """Key indices over the cells: round numbers (every 1, 10, 20, 50, 100, … keys) at the cell holding
+    that key, spaced so no two labels touch."""
+    cells = len(starts)
+    ends = np.append(starts[1:], n_columns)
+    for step in (1, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, n_columns):
+        keys = range(0, n_columns, step)
+        positions = np.searchsorted(ends, list(keys), side="right")
+        if step == 1 and cells <= 10:
+            break  # a few keys: every index, side by side
+        if step > 1 and all(b - a > len(str(key)) for a, b, key in zip(positions, positions[1:], keys, strict=False)):
+            break
+    ruler = [" "] * cells
+    for key, position in zip(keys, positions, strict=True):
+        label = str(key)
+        ruler[position:position + len(label)] = label
+    return "".join(ruler[:cells]).rstrip()
 
 
 class HeatGrid:
-    """A compact grid of one softmax matrix (q_len, k_len): one character per weight, coloured
-    by value (shade characters where there is no colour), token indices on both axes. In a
-    terminal too narrow for every key, each character stands for the largest of a few keys.
-    ``masked`` cells (True) show MASKED; a pooled character, when all its keys are masked."""
+    """A compact grid of one softmax matrix (q_len, k_len), token indices on both axes. With colour,
+    one character per key and two queries per line (▀: the upper query's viridis colour over the
+    lower's), masked cells grey; without, one query per line in shade characters, masked cells
+    MASKED. In a terminal too narrow for every key, each cell stands for the largest of a few
+    consecutive keys, pooled only as far as the width needs. ``masked`` cells are True."""
 
     def __init__(self, weights: np.ndarray, title: str, masked: np.ndarray | None = None):
         self.weights = weights
@@ -29,34 +62,37 @@ class HeatGrid:
         self.masked = np.zeros(weights.shape, dtype=bool) if masked is None else masked
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        weights, masked = self.weights, self.masked
-        n_rows, n_columns = weights.shape
-        label_width = len(str(n_rows - 1)) + 1
-        room = max(options.max_width - label_width, 10)
-        pool = 1 if not console.is_terminal else max(1, math.ceil(n_columns / room))
-        if pool > 1:
-            padded = np.pad(weights, ((0, 0), (0, (-n_columns) % pool)))
-            weights = padded.reshape(n_rows, -1, pool).max(axis=2)
-            masked = np.pad(masked, ((0, 0), (0, (-n_columns) % pool)), constant_values=True)
-            masked = masked.reshape(n_rows, -1, pool).all(axis=2)
-        yield Text(self.title + (f"   (each cell: the largest of {pool} keys)" if pool > 1 else ""), style="bold")
-        yield Text(" " * label_width + "keys →   (rows: queries)", style="dim")
-        ruler = [" "] * weights.shape[1]
-        step = 1 if weights.shape[1] <= 10 else 10
-        for column in range(0, weights.shape[1], step):
-            label = str(column * pool)
-            ruler[column:column + len(label)] = label
-        yield Text(" " * label_width + "".join(ruler[:weights.shape[1]]), style="dim")
+        n_rows, n_columns = self.weights.shape
         colour = console.color_system is not None and not console.no_color
-        for row_index, (row, row_masked) in enumerate(zip(weights, masked, strict=True)):
-            line = Text(f"{row_index:>{label_width - 1}} ", style="dim")
-            for weight, hidden in zip(row, row_masked, strict=True):
-                if hidden:
-                    line.append(MASKED, style="dim")  # a masked key, unlike a small weight
-                elif colour:
-                    line.append("█", style=Style(color=heat_style(float(weight)).bgcolor))
-                else:
-                    line.append(SHADES[min(int(weight * len(SHADES)), len(SHADES) - 1)])
+        label_width = len(str(n_rows - 1)) + 1
+        room = max(options.max_width - label_width, 10) if console.is_terminal else n_columns
+        weights, masked, starts = pool_columns(self.weights, self.masked, room)
+        cells = weights.shape[1]
+        title = self.title
+        if cells < n_columns:
+            fewest, most = n_columns // cells, -(-n_columns // cells)
+            title += f"   (each cell: the largest of {fewest if fewest == most else f'{fewest}–{most}'} keys)"
+        yield Text(title, style="bold")
+        rows = "2 queries per line, the even one on top" if colour and n_rows > 1 else "queries"
+        yield Text(" " * label_width + f"keys →   (rows: {rows})", style="dim")
+        yield Text(" " * label_width + _ruler(starts, n_columns), style="dim")
+        if not colour:
+            for row_index, (row, row_masked) in enumerate(zip(weights, masked, strict=True)):
+                line = Text(f"{row_index:>{label_width - 1}} ", style="dim")
+                for weight, hidden in zip(row, row_masked, strict=True):
+                    # a masked key, unlike a small weight
+                    line.append(MASKED if hidden else SHADES[min(int(weight * len(SHADES)), len(SHADES) - 1)],
+                                style="dim" if hidden else None)
+                yield line
+            return
+        colours = [[_MASKED_COLOUR if hidden else Color.from_triplet(heat_colour(float(weight)))
+                    for weight, hidden in zip(row, row_masked, strict=True)]
+                   for row, row_masked in zip(weights, masked, strict=True)]
+        for upper in range(0, n_rows, 2):
+            line = Text(f"{upper:>{label_width - 1}} ", style="dim")
+            lower = colours[upper + 1] if upper + 1 < n_rows else [None] * cells
+            for top, bottom in zip(colours[upper], lower, strict=True):
+                line.append("▀", style=Style(color=top, bgcolor=bottom))
             yield line
 
 

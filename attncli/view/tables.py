@@ -21,8 +21,12 @@ from attncli.trace import Step, Trace
 from attncli.view.console import PipeAwareConsole, measure_width, print_blocks
 from attncli.view.numbers import format_number
 
-_LOW = ColorTriplet(68, 1, 84)
-_HIGH = ColorTriplet(253, 231, 37)
+# matplotlib's viridis at 0, 1/9, …, 1: perceptually uniform, dark purple to yellow; weights are
+# coloured by interpolating between these stops (a straight blend of the two ends is grey in the middle).
+VIRIDIS = tuple(ColorTriplet(int(code[0:2], 16), int(code[2:4], 16), int(code[4:6], 16)) for code in (
+    "440154", "482878", "3e4989", "31688e", "26828e", "1f9e89", "35b779", "6ece58", "b5de2b", "fde725"))
+# A masked cell of the coloured heatmap: a neutral grey, outside the palette.
+HEAT_MASKED = ColorTriplet(62, 62, 62)
 _AXIS_WORD = {
     "q_len": "query",
     "k_len": "key",
@@ -47,13 +51,26 @@ MAX_TABLES = 8
 SIDE_BY_SIDE_GAP = 3
 
 
+def heat_colour(weight: float) -> ColorTriplet:
+    """The viridis colour of a weight in [0, 1] (clipped): interpolated between the nearest two stops."""
+    position = float(min(max(weight, 0.0), 1.0)) * (len(VIRIDIS) - 1)
+    lower = min(int(position), len(VIRIDIS) - 2)
+    return blend_rgb(VIRIDIS[lower], VIRIDIS[lower + 1], position - lower)
+
+
+def _relative_luminance(colour: ColorTriplet) -> float:
+    linear = [(c / 255) / 12.92 if c <= 10 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in colour]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
 def heat_style(weight: float) -> Style:
-    """Background shade for a weight in [0, 1], with text that stays legible on it."""
-    background = blend_rgb(_LOW, _HIGH, float(min(max(weight, 0.0), 1.0)))
-    luminance = 0.299 * background.red + 0.587 * background.green + 0.114 * background.blue
+    """Background shade for a weight in [0, 1] (viridis, as the heatmap), with the text colour of
+    most legible on it: white on the dark end and the middle, black on the light end (past a relative
+    luminance of 0.408, as seaborn annotates viridis heatmaps: weights from about 0.7)."""
+    background = heat_colour(weight)
     return Style(
         bgcolor=Color.from_triplet(background),
-        color="black" if luminance > 140 else "white",
+        color="black" if _relative_luminance(background) > 0.408 else "white",
     )
 
 
@@ -141,14 +158,15 @@ def matrix_block(
 class HeatLegend:
     """A one-line key to the shading: colours where there is colour; with ``shades`` (the heatmap
     view) the shade characters where there is not; nothing for plain tables, whose numbers speak.
-    With ``masked``, a line saying how a masked cell looks."""
+    With ``masked``, a line saying how a masked cell looks (grey in the coloured heatmap, else MASKED)."""
 
     def __init__(self, shades: bool = False, masked: bool = False):
         self.shades = shades
         self.masked = masked
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        if console.color_system is None or console.no_color:
+        colour = console.color_system is not None and not console.no_color
+        if not colour:
             if self.shades:
                 yield Text("shades: ' ' < 0.2 ≤ ░ < 0.4 ≤ ▒ < 0.6 ≤ ▓ < 0.8 ≤ █", style="dim")
         else:
@@ -156,7 +174,12 @@ class HeatLegend:
             for weight in (0.0, 0.25, 0.5, 0.75, 1.0):
                 legend.append(f" {weight:g} ", style=heat_style(weight))
             yield legend
-        if self.masked:
+        if self.masked and colour and self.shades:
+            line = Text()
+            line.append("   ", style=Style(bgcolor=Color.from_triplet(HEAT_MASKED)))
+            line.append(" " + MASKED_NOTE.removeprefix(MASKED).strip() + " (grey)", style="dim")
+            yield line
+        elif self.masked:
             yield Text(MASKED_NOTE, style="dim")
 
 
