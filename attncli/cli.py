@@ -42,6 +42,8 @@ class OneLineErrorGroup(TyperGroup):
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         try:
+            if named := opt.named_shell(sys.argv[1:] if args is None else list(args)):
+                sys.exit(opt.complete_named_shell(*named))
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.Abort:
             _write_error("interrupted")
@@ -94,7 +96,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    add_completion=False,
+    # --install-completion and --show-completion (bash, zsh, fish), Typer's: they cost well under
+    # a millisecond a run, and Typer imports shellingham whether they are offered or not
+    add_completion=True,
 )
 
 

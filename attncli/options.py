@@ -31,6 +31,14 @@ def choice(choices: tuple[str, ...], suggest: Callable[[str], str] = lambda valu
     return check
 
 
+def completing(names: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """Shell completion for an option's value: the names that start with what was typed."""
+    def complete(incomplete: str) -> list[str]:
+        return [name for name in names if name.startswith(incomplete.lower())]
+
+    return complete
+
+
 def whole_number(minimum: int, maximum: int | None = None):
     def check(value: int | None) -> int | None:
         if value is not None and (value < minimum or (maximum is not None and value > maximum)):
@@ -96,13 +104,13 @@ BOut = Annotated[str | None, _matrix("b_out")]
 Mask = Annotated[str | None, _matrix("mask")]
 Steps = Annotated[
     list[str] | None,
-    typer.Option("--step", "-s", metavar="NAME",
+    typer.Option("--step", "-s", metavar="NAME", autocompletion=completing(STEP_NAMES),
                  help=f"Show only this step (repeatable): {' '.join(STEP_NAMES)}."),
 ]
 TraceFormat = Annotated[
     str | None,
     typer.Option("--format", "-f", metavar="|".join(output_names()), callback=choice(output_names()),
-                 help=FORMAT_HELP),
+                 autocompletion=completing(output_names()), help=FORMAT_HELP),
 ]
 Output = Annotated[
     str | None,
@@ -117,16 +125,19 @@ Lines = Annotated[
 Strict = Annotated[bool, typer.Option("--strict", help="With --lines: stop at the first bad line.")]
 Dtype = Annotated[
     str, typer.Option("--dtype", metavar="float64|float32", callback=choice(("float64", "float32")),
+                      autocompletion=completing(("float64", "float32")),
                       help="Compute in float64 (default) or float32, to match a framework's float32 numbers."),
 ]
 View = Annotated[
     str, typer.Option("--view", metavar="table|heatmap", callback=choice(("table", "heatmap")),
+                      autocompletion=completing(("table", "heatmap")),
                       help="table: every step as tables; heatmap: the softmax weights as compact colour grids."),
 ]
 
 # --- demo, shapes, explain, check -----------------------------------------------------------------
 DemoFormat = Annotated[
     str, typer.Option("--format", "-f", metavar="table|json", callback=choice(TEXT_FORMATS),
+                      autocompletion=completing(TEXT_FORMATS),
                       help="table (Rich tables) or json (all digits, for pipelines)."),
 ]
 ShapesFile = Annotated[
@@ -140,7 +151,8 @@ ContextLen = Annotated[int | None, _count("--context-len", "M", "Tokens of a sep
 HeadDimV = Annotated[int | None, _count("--head-dim-v", "D", "Width of one head's values, if not E/H.")]
 DOut = Annotated[int | None, _count("--d-out", "W", "Width of an output projection W_O, if there is one.")]
 ShapesFormat = Annotated[
-    str, typer.Option("--format", "-f", metavar="table|json", callback=choice(TEXT_FORMATS), help="table or json.")
+    str, typer.Option("--format", "-f", metavar="table|json", callback=choice(TEXT_FORMATS),
+                      autocompletion=completing(TEXT_FORMATS), help="table or json.")
 ]
 Query = Annotated[int, typer.Option("--query", "-q", metavar="I", help="The query (row) to explain.")]
 Key = Annotated[int | None, typer.Option("--key", "-k", metavar="J", help="Spell out this key's dot product only.")]
@@ -153,12 +165,14 @@ Expected = Annotated[
 ]
 CheckStep = Annotated[
     str, typer.Option("--step", "-s", metavar="NAME", callback=choice(STEP_NAMES, step_suggestion),
+                      autocompletion=completing(STEP_NAMES),
                       help="The step your numbers are for (default output).")
 ]
 Atol = Annotated[float, typer.Option("--atol", metavar="A", help="Absolute tolerance.")]
 Rtol = Annotated[float, typer.Option("--rtol", metavar="R", help="Relative tolerance.")]
 CheckFormat = Annotated[
     str, typer.Option("--format", "-f", metavar="table|json", callback=choice(TEXT_FORMATS),
+                      autocompletion=completing(TEXT_FORMATS),
                       help="table (words) or json (the verdict as data)."),
 ]
 
@@ -172,3 +186,30 @@ OutProj = Annotated[bool, typer.Option("--out-proj", help="Add an output project
 Bias = Annotated[bool, typer.Option("--bias", help="Add biases.")]
 RandomCausal = Annotated[bool, typer.Option("--causal", help="Add a causal mask.")]
 Seed = Annotated[int | None, _count("--seed", "S", "Same seed, same document.", minimum=0)]
+
+# --- shell completion -----------------------------------------------------------------------------
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+COMPLETION_FLAGS = ("--show-completion", "--install-completion")
+
+
+def named_shell(args: list[str]) -> tuple[str, str] | None:
+    """The flag and the shell of ``attncli --show-completion zsh`` (or --install-completion): Typer's
+    flags detect the shell they run in and would otherwise ignore the name."""
+    if len(args) != 2 or args[0] not in COMPLETION_FLAGS or args[1].startswith("-"):
+        return None
+    if args[1] not in SHELLS:
+        raise typer.BadParameter(f"{args[1]!r} is not one of {', '.join(SHELLS)}", param_hint=f"'{args[0]}'")
+    return args[0], args[1]
+
+
+def complete_named_shell(flag: str, shell: str) -> None:
+    """Print or install the completion script for ``shell``, with Typer's own scripts and installer."""
+    from typer._completion_shared import get_completion_script, install
+
+    names = {"prog_name": "attncli", "complete_var": "_ATTNCLI_COMPLETE"}
+    if flag == "--show-completion":
+        typer.echo(get_completion_script(shell=shell, **names))
+    else:
+        installed, path = install(shell=shell, **names)
+        typer.echo(f"{installed} completion installed in {path}")
+        typer.echo("Completion will take effect once you restart the terminal")
