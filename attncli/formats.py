@@ -53,6 +53,8 @@ INPUT_FORMATS = (
     InputFormat("TSV", (".tsv",), b"", ("matrix",), "attncli.readers:read_tsv"),
     InputFormat("JSON", (".json",), b"", ("problem", "matrix"), "attncli.readers:read_json", (b"[", b"{")),
     InputFormat("NPY", (".npy",), b"\x93NUMPY", ("matrix",), "attncli.readers:read_npy"),
+    # numbers separated by spaces, tabs or commas, as numpy's savetxt and MATLAB's dlmwrite write them
+    InputFormat("text", (".txt",), b"", ("matrix",), "attncli.readers:read_text"),
     # Read where one problem is expected, a JSON Lines file is one JSON document (a file of one
     # line is its problem); a stream of many is read line by line by attncli.readers.iter_json_lines.
     InputFormat("JSON Lines", (".jsonl",), b"", ("lines",), "attncli.readers:read_json"),

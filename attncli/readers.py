@@ -162,8 +162,8 @@ def read_folder(folder: Path) -> Inputs:
         if entry.name == OPTIONS_FILE or entry.suffix.lower() not in matrix_suffixes or not entry.is_file():
             continue
         key = entry.stem
-        if key in STEP_NAMES:
-            continue  # a step attncli wrote here (one file per step), not an input
+        if key in STEP_NAMES or (entry.suffix.lower() == ".txt" and key not in FILE_KEYS):
+            continue  # a step attncli wrote here (one file per step), or notes beside the matrices
         if key not in FILE_KEYS:
             raise ProblemError(f"is not named after a matrix attncli knows{closest(key, FILE_KEYS, 0.6)}",
                                source=str(entry))
@@ -218,7 +218,13 @@ def read_csv(reading: Reading) -> np.ndarray:
 
 
 def read_tsv(reading: Reading) -> np.ndarray:
+    """A .tsv file's matrix."""
     return parse_csv(reading.data(), "\t", reading.key == "mask", reading.masked)
+
+
+def read_text(reading: Reading) -> np.ndarray:
+    """A .txt file's matrix: numbers separated by tabs, commas or spaces (numpy's savetxt)."""
+    return parse_csv(reading.data(), None, reading.key == "mask", reading.masked)
 
 
 def read_npy(reading: Reading) -> np.ndarray:

@@ -186,7 +186,7 @@ def test_missing_file(tmp_path):
 def test_folder_without_x(tmp_path):
     assert_one_line_error(
         run("compute", tmp_path),
-        f"{tmp_path}: holds no x (x.csv, x.tsv, x.json or x.npy); a problem folder has one file per matrix",
+        f"{tmp_path}: holds no x (x.csv, x.tsv, x.json, x.npy or x.txt); a problem folder has one file per matrix",
     )
 
 

@@ -23,7 +23,7 @@ X = CLASSIC["x"]
 
 def test_every_suffix_maps_to_one_reader():
     suffixes = [suffix for entry in formats.INPUT_FORMATS for suffix in entry.suffixes]
-    assert sorted(suffixes) == [".csv", ".json", ".jsonl", ".npy", ".npz", ".tsv"]
+    assert sorted(suffixes) == [".csv", ".json", ".jsonl", ".npy", ".npz", ".tsv", ".txt"]
     assert len(set(suffixes)) == len(suffixes)
     for entry in formats.INPUT_FORMATS:
         for suffix in entry.suffixes:
@@ -35,7 +35,7 @@ def test_every_suffix_maps_to_one_reader():
 
 def test_what_each_kind_of_input_may_be():
     assert formats.input_suffixes("problem") == (".json", ".npz")
-    assert formats.input_suffixes("matrix") == (".csv", ".tsv", ".json", ".npy")
+    assert formats.input_suffixes("matrix") == (".csv", ".tsv", ".json", ".npy", ".txt")
     assert formats.input_suffixes("lines") == (".jsonl",)
 
 
@@ -90,6 +90,7 @@ def test_each_reader_reads_its_format(tmp_path):
         ".csv": "\n".join(",".join(map(str, row)) for row in X).encode(),
         ".tsv": "\n".join("\t".join(map(str, row)) for row in X).encode(),
         ".json": json.dumps(X).encode(),
+        ".txt": "\n".join(" ".join(f"{value:.18e}" for value in row) for row in X).encode(),  # np.savetxt's form
     }
     np.save(tmp_path / "x.npy", np.array(X, dtype=np.float64))
     for suffix, data in files.items():

@@ -347,7 +347,7 @@ def test_random_refuses_heads_that_do_not_divide_d_model():
     ("nan.csv", "1,nan\n", "line 1, column 2: nan is not a finite number"),
     ("empty.csv", "", "is empty"),
     ("comments.csv", "# only a comment\n\n", "holds no numbers"),
-    ("x.xlsx", "1,2", "unknown extension '.xlsx' for a matrix: use .csv, .tsv, .json or .npy"),
+    ("x.xlsx", "1,2", "unknown extension '.xlsx' for a matrix: use .csv, .tsv, .json, .npy or .txt"),
     ("object.json", '{"x": [[1]]}', "holds a JSON object; a matrix file holds a bare array such as [[1, 2], [3, 4]]"),
 ])
 def test_bad_matrix_files(tmp_path, name, content, message):

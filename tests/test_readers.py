@@ -175,7 +175,7 @@ def test_unknown_matrix_extension(tmp_path, name):
     (tmp_path / name).write_text("1")
     suffix = repr(name[1:]) if "." in name else "'(none)'"
     assert str(error_of(read_matrix, str(tmp_path / name))) == \
-        f"unknown extension {suffix} for a matrix: use .csv, .tsv, .json or .npy"
+        f"unknown extension {suffix} for a matrix: use .csv, .tsv, .json, .npy or .txt"
 
 
 # --- whole problems -------------------------------------------------------------------------------
@@ -244,7 +244,8 @@ def test_a_folder_reads_every_matrix_format_and_its_options(tmp_path):
 
 def test_a_folder_without_x(tmp_path):
     error = error_of(read_problem, str(tmp_path))
-    assert error.message == "holds no x (x.csv, x.tsv, x.json or x.npy); a problem folder has one file per matrix"
+    assert error.message == ("holds no x (x.csv, x.tsv, x.json, x.npy or x.txt); "
+                             "a problem folder has one file per matrix")
     assert error.source == str(tmp_path)
 
 
@@ -315,3 +316,17 @@ def test_an_npz_name_on_npy_bytes_and_the_reverse_are_errors_not_crashes(tmp_pat
     with pytest.raises(ProblemError, match=r"^is an \.npz archive of named arrays, not one \.npy array"):
         read_matrix(str(tmp_path / "x.npy"), key="x")
     np.testing.assert_array_equal(parse_npz(archive.getvalue())["x"], np.eye(3))
+
+
+def test_a_txt_matrix_as_numpy_savetxt_writes_it_and_notes_in_a_folder_are_left_alone(tmp_path):
+    # issue 10, item 16: `--x x.txt` from np.savetxt; a folder's README.txt is not a matrix
+    from attncli.readers import read_folder, read_matrix
+
+    matrix = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 2.0, 0.0, 2.0]])
+    np.savetxt(tmp_path / "x.txt", matrix)
+    np.testing.assert_array_equal(read_matrix(str(tmp_path / "x.txt"), key="x"), matrix)
+    np.savetxt(tmp_path / "w_query.txt", np.eye(4), delimiter=",")
+    (tmp_path / "README.txt").write_text("weights from the walk-through\n")
+    inputs = read_folder(tmp_path)
+    assert sorted(inputs.document) == ["w_query", "x"]
+    np.testing.assert_array_equal(inputs.document["w_query"], np.eye(4))

@@ -109,7 +109,7 @@ def main() -> None:
     folder = HERE / "folder_without_x"
     folder.mkdir(exist_ok=True)
     (folder / "w_query.csv").write_text("1,0,1\n1,0,0\n0,0,1\n0,1,1\n")
-    cases["folder_without_x"] = {"args": [], "message": "holds no x (x.csv, x.tsv, x.json or x.npy); a problem "
+    cases["folder_without_x"] = {"args": [], "message": "holds no x (x.csv, x.tsv, x.json, x.npy or x.txt); a problem "
                                                         "folder has one file per matrix"}
     # bad options on a good problem: usage errors, one line each
     for name, args, message in (
