@@ -67,8 +67,7 @@ def _blocked_pays(problem: Problem) -> bool:
 
 def problem_steps(problem: Problem) -> tuple[str, ...]:
     """The steps this problem has, in order: logits only when scaled or masked, concat only with W_O."""
-    sizes = sizes_of(problem)
-    return tuple(stage.name for stage in STAGES if stage.shown and stage.present(sizes))
+    return tuple(_layout(problem)[0])
 
 
 def full_trace_bytes(problem: Problem) -> int:
@@ -103,7 +102,8 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
              for name, (formula, index, axes) in plan.items() if wanted is None or name in wanted}
     # asked-for steps this problem lacks stay out, so Trace.select can say so
     available = tuple(plan) if wanted is not None else ()
-    return Trace(steps=steps, meta=meta, warnings=_masked_row_warnings(problem), available=available)
+    return Trace(steps=steps, meta=meta, warnings=_masked_row_warnings(problem), available=available,
+                 mask=problem.mask)
 
 
 # A stream of problems of one layout (JSON Lines) plans its steps once, by sizes.layout_key.
@@ -182,11 +182,8 @@ def _blocked_attention(
             # |q·k| <= head_dim·max|q|·max|k| (Cauchy-Schwarz): far below the largest float, no score
             # or logit of this block overflowed, and the pass over every score that would prove it is saved
             queries, keys = flow.made["q"], flow.arrays["k"]
-            peak_key = float(block_peak(flow.block, key_peaks))
+            peak_key = float(flow.block.take(key_peaks, STAGE["k"].axes).max())
             return keys.shape[-1] * fold_factor * float(np.abs(queries).max()) * peak_key >= largest / 4
-
-        def block_peak(block: Block, peaks: np.ndarray) -> np.ndarray:
-            return block.take(peaks, STAGE["k"].axes).max()
 
         def run(block: Block) -> None:
             # numpy's error state is per thread: the workers set their own
@@ -216,9 +213,11 @@ def _blocked_attention(
                 check_finite(stage.name, array, problem)
                 if stage.name in wanted:
                     arrays[stage.name] = array
-    steps = {name: _step(name, arrays[name], sizes) for name in STEP_AXES if name in arrays}
-    return Trace(steps=steps, meta=TraceMeta.of(problem), warnings=_masked_row_warnings(problem),
-                 available=problem_steps(problem))
+    plan, meta = _layout(problem)
+    steps = {name: Step(name, formula, arrays[name][index], axes)
+             for name, (formula, index, axes) in plan.items() if name in arrays}
+    return Trace(steps=steps, meta=meta, warnings=_masked_row_warnings(problem), available=tuple(plan),
+                 mask=problem.mask)
 
 
 def _block_flow(problem: Problem, block: Block, shared: dict[str, np.ndarray], **arithmetic: Any) -> Flow:
@@ -321,11 +320,6 @@ def _largest(dtype: np.dtype) -> str:
 def formula(name: str, problem: Problem) -> str:
     """The formula of step ``name`` for this problem, e.g. ``Q = x·W_Q + b_Q``."""
     return STAGE[name].formula(sizes_of(problem))
-
-
-def _step(name: str, array: np.ndarray, sizes: Sizes) -> Step:
-    formula, index, axes = _steps_plan(sizes)[name]
-    return Step(name, formula, array[index], axes)
 
 
 def _masked_row_warnings(problem: Problem) -> tuple[str, ...]:

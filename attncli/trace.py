@@ -99,7 +99,8 @@ class Trace(NamedTuple):
 
     ``steps`` maps step names to Steps in pipeline order; ``meta`` says what was computed
     (TraceMeta); ``warnings`` are sentences for the user (e.g. a query
-    whose every key is masked).
+    whose every key is masked); ``mask`` is the problem's, bool (batch | 1, heads | 1, q_len,
+    k_len), True = may attend, or None.
     """
 
     steps: dict[str, Step]
@@ -107,6 +108,16 @@ class Trace(NamedTuple):
     warnings: tuple[str, ...] = ()
     # every step this problem has, computed or not (a trace of chosen steps holds fewer)
     available: tuple[str, ...] = ()
+    mask: np.ndarray | None = None
+
+    def masked(self, step: Step) -> np.ndarray | None:
+        """Which cells of a step over queries and keys (scores, logits, softmax) are masked, in
+        the step's own shape (True = masked); None for another step or a problem with no mask."""
+        full_axes = STEP_AXES[step.name]
+        if self.mask is None or full_axes[-2:] != ("q_len", "k_len"):
+            return None
+        index = tuple(slice(None) if axis in step.axes else 0 for axis in full_axes)
+        return np.broadcast_to(~self.mask[index], step.shape)
 
     def select(self, names: Iterable[str] | None) -> list[Step]:
         """The named steps in pipeline order (all of them for None or empty).

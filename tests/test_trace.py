@@ -92,3 +92,26 @@ def test_a_trace_of_chosen_steps_lists_every_step_its_problem_has():
     assert error_of(chosen, ["logits"]) == (
         "step 'logits': this problem has no such step; the steps are q, k, v, scores, softmax, output")
     assert [found.name for found in chosen.select(["output"])] == ["output"]
+
+
+def test_masked_cells_come_from_the_problems_mask_in_each_steps_shape():
+    from attncli.pipeline import attention
+
+    rng = np.random.default_rng(3)
+    mask = rng.integers(0, 2, size=(2, 3, 3)).astype(bool)
+    mask[..., 0] = True
+    weights = {name: rng.normal(size=(4, 4)).tolist() for name in ("w_query", "w_key", "w_value")}
+    problem = problem_from_document({"x": rng.normal(size=(2, 3, 4)).tolist(), **weights, "heads": 2,
+                                     "mask": mask.tolist()})
+    trace = attention(problem)
+    softmax = trace.steps["softmax"]
+    expected = np.broadcast_to(~mask[:, None], softmax.shape)  # (batch, heads, q_len, k_len)
+    np.testing.assert_array_equal(trace.masked(softmax), expected)
+    np.testing.assert_array_equal(trace.masked(trace.steps["logits"]), np.isneginf(trace.steps["logits"].array))
+    assert trace.masked(trace.steps["q"]) is None
+    single = attention(problem_from_document({"x": [[1.0, 2.0], [3.0, 4.0]], "w_query": [[1, 0], [0, 1]],
+                                              "w_key": [[1, 0], [0, 1]], "w_value": [[1, 0], [0, 1]],
+                                              "mask": "causal"}))
+    np.testing.assert_array_equal(single.masked(single.steps["softmax"]), [[False, True], [False, False]])
+    assert attention(problem_from_document({"x": [[1.0]], "w_query": [[1]], "w_key": [[1]], "w_value": [[1]]})) \
+        .masked(single.steps["softmax"]) is None

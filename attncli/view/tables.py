@@ -16,7 +16,6 @@ from rich.table import Table
 from rich.text import Text
 
 from attncli.demo import Section
-from attncli.problem import causal_mask
 from attncli.trace import Step, Trace
 from attncli.view.console import PipeAwareConsole, measure_width, print_blocks
 from attncli.view.numbers import format_number
@@ -184,17 +183,9 @@ class HeatLegend:
 
 
 def masked_cells(trace: Trace, step: Step) -> np.ndarray | None:
-    """Where the softmax ``step`` is masked (its shape; True = masked): where the trace's logits are
-    −∞; when the trace holds no logits, by the causal rule, or for a mask array where a weight is
-    exactly 0 (an allowed key's weight is 0 only past e^-745, e^-104 in float32). None for
-    another step or no mask."""
-    if step.name != "softmax" or trace.meta.mask is None:
-        return None
-    if "logits" in trace.steps:
-        return np.isneginf(trace.steps["logits"].array)
-    if trace.meta.mask == "causal":
-        return np.broadcast_to(~causal_mask(*step.shape[-2:])[0, 0], step.shape)
-    return step.array == 0
+    """Where the softmax ``step`` is masked (its shape; True = masked), from the problem's mask the
+    trace carries; None for another step (a masked logit shows −∞ itself) or no mask."""
+    return trace.masked(step) if step.name == "softmax" else None
 
 
 def table_position(axes: tuple[str, ...], index: tuple[int, ...]) -> str:
