@@ -59,10 +59,12 @@ class Explanation(NamedTuple):
         return [int(j) for j in np.flatnonzero(self.allowed)]
 
 
-def _full(trace: Trace, name: str) -> np.ndarray:
-    """A step's array with its batch and heads axes put back (size 1 where the Trace dropped them)."""
+def _full(trace: Trace, name: str, array: np.ndarray | None = None) -> np.ndarray:
+    """A step's array (or ``array``, in the step's shape) with its batch and heads axes put back
+    (size 1 where the Trace dropped them)."""
     step = trace.steps[name]
-    array = step.array if "batch" in step.axes else step.array[None]
+    array = step.array if array is None else array
+    array = array if "batch" in step.axes else array[None]
     return array[:, None] if "heads" in STEP_AXES[name] and "heads" not in step.axes else array
 
 
@@ -87,10 +89,8 @@ def explain_query(
     scores = _full(trace, "scores")[batch, head, query]
     logits_step = last_in_slot("logits", trace.steps)
     logits = None if logits_step is None else _full(trace, logits_step)[batch, head, query]
-    allowed = np.ones(k_len, dtype=bool)
-    if problem.mask is not None:
-        mask = problem.mask
-        allowed = mask[min(batch, mask.shape[0] - 1), min(head, mask.shape[1] - 1), query]
+    masked = trace.masked(trace.steps["scores"])
+    allowed = np.ones(k_len, dtype=bool) if masked is None else ~_full(trace, "scores", masked)[batch, head, query]
     row = scores if logits is None else logits
     shift = row_shift(row[None], any_masked=True)
     exps = exponentials(row, shift[0])
