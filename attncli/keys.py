@@ -15,6 +15,13 @@ OPTION_KEYS = ("heads", "scale", "mask")
 # "about" lets a document describe itself (samples do); it is never computed with.
 KNOWN_KEYS = MATRIX_KEYS + OPTION_KEYS + ("about",)
 REQUIRED_KEYS = ("x", "w_query", "w_key", "w_value")
+# What each required matrix is, for the message that says it is missing.
+REQUIRED_ROLES = {
+    "x": "the input, (seq_len, d_model) or (batch, seq_len, d_model)",
+    "w_query": "the query weights, (d_model, heads*head_dim)",
+    "w_key": "the key weights, (d_model, heads*head_dim)",
+    "w_value": "the value weights, (d_model, heads*head_dim_v)",
+}
 STEP_NAMES = ("q", "k", "v", "scores", "logits", "softmax", "concat", "output")
 # check's default tolerances: |yours - attncli| <= ATOL + RTOL·|attncli|, as numpy.isclose
 DEFAULT_ATOL = 1e-6

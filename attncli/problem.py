@@ -15,19 +15,11 @@ import numpy as np
 
 from attncli import torchnames
 from attncli.errors import ProblemError
-from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS
+from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, REQUIRED_ROLES
 from attncli.numbers import as_array, counted, float_array, index_text, nested_shape, shape_text
 from attncli.wording import closest, describe, head_counts
 
 SCALE_RULES = ("sqrt", "none")
-
-_ROLE = {
-    "x": "the input, (seq_len, d_model) or (batch, seq_len, d_model)",
-    "w_query": "the query weights, (d_model, heads*head_dim)",
-    "w_key": "the key weights, (d_model, heads*head_dim)",
-    "w_value": "the value weights, (d_model, heads*head_dim_v)",
-}
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -124,7 +116,7 @@ def problem_from_document(
     _reject_unknown_keys(document)
     for key in REQUIRED_KEYS:
         if key not in document:
-            raise ProblemError(f"missing {key} ({_ROLE[key]})")
+            raise ProblemError(f"missing {key} ({REQUIRED_ROLES[key]})")
 
     x = as_array("x", document["x"], (2, 3))
     batched = x.ndim == 3

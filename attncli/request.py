@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from attncli.errors import ProblemError, option
 from attncli.formats import input_suffixes, output_format
-from attncli.keys import REQUIRED_KEYS, STEP_NAMES
+from attncli.keys import REQUIRED_KEYS, REQUIRED_ROLES, STEP_NAMES
 
 
 class UsageError(Exception):
@@ -103,9 +103,7 @@ def _check_compute(request: ComputeRequest) -> None:
         raise UsageError("give a problem FILE, or the matrices with --x, --w-query, --w-key and --w-value", "FILE")
     missing = [key for key in REQUIRED_KEYS if given.file is None and key not in given.matrices]
     if missing:
-        from attncli.problem import _ROLE  # the validator's words (numpy is paid only for the message)
-
-        raise ProblemError(f"missing {option(missing[0])} ({_ROLE[missing[0]]})")
+        raise ProblemError(f"missing {option(missing[0])} ({REQUIRED_ROLES[missing[0]]})")
     unknown = [name for name in request.steps or () if name not in STEP_NAMES]
     if unknown:
         raise UsageError(f"{unknown[0]!r} is not a step; the steps are {', '.join(STEP_NAMES)}"
