@@ -41,15 +41,88 @@ def merge_heads(per_head: np.ndarray) -> np.ndarray:
     return per_head.transpose(0, 2, 1, 3).reshape(batch, seq, heads * dim)
 
 
+def grouped_product(per_head: np.ndarray, per_kv_head: np.ndarray) -> np.ndarray:
+    """per_head·per_kv_head for grouped-query attention: (..., heads, m, n)·(..., kv_heads, n, p)
+    -> (..., heads, m, p), query head h paired with key/value head h // (heads / kv_heads), as
+    Hugging Face's repeat_kv and PyTorch's repeat_interleave pair them (not tiled), without
+    copying the key/value heads."""
+    if per_head.ndim < 3 or per_kv_head.ndim < 3 or per_head.shape[-3] in (per_kv_head.shape[-3], 1):
+        return per_head @ per_kv_head
+    heads, kv_heads = per_head.shape[-3], per_kv_head.shape[-3]
+    if kv_heads == 1:
+        return per_head @ per_kv_head
+    lead = per_head.shape[:-3]
+    grouped = per_head.reshape(*lead, kv_heads, heads // kv_heads, *per_head.shape[-2:]) @ per_kv_head[..., None, :, :]
+    return grouped.reshape(*lead, heads, *grouped.shape[-2:])
+
+
+def per_query_head(per_kv_head: np.ndarray, per_head: np.ndarray) -> np.ndarray:
+    """(..., kv_heads, n, p) -> (..., heads, n, p), heads as ``per_head`` has them: each key/value
+    head repeated for its group."""
+    if per_kv_head.ndim < 3 or per_head.ndim < 3:
+        return per_kv_head
+    kv_heads, heads = per_kv_head.shape[-3], per_head.shape[-3]
+    return per_kv_head if kv_heads in (heads, 1) else np.repeat(per_kv_head, heads // kv_heads, axis=-3)
+
+
 def dot_scores(queries: np.ndarray, keys: np.ndarray, transposed: bool = False) -> np.ndarray:
-    """Q·Kᵀ: (..., q_len, head_dim)·(..., k_len, head_dim) -> (..., q_len, k_len).
+    """Q·Kᵀ: (..., heads, q_len, head_dim)·(..., kv_heads, k_len, head_dim) -> (..., heads, q_len, k_len).
 
     ``transposed`` is the slip of computing K·Qᵀ (which only fits when q_len == k_len)."""
     if transposed:
         if queries.shape[-2] != keys.shape[-2]:
             raise ProblemError("K·Qᵀ does not fit the mask or values when q_len != k_len")
-        return keys @ queries.swapaxes(-1, -2)
-    return queries @ keys.swapaxes(-1, -2)
+        return per_query_head(keys, queries) @ queries.swapaxes(-1, -2)
+    return grouped_product(queries, keys.swapaxes(-1, -2))
+
+
+def rms_norm(values: np.ndarray, weight: np.ndarray, eps: float, axis: int | tuple[int, ...] = -1,
+             mean_square: np.ndarray | None = None) -> np.ndarray:
+    """RMSNorm: values / sqrt(mean(values²) + eps) · weight, the mean over ``axis`` (one head's
+    head_dim values, or (-3, -1) for all heads of a (..., heads, seq, head_dim) array; or the
+    ``mean_square`` given, when the other heads are elsewhere), in Hugging Face's order:
+    (values · 1/sqrt(…)) · weight."""
+    if mean_square is None:
+        mean_square = np.mean(np.square(values), axis=axis, keepdims=True)
+    return values * (1.0 / np.sqrt(mean_square + np.asarray(eps, dtype=values.dtype))) * weight
+
+
+def rotary_angles(positions: np.ndarray, inv_freq: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of position × frequency, (seq, rotary_dim / 2), computed in float64 and then
+    rounded to ``dtype`` (Hugging Face computes them in float32 even for a float64 model)."""
+    angles = positions.astype(np.float64)[:, None] * inv_freq[None, :]
+    return np.cos(angles).astype(dtype, copy=False), np.sin(angles).astype(dtype, copy=False)
+
+
+def rotate(values: np.ndarray, cos: np.ndarray, sin: np.ndarray, style: str) -> np.ndarray:
+    """Rotary embeddings of (..., seq, head_dim), pair i turned by angle i of each row's position:
+    ``style`` "neox" pairs dim i with i + rotary_dim/2 (Llama's rotate_half), "gptj" pairs 2i with
+    2i + 1 (GPT-J's rotate_every_two). Dims past rotary_dim = 2·cos.shape[-1] pass through.
+    Each pair (a, b) becomes (a·cos − b·sin, b·cos + a·sin), as x·cos + rotate(x)·sin does."""
+    half = cos.shape[-1]
+    first, second = (slice(0, half), slice(half, 2 * half)) if style == "neox" else (
+        slice(0, 2 * half, 2), slice(1, 2 * half, 2))
+    a, b = values[..., first], values[..., second]
+    rotated = values.copy()
+    rotated[..., first] = a * cos - b * sin
+    rotated[..., second] = b * cos + a * sin
+    return rotated
+
+
+def soft_capped(logits: np.ndarray, cap: float, in_place: bool = False) -> np.ndarray:
+    """cap · tanh(logits / cap), as Gemma 2 caps its logits (divide, tanh, multiply)."""
+    cap_value = np.asarray(cap, dtype=logits.dtype)
+    capped = np.divide(logits, cap_value, out=logits if in_place else None)
+    np.tanh(capped, out=capped)
+    return np.multiply(capped, cap_value, out=capped)
+
+
+def alibi_term(slopes: np.ndarray, query_positions: np.ndarray, key_positions: np.ndarray,
+               dtype: np.dtype) -> np.ndarray:
+    """ALiBi's bias −slope_h · (query position − key position): slopes (..., heads, 1, 1) ->
+    (..., heads, q_len, k_len)."""
+    distance = (query_positions[:, None] - key_positions[None, :]).astype(np.float64)
+    return (-(slopes * distance)).astype(dtype, copy=False)
 
 
 def scaled(scores: np.ndarray, problem: Problem) -> np.ndarray:
@@ -91,27 +164,39 @@ def exponentials(logits: np.ndarray, shift: np.ndarray, power: Callable = np.exp
     return power(shifted, out=shifted)
 
 
-def masked_softmax(logits: np.ndarray, allowed: np.ndarray | None, axis: int = -1) -> np.ndarray:
+def masked_softmax(logits: np.ndarray, allowed: np.ndarray | None, axis: int = -1,
+                   sinks: np.ndarray | None = None, empty: str = "zero") -> np.ndarray:
     """Softmax over the keys (the last axis) of ``logits`` (..., q_len, k_len), computed stably.
 
     ``allowed`` (broadcastable to ``logits``, True = may attend) marks the keys a query may see;
     masked logits are expected to be −∞ already. A row with no allowed key gets weights 0, as
-    PyTorch's SDPA gives, rather than NaN. ``axis=-2`` is the slip of normalising over queries.
+    PyTorch's SDPA gives (``empty`` "zero"), or NaN (``empty`` "nan", as nn.MultiheadAttention).
+    ``sinks`` (broadcastable to (..., 1, 1): one logit per head, gpt-oss) join each row's
+    denominator and their weight is dropped, so a row sums to less than 1.
+    ``axis=-2`` is the slip of normalising over queries.
     """
     if axis != -1:
         swapped = None if allowed is None else np.broadcast_to(allowed, logits.shape).swapaxes(-1, -2)
-        return masked_softmax(logits.swapaxes(-1, -2), swapped).swapaxes(-1, -2)
-    weights = exponentials(logits, row_shift(logits, allowed is not None))
+        return masked_softmax(logits.swapaxes(-1, -2), swapped, sinks=sinks, empty=empty).swapaxes(-1, -2)
+    shift = row_shift(logits, allowed is not None)
+    if sinks is not None:
+        shift = np.maximum(shift, sinks)
+    weights = exponentials(logits, shift)
     totals = np.add.reduce(weights, axis=-1, keepdims=True)
-    if allowed is None:
+    if sinks is not None:
+        totals += np.exp(sinks - shift)
+    if allowed is None and sinks is None:
         return np.divide(weights, totals, out=weights)  # every row has a positive total
     np.divide(weights, totals, out=weights, where=totals > 0)
+    if empty == "nan":
+        np.copyto(weights, np.nan, where=totals == 0)
     return weights
 
 
 def weighted_values(weights: np.ndarray, values: np.ndarray, *, totals_appended: bool = False,
                     transposed: bool = False) -> np.ndarray:
-    """softmax·V per head: (..., q_len, k_len)·(..., k_len, head_dim_v) -> (..., q_len, head_dim_v).
+    """softmax·V per head: (..., heads, q_len, k_len)·(..., kv_heads, k_len, head_dim_v)
+    -> (..., heads, q_len, head_dim_v).
 
     With ``totals_appended``, ``values`` ends in a column of ones and ``weights`` are not yet
     normalised: the last column of the product is each row's total, and the rest is divided by it
@@ -123,7 +208,7 @@ def weighted_values(weights: np.ndarray, values: np.ndarray, *, totals_appended:
         if weights.shape[-1] != weights.shape[-2]:
             raise ProblemError("softmaxᵀ·V does not fit when q_len != k_len")
         weights = weights.swapaxes(-1, -2)
-    per_head = weights @ values
+    per_head = grouped_product(weights, values)
     if totals_appended:
         totals, values = per_head[..., -1:], values[..., :-1]
         if math.isfinite(np.add.reduce(per_head, axis=None)):
@@ -133,10 +218,11 @@ def weighted_values(weights: np.ndarray, values: np.ndarray, *, totals_appended:
             # values near ±1.8e308: a sum of unnormalised weights × values may overflow where the
             # weighted mean does not, so normalise first, as the full path does
             weights = np.divide(weights, totals, out=np.zeros_like(weights), where=totals != 0)
-            per_head = weights @ values
+            per_head = grouped_product(weights, values)
     if math.isfinite(np.add.reduce(per_head, axis=None)):
         return per_head
     if not np.isfinite(per_head).all() and np.isfinite(values).all():
+        values = per_query_head(values, per_head)
         low, high = values.min(axis=-2, keepdims=True), values.max(axis=-2, keepdims=True)
         per_head = np.where(np.isfinite(per_head), per_head, np.clip(per_head, low, high))
     return per_head

@@ -65,7 +65,8 @@ def _full(trace: Trace, name: str, array: np.ndarray | None = None) -> np.ndarra
     step = trace.steps[name]
     array = step.array if array is None else array
     array = array if "batch" in step.axes else array[None]
-    return array[:, None] if "heads" in STEP_AXES[name] and "heads" not in step.axes else array
+    # the heads (or key/value heads) axis is the second of the full axes when the stage has one
+    return array[:, None] if array.ndim < len(STEP_AXES[name]) else array
 
 
 def explain_query(
@@ -104,7 +105,7 @@ def explain_query(
         head=head if problem.heads > 1 else None,
         keys=(key,) if key is not None else tuple(range(k_len)),
         query_vector=q[batch, head, query],
-        key_vectors=k[batch, head],
+        key_vectors=k[batch, head // (n_heads // k.shape[1])],
         scores=scores,
         logits=logits,
         allowed=allowed,
@@ -115,7 +116,7 @@ def explain_query(
         exponentials=exps,
         total=float(np.add.reduce(exps)),
         weights=_full(trace, "softmax")[batch, head, query],
-        values=v[batch, head],
+        values=v[batch, head // (n_heads // v.shape[1])],
         output=merged[batch, query, head * dim_v:(head + 1) * dim_v],
         heads=problem.heads,
         w_out=problem.w_out is not None,

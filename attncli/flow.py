@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from attncli.arithmetic import project
 from attncli.problem import Problem
 
 # Guards what the blocks of one run share as it is first made (the heads' weights).
@@ -36,7 +37,8 @@ RIGHT = Slip()
 
 class Block(NamedTuple):
     """A block of the blocked path: queries ``start:stop`` of batch item ``batch`` in head
-    ``head`` (of ``heads``), which need keys ``0:k_stop`` only."""
+    ``head`` (of ``heads``; its key/value head is ``head // (heads / kv_heads)``), which need keys
+    ``k_start:k_stop`` only."""
 
     batch: int
     head: int
@@ -44,6 +46,12 @@ class Block(NamedTuple):
     start: int
     stop: int
     k_stop: int
+    k_start: int = 0
+    kv_heads: int = 0  # 0: as many as heads
+
+    @property
+    def kv_head(self) -> int:
+        return self.head // (self.heads // (self.kv_heads or self.heads))
 
     def take(self, array: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
         """This block's part of ``array`` (one named axis per dimension; an axis of size 1 is
@@ -56,32 +64,42 @@ class Block(NamedTuple):
 
     def offset(self, axes: tuple[str, ...]) -> tuple[int, ...]:
         """Where this block starts along each of these axes of the whole problem."""
-        starts = {"batch": self.batch, "heads": self.head, "q_len": self.start}
+        starts = {"batch": self.batch, "heads": self.head, "kv_heads": self.kv_head, "q_len": self.start,
+                  "k_len": self.k_start}
         return tuple(starts.get(axis, 0) for axis in axes)
 
     def _span(self, axis: str, size: int) -> slice:
-        if axis in ("batch", "heads") and size == 1:
+        if size == 1:  # broadcast (a mask's batch or heads axis, one slope for every query…)
             return slice(0, 1)
         match axis:
             case "batch":
                 return slice(self.batch, self.batch + 1)
             case "heads":
                 return slice(self.head, self.head + 1)
+            case "kv_heads":
+                return slice(self.kv_head, self.kv_head + 1)
             case "q_len":
                 return slice(self.start, self.stop)
             case "k_len":
-                return slice(0, self.k_stop)
+                return slice(self.k_start, self.k_stop)
             case "heads*head_dim_v":
                 width = size // self.heads
                 return slice(self.head * width, (self.head + 1) * width)
         return slice(None)
 
 
-def keys_needed(problem: Problem, start: int, stop: int) -> int:
-    """How many keys (from the first) queries ``start:stop`` may see: with a causal mask query i
-    sees keys 0..i, so keys past the block's last query are never needed."""
+def keys_needed(problem: Problem, batch: int, head: int, start: int, stop: int) -> tuple[int, int]:
+    """The keys ``k_start:k_stop`` that queries ``start:stop`` of this batch item and head may see:
+    from the first to the last the mask allows any of them (a causal mask needs none past the
+    block's last query; a window none before its first query's window). Every key when unmasked."""
     k_len = problem.context.shape[1]
-    return min(k_len, stop) if problem.mask_rule == "causal" else k_len
+    mask = problem.mask
+    if mask is None:
+        return 0, k_len
+    rows = mask[min(batch, mask.shape[0] - 1), min(head, mask.shape[1] - 1), start:stop]
+    seen = np.flatnonzero(np.logical_or.reduce(rows, axis=0))
+    # a block whose queries see no key still takes one (masked) key: its rows are then empty rows
+    return (int(seen[0]), int(seen[-1]) + 1) if len(seen) else (0, 1)
 
 
 class Flow:
@@ -117,14 +135,47 @@ class Flow:
             return mask
         return self.block.take(mask, ("batch", "heads", "q_len", "k_len"))
 
-    def projection(self, source: str, weight: str, bias: str, length: str
+    def take(self, array: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        """``array`` (one named axis per dimension), or this block's part of it."""
+        return array if self.block is None else self.block.take(array, axes)
+
+    def per_head(self, values: np.ndarray) -> np.ndarray:
+        """One value per head (heads,) as (1, heads, 1, 1), or this block's head's (1, 1, 1, 1)."""
+        return self.take(values.reshape(1, -1, 1, 1), ("batch", "heads", "q_len", "k_len"))
+
+    def query_positions(self) -> np.ndarray:
+        """The positions of the queries of this run (q_len,), or of this block's."""
+        positions = self.problem.query_positions
+        return positions if self.block is None else positions[self.block.start:self.block.stop]
+
+    def key_positions(self) -> np.ndarray:
+        """The positions of the keys (k_len,), or of the keys this block may see."""
+        positions = self.problem.key_positions
+        return positions if self.block is None else positions[self.block.k_start:self.block.k_stop]
+
+    def query_mean_square(self) -> np.ndarray | None:
+        """For a QK-norm over all heads on a block: each query's mean square over the whole
+        projection (batch, 1, q_len, 1), made once for every block; None on the whole problem,
+        whose Q has every head at hand."""
+        if self.block is None:
+            return None
+        if "q_mean_square" not in self.shared:
+            with _SHARING:
+                if "q_mean_square" not in self.shared:
+                    problem = self.problem
+                    projected = project(problem.x, problem.w_query, problem.b_query)
+                    self.shared["q_mean_square"] = np.mean(np.square(projected), axis=-1, keepdims=True)[:, None]
+        return self.take(self.shared["q_mean_square"], ("batch", "heads", "q_len", "head_dim"))
+
+    def projection(self, source: str, weight: str, bias: str, length: str, heads_axis: str = "heads"
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
-        """(source, weight, bias, heads) of a projection: the whole problem's, or on a block its
-        rows of the source and its head's columns of the weight and bias (contiguous)."""
+        """(source, weight, bias, heads) of a projection: the whole problem's (split into heads or
+        kv_heads), or on a block its rows of the source and its head's columns of the weight and
+        bias (contiguous). Only queries are projected per block."""
         problem = self.problem
         arrays = getattr(problem, source), getattr(problem, weight), getattr(problem, bias)
         if self.block is None:
-            return (*arrays, problem.heads)
+            return (*arrays, problem.heads if heads_axis == "heads" else problem.kv_heads)
         if weight not in self.shared:
             with _SHARING:  # the first block of each worker may get here at once: one makes them
                 if weight not in self.shared:
@@ -138,9 +189,9 @@ class Flow:
                 None if arrays[2] is None else self.shared[bias][head], 1)
 
     def values_with_ones(self) -> np.ndarray:
-        """This block's V with a column of ones beside it (batch, heads, k_len, head_dim_v + 1):
+        """This block's V with a column of ones beside it (batch, kv_heads, k_len, head_dim_v + 1):
         softmax·[V | 1] gives the weighted values and the row sums in one product."""
-        return self.block.take(self.shared["v+1"], ("batch", "heads", "k_len", "head_dim_v"))
+        return self.block.take(self.shared["v+1"], ("batch", "kv_heads", "k_len", "head_dim_v"))
 
 
 def share_values_with_ones(shared: dict[str, np.ndarray]) -> None:

@@ -12,8 +12,13 @@ MATRIX_KEYS = (
 # The arrays a file can hold: the matrices and a mask array.
 FILE_KEYS = MATRIX_KEYS + ("mask",)
 OPTION_KEYS = ("heads", "scale", "mask")
+# The variants of modern attention (grouped-query, rotary, windows, caps, sinks…): all optional.
+VARIANT_KEYS = (
+    "kv_heads", "positions", "rope", "qk_norm", "softcap", "alibi", "bias", "padding", "window",
+    "sinks", "masked_rows",
+)
 # "about" lets a document describe itself (samples do); it is never computed with.
-KNOWN_KEYS = MATRIX_KEYS + OPTION_KEYS + ("about",)
+KNOWN_KEYS = MATRIX_KEYS + OPTION_KEYS + VARIANT_KEYS + ("about",)
 REQUIRED_KEYS = ("x", "w_query", "w_key", "w_value")
 # What each required matrix is, for the message that says it is missing.
 REQUIRED_ROLES = {
@@ -22,7 +27,10 @@ REQUIRED_ROLES = {
     "w_key": "the key weights, (d_model, heads*head_dim)",
     "w_value": "the value weights, (d_model, heads*head_dim_v)",
 }
-STEP_NAMES = ("q", "k", "v", "scores", "logits", "softmax", "concat", "output")
+STEP_NAMES = (
+    "q", "k", "v", "q_normed", "k_normed", "q_rotated", "k_rotated", "scores", "logits", "capped", "biased",
+    "softmax", "concat", "output",
+)
 # check's default tolerances: |yours - attncli| <= ATOL + RTOL·|attncli|, as numpy.isclose
 DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-5

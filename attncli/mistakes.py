@@ -18,8 +18,9 @@ from attncli.errors import ProblemError
 from attncli.flow import RIGHT, Slip
 from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL
 from attncli.pipeline import full_attention
-from attncli.problem import Problem, causal_mask
+from attncli.problem import Problem
 from attncli.trace import Trace
+from attncli.variants import causal_mask
 
 # A user's logit this low where attncli has −∞ is a mask too (masked_fill(-1e9) is common): e^-1e4 is 0.
 MASKED_ENOUGH = -1e4

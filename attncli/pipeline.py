@@ -22,7 +22,7 @@ from attncli.flow import RIGHT, Block, Flow, Slip, keys_needed, share_values_wit
 from attncli.problem import Problem
 from attncli.sizes import Sizes, layout_key, sizes_of
 from attncli.stages import STAGE, STAGES, STEP_AXES
-from attncli.trace import Step, Trace, TraceMeta, present_axes, present_shape
+from attncli.trace import Step, Trace, TraceMeta, kept_axes, present_axes, present_shape
 
 # Steps that need no full score matrix (none has both a query and a key axis): asked for alone,
 # the scores are made block by block.
@@ -74,8 +74,10 @@ def full_trace_bytes(problem: Problem) -> int:
     """About how many bytes computing every step of ``problem`` holds at once: every step's array
     (logits and concat too, which some problems share with their neighbours) and, for the
     temporaries of the softmax, one more score matrix."""
-    axis_sizes = sizes_of(problem).axis_sizes()
-    cells = {name: math.prod(axis_sizes[axis] for axis in axes) for name, axes in STEP_AXES.items()}
+    sizes = sizes_of(problem)
+    axis_sizes = sizes.axis_sizes()
+    cells = {stage.name: math.prod(axis_sizes[axis] for axis in stage.axes) for stage in STAGES
+             if stage.shown and (stage.present(sizes) or stage.name in ("logits", "concat"))}
     return (sum(cells.values()) + cells["softmax"]) * problem.x.itemsize
 
 
@@ -129,8 +131,9 @@ def _steps_plan(sizes: Sizes) -> dict[str, tuple[str, tuple, tuple[str, ...]]]:
     plan = {}
     for stage in STAGES:
         if stage.shown and stage.present(sizes):
-            axes = present_axes(stage.name, sizes.batched, sizes.heads)
-            index = tuple(slice(None) if axis in axes else 0 for axis in stage.axes)
+            kept = kept_axes(stage.name, sizes.batched, sizes.heads, sizes.key_heads)
+            axes = present_axes(stage.name, sizes.batched, sizes.heads, sizes.key_heads)
+            index = tuple(slice(None) if axis in kept else 0 for axis in stage.axes)
             plan[stage.name] = (stage.formula(sizes), index, axes)
     return plan
 
@@ -163,31 +166,43 @@ def _blocked_attention(
         # numpy's float32 exp2 runs about twice as fast as its exp: with log2(e) folded into Q too,
         # 2^(score·log2 e) is the same e^score
         power = np.exp2 if problem.x.dtype == np.float32 else np.exp
+        # the fast arithmetic (scale folded into Q, totals from V's ones) holds for masks, groups,
+        # rotations and norms; what acts on the logits themselves, or NaN rows, takes the plain one
+        fast = not (problem.softcap or problem.additive or problem.sinks is not None
+                    or problem.masked_rows == "nan")
         fold = _query_fold(problem, log2=power is np.exp2)
         axis_sizes = sizes.axis_sizes()
         merged = np.empty(tuple(axis_sizes[axis] for axis in assembled.axes), dtype=problem.x.dtype)
         batch, heads, q_len = problem.x.shape[0], problem.heads, problem.x.shape[1]
         k_len = problem.context.shape[1]
         block_rows = BLOCK_ROWS or max(16, BLOCK_BYTES // (k_len * problem.x.itemsize))
-        blocks = [Block(b, h, heads, start, min(start + block_rows, q_len),
-                        keys_needed(problem, start, min(start + block_rows, q_len)))
-                  for b in range(batch) for h in range(heads) for start in range(0, q_len, block_rows)]
+        blocks = []
+        for b in range(batch):
+            for h in range(heads):
+                for start in range(0, q_len, block_rows):
+                    stop = min(start + block_rows, q_len)
+                    k_start, k_stop = keys_needed(problem, b, h, start, stop)
+                    blocks.append(Block(b, h, heads, start, stop, k_stop, k_start, problem.kv_heads))
 
-        # the largest |key| of each head, for a bound on its scores (see overflow_possible)
-        key_peaks = np.abs(shared["k"]).max(axis=(-2, -1), keepdims=True)
+        # the largest |key| of each key/value head, for a bound on its scores (see overflow_possible)
+        key_peaks = np.abs(shared["k"]).max(axis=(-2, -1))
         fold_factor = float(np.abs(fold(np.ones(1, dtype=problem.x.dtype)))[0])
         largest = float(np.finfo(problem.x.dtype).max)
 
         def overflow_possible(flow: Flow) -> bool:
             # |q·k| <= head_dim·max|q|·max|k| (Cauchy-Schwarz): far below the largest float, no score
             # or logit of this block overflowed, and the pass over every score that would prove it is saved
-            queries, keys = flow.made["q"], flow.arrays["k"]
-            peak_key = float(flow.block.take(key_peaks, STAGE["k"].axes).max())
+            queries, keys, block = flow.arrays["q"], flow.arrays["k"], flow.block
+            peak_key = float(key_peaks[block.batch, block.kv_head])
             return keys.shape[-1] * fold_factor * float(np.abs(queries).max()) * peak_key >= largest / 4
 
         def run(block: Block) -> None:
             # numpy's error state is per thread: the workers set their own
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                if not fast:
+                    contribution = _plain_block(problem, block, shared)[assembled.name]
+                    merged[block.slices(merged.shape, assembled.axes)] = contribution
+                    return
                 flow = _block_flow(problem, block, shared, fast=True, fold=fold, power=power)
                 plain = False
                 for stage in block_stages:
@@ -299,17 +314,23 @@ def check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.nda
     finite = np.isfinite(array)
     if allowed is not None:
         finite |= ~allowed
+    elif problem.masked_rows == "nan" and problem.mask is not None and STEP_AXES[name][-2:] == ("q_len", "d_out"):
+        # a query that sees no key has NaN outputs by the user's choice: not an overflow
+        blind = (~problem.mask.any(axis=3)).any(axis=1)[:, :, None]  # (batch | 1, q_len, 1)
+        finite |= np.isnan(array) & (blind if block is None else block.take(blind, ("batch", "q_len", "d_out")))
     if finite.all():
         return
     axes = STEP_AXES[name]
     where = np.argwhere(~finite)[0] + np.asarray(block.offset(axes) if block else (0,) * len(axes))
-    shown = present_axes(name, problem.batched, problem.heads)
-    position = ", ".join(f"{axis} {int(index)}" for axis, index in zip(axes, where, strict=True) if axis in shown)
+    kept = kept_axes(name, problem.batched, problem.heads, problem.kv_heads)
+    shown = iter(present_axes(name, problem.batched, problem.heads, problem.kv_heads))
+    position = ", ".join(f"{next(shown)} {int(index)}" for axis, index in zip(axes, where, strict=True) if axis in kept)
     axis_sizes = sizes_of(problem).axis_sizes()
     raise ProblemError(
         f"{name} overflows {array.dtype} at ({position}): beyond ±{_largest(array.dtype)}; "
         "scale the inputs or weights down",
-        {name: present_shape(tuple(axis_sizes[axis] for axis in axes), name, problem.batched, problem.heads)},
+        {name: present_shape(tuple(axis_sizes[axis] for axis in axes), name, problem.batched, problem.heads,
+                             problem.kv_heads)},
     )
 
 
@@ -349,6 +370,7 @@ def _masked_row_warnings(problem: Problem) -> tuple[str, ...]:
         names.append(name)
     more = f" and {len(places) - shown_places} more places" if len(places) > shown_places else ""
     single = len(places) == 1 and blind[places[0]].sum() == 1
-    tail = "its weights are 0 and its per-head output is 0" if single else (
-        "their weights are 0 and their per-head outputs are 0")
+    value = "NaN" if problem.masked_rows == "nan" and problem.sinks is None else "0"
+    tail = f"its weights are {value} and its per-head output is {value}" if single else (
+        f"their weights are {value} and their per-head outputs are {value}")
     return (f"every key is masked for {'; '.join(names)}{more}: {tail}",)

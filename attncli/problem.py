@@ -7,16 +7,18 @@ so the pipeline can assume consistent float64 arrays. Pure Python and numpy: no 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from attncli import torchnames
+from attncli import torchnames, variants
 from attncli.errors import ProblemError
-from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, REQUIRED_ROLES
-from attncli.numbers import as_array, counted, float_array, index_text, nested_shape, shape_text
+from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, REQUIRED_ROLES, VARIANT_KEYS
+from attncli.numbers import as_array, counted, index_text
+from attncli.variants import QKNorm, Rope
 from attncli.wording import closest, describe, head_counts
 
 SCALE_RULES = ("sqrt", "none")
@@ -34,9 +36,16 @@ class Problem:
     - ``w_query``, ``w_key``: (d_model | d_context, heads*head_dim);
       ``w_value``: (d_context, heads*head_dim_v); biases (width,) or None.
     - ``w_out``: (heads*head_dim_v, d_out) or None; ``b_out``: (d_out,) or None.
-    - ``mask``: bool (batch | 1, heads | 1, q_len, k_len), True = may attend, or None.
+    - ``mask``: bool (batch | 1, heads | 1, q_len, k_len), True = may attend, or None: every
+      rule that hides keys at once (the ``mask`` key, the window, the padding, −∞ bias cells).
     - ``scale``: "sqrt", "none" or a positive float that multiplies the scores.
-    - ``mask_rule``: None, "causal" or "array".
+    - ``mask_rule``: the ``mask`` key's rule: None, "causal", "causal_lower_right" or "array".
+    - ``kv_heads``: key/value heads (``heads`` unless grouped); w_key, w_value are kv_heads wide.
+    - ``positions``: (query (q_len,), key (k_len,)) int64, or None for the default alignment.
+    - ``rope``, ``qk_norm``: see variants.Rope and variants.QKNorm; ``softcap`` c or None;
+      ``alibi`` slopes (heads,) or None; ``bias`` float (batch | 1, heads | 1, q_len, k_len) or
+      None; ``sinks`` (heads,) or None; ``window`` W or None; ``padding`` bool (batch | 1, k_len)
+      or None (both already in ``mask``); ``masked_rows`` "zero" or "nan".
     """
 
     x: np.ndarray
@@ -55,16 +64,56 @@ class Problem:
     mask_rule: str | None
     batched: bool
     cross: bool
+    kv_heads: int = 0  # 0: as many as heads
+    positions: tuple[np.ndarray, np.ndarray] | None = None
+    rope: Rope | None = None
+    qk_norm: QKNorm | None = None
+    softcap: float | None = None
+    alibi: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    sinks: np.ndarray | None = None
+    window: int | None = None
+    padding: np.ndarray | None = None
+    masked_rows: str = "zero"
+
+    def __post_init__(self) -> None:
+        if not self.kv_heads:
+            object.__setattr__(self, "kv_heads", self.heads)
+
+    @functools.cached_property
+    def query_positions(self) -> np.ndarray:
+        """Each query's position (q_len,): given, or i + k_len - q_len."""
+        return self.positions[0] if self.positions else variants.default_positions(*self._lengths)[0]
+
+    @functools.cached_property
+    def key_positions(self) -> np.ndarray:
+        """Each key's position (k_len,): given, or j."""
+        return self.positions[1] if self.positions else variants.default_positions(*self._lengths)[1]
+
+    @property
+    def _lengths(self) -> tuple[int, int]:
+        return self.x.shape[1], self.context.shape[1]
+
+    @property
+    def groups(self) -> int:
+        """Query heads per key/value head: query head h reads key/value head h // groups."""
+        return self.heads // self.kv_heads
+
+    @property
+    def additive(self) -> bool:
+        """Whether anything is added to the logits (ALiBi or a bias)."""
+        return self.alibi is not None or self.bias is not None
 
     def astype(self, dtype: Any) -> Problem:
         """The same problem with every array in ``dtype`` (float32 to match a framework's float32 numbers)."""
-        names = ("x", "context", "w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out")
+        names = ("x", "context", "w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out",
+                 "bias", "sinks", "alibi")
         changed = {}
         with np.errstate(over="ignore"):  # a value beyond the new dtype's range is refused below, by name
             for name in names:
                 if getattr(self, name) is not None:
                     changed[name] = getattr(self, name).astype(dtype)
-                    if not np.isfinite(changed[name]).all():
+                    if not np.isfinite(np.where(np.isneginf(getattr(self, name)), 0, changed[name])).all():
                         where = [int(i) for i in np.argwhere(~np.isfinite(changed[name]))[0]]
                         if name in ("x", "context") and not self.batched:
                             where = where[1:]  # the batch axis the document did not have
@@ -73,6 +122,9 @@ class Problem:
                                            f"range (±{largest}); compute in float64", key=name)
         if self.context is self.x:
             changed["context"] = changed["x"]  # self-attention stays one array
+        if self.qk_norm is not None:
+            changed["qk_norm"] = self.qk_norm._replace(q_weight=self.qk_norm.q_weight.astype(dtype),
+                                                       k_weight=self.qk_norm.k_weight.astype(dtype))
         return dataclasses.replace(self, **changed)
 
     @property
@@ -81,7 +133,7 @@ class Problem:
 
     @property
     def head_dim_v(self) -> int:
-        return self.w_value.shape[1] // self.heads
+        return self.w_value.shape[1] // self.kv_heads
 
     @property
     def scale_factor(self) -> float:
@@ -149,34 +201,42 @@ def problem_from_document(
             # (heads, d_in, head_dim) -> (d_in, heads*head_dim), head h in the h-th block
             weight = weight.transpose(1, 0, 2).reshape(weight.shape[1], -1)
         weights[key] = weight
-    heads = _resolve_heads(document.get("heads") if heads is None else heads, per_head_counts)
+    # per-head key/value weights may hold fewer heads (grouped-query): heads come from the query's
+    query_counts = per_head_counts if document.get("kv_heads") is None and "w_query" not in per_head_counts else {
+        key: count for key, count in per_head_counts.items() if key == "w_query"}
+    heads = _resolve_heads(document.get("heads") if heads is None else heads, query_counts)
+    kv_heads = variants.kv_heads(document.get("kv_heads"), heads, per_head_counts)
 
     _check_rows(weights["w_query"], "w_query", x3, "x")
     _check_rows(weights["w_key"], "w_key", context3, context_name)
     _check_rows(weights["w_value"], "w_value", context3, context_name)
+    _check_divisible(weights["w_query"], "w_query", heads)
     q_width, k_width = weights["w_query"].shape[1], weights["w_key"].shape[1]
-    if q_width != k_width:
+    if q_width // heads * kv_heads != k_width:
+        grouped = f" (kv_heads × head_dim = {kv_heads} × {q_width // heads})" if kv_heads != heads else ""
         raise ProblemError(
-            f"w_query has {counted(q_width, 'column')} but w_key has {k_width}: "
-            "queries and keys must have the same width to be multiplied",
+            f"w_query has {counted(q_width, 'column')} but w_key has {k_width}"
+            + (f"; with {kv_heads} key/value heads of {heads} it needs {q_width // heads * kv_heads}{grouped}"
+               if kv_heads != heads else ": queries and keys must have the same width to be multiplied"),
             {"w_query": weights["w_query"].shape, "w_key": weights["w_key"].shape},
         )
-    for key in ("w_query", "w_value"):
-        _check_divisible(weights[key], key, heads)
+    _check_divisible(weights["w_value"], "w_value", kv_heads)
 
     biases = {
-        name: _bias(document, name, weights[weight_name].shape[1], weight_name, heads)
-        for name, weight_name in (("b_query", "w_query"), ("b_key", "w_key"), ("b_value", "w_value"))
+        name: _bias(document, name, weights[weight_name].shape[1], weight_name, count)
+        for name, weight_name, count in (("b_query", "w_query", heads), ("b_key", "w_key", kv_heads),
+                                         ("b_value", "w_value", kv_heads))
     }
 
     w_out = b_out = None
     if document.get("w_out") is not None:
         w_out = as_array("w_out", document["w_out"], (2,))
-        concat_width = weights["w_value"].shape[1]
+        head_dim_v = weights["w_value"].shape[1] // kv_heads
+        concat_width = heads * head_dim_v
         if w_out.shape[0] != concat_width:
             raise ProblemError(
                 f"w_out has {counted(w_out.shape[0], 'row')} but the heads concatenated have width "
-                f"{concat_width} (heads × head_dim_v = {heads} × {concat_width // heads})",
+                f"{concat_width} (heads × head_dim_v = {heads} × {head_dim_v})",
                 {"w_out": w_out.shape, "w_value": weights["w_value"].shape},
             )
         b_out = _bias(document, "b_out", w_out.shape[1], "w_out", None)
@@ -184,8 +244,16 @@ def problem_from_document(
         raise ProblemError("b_out is given without w_out", key="b_out")
 
     scale_value = parse_scale(document.get("scale", "sqrt") if scale is None else scale)
+    batch, q_len, k_len = x3.shape[0], x3.shape[1], context3.shape[1]
     mask_value = "causal" if causal else document.get("mask")
-    mask, mask_rule = _mask(mask_value, x3.shape[0], heads, x3.shape[1], context3.shape[1])
+    mask, mask_rule = variants.mask(mask_value, batch, heads, q_len, k_len)
+    head_dim = q_width // heads
+    given_positions = variants.positions(document.get("positions"), q_len, k_len)
+    query_positions, key_positions = given_positions or variants.default_positions(q_len, k_len)
+    window = variants.window(document.get("window"))
+    padding = variants.padding(document.get("padding"), batch, k_len)
+    bias = variants.bias(document.get("bias"), batch, heads, q_len, k_len)
+    mask = variants.allowed_keys(mask, mask_rule, window, padding, bias, query_positions, key_positions)
 
     return Problem(
         x=x3,
@@ -204,13 +272,18 @@ def problem_from_document(
         mask_rule=mask_rule,
         batched=batched,
         cross=cross,
+        kv_heads=kv_heads,
+        positions=given_positions,
+        rope=variants.rope(document.get("rope"), head_dim),
+        qk_norm=variants.qk_norm(document.get("qk_norm"), heads, kv_heads, head_dim),
+        softcap=variants.softcap(document.get("softcap")),
+        alibi=variants.alibi(document.get("alibi"), heads),
+        bias=bias,
+        sinks=variants.sinks(document.get("sinks"), heads),
+        window=window,
+        padding=padding,
+        masked_rows=variants.masked_rows(document.get("masked_rows")),
     )
-
-
-def causal_mask(q_len: int, k_len: int) -> np.ndarray:
-    """Query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does:
-    bool (1, 1, q_len, k_len), True = may attend."""
-    return np.tri(q_len, k_len, dtype=bool)[None, None]
 
 
 def parse_scale(value: Any) -> str | float:
@@ -250,7 +323,10 @@ def _reject_unknown_keys(document: dict) -> None:
         key = unknown[0]
         # repr: a key may hold any character, a line break included, and the message stays one line
         others = f" (and {', '.join(map(repr, unknown[1:]))})" if len(unknown) > 1 else ""
-        raise ProblemError(f"unknown key {key!r}{others}{closest(key, KNOWN_KEYS)}")
+        # the variants' short names (rope, bias…) are near many words: suggest one only when close
+        classic = tuple(name for name in KNOWN_KEYS if name not in VARIANT_KEYS)
+        hint = closest(key, classic, 0.75) or closest(key, VARIANT_KEYS, 0.75) or closest(key, classic)
+        raise ProblemError(f"unknown key {key!r}{others}{hint}")
 
 
 def _resolve_heads(value: Any, per_head_counts: dict[str, int]) -> int:
@@ -310,55 +386,3 @@ def _bias(document: dict, name: str, width: int, weight_name: str, heads: int | 
             {name: bias.shape},
         )
     return bias
-
-
-def _mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[np.ndarray | None, str | None]:
-    """The mask as bool (batch | 1, heads | 1, q_len, k_len), True = may attend, and its rule."""
-    if value is None:
-        return None, None
-    if isinstance(value, str):
-        if value.strip().lower() == "causal":
-            # query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does
-            return causal_mask(q_len, k_len), "causal"
-        raise ProblemError(
-            f"mask is {value!r}; use \"causal\" or an array of 0/1 (1 = may attend){closest(value, ('causal',))}",
-            key="mask",
-        )
-    shape = nested_shape("mask", value, [], (bool, int, float))
-    if len(shape) not in (2, 3, 4):
-        raise ProblemError(
-            f"mask must be 2-D (q_len, k_len), 3-D (batch, q_len, k_len) or 4-D "
-            f"(batch, heads, q_len, k_len), got shape {shape_text(shape)}",
-            {"mask": shape},
-        )
-    array = float_array("mask", value)
-    bad = np.argwhere((array != 0) & (array != 1))
-    if len(bad):
-        where = tuple(int(i) for i in bad[0])
-        raise ProblemError(
-            f"mask{index_text(list(where))} is {float(array[where]):g}; "
-            "a mask holds 0/1 or false/true (1 = may attend)",
-            key="mask",
-        )
-    allowed = array.astype(bool)
-    if allowed.ndim == 2:
-        allowed = allowed[None, None]
-    elif allowed.ndim == 3:
-        allowed = allowed[:, None]
-    fits = (
-        allowed.shape[0] in (1, batch)
-        and allowed.shape[1] in (1, heads)
-        and allowed.shape[2:] == (q_len, k_len)
-    )
-    if not fits:
-        expected = {
-            2: ((q_len, k_len), "q_len, k_len"),
-            3: ((batch, q_len, k_len), "batch, q_len, k_len"),
-            4: ((batch, heads, q_len, k_len), "batch, heads, q_len, k_len"),
-        }[len(shape)]
-        raise ProblemError(
-            f"mask has shape {shape_text(shape)} but the scores need "
-            f"{shape_text(expected[0])} ({expected[1]})",
-            {"mask": shape},
-        )
-    return allowed, "array"

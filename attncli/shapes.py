@@ -54,6 +54,6 @@ def shape_flow(sizes: Sizes) -> list[ShapeRow]:
         if stage.shown and stage.present(sizes):
             full_shape = tuple(axis_sizes[axis] for axis in stage.axes)
             rows.append(ShapeRow(stage.name, stage.formula(sizes),
-                                 present_shape(full_shape, stage.name, sizes.batched, heads),
-                                 present_axes(stage.name, sizes.batched, heads), stage.how(sizes)))
+                                 present_shape(full_shape, stage.name, sizes.batched, heads, sizes.key_heads),
+                                 present_axes(stage.name, sizes.batched, heads, sizes.key_heads), stage.how(sizes)))
     return rows

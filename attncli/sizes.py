@@ -32,6 +32,26 @@ class Sizes(NamedTuple):
     scale: str | float | None = None
     factor: float = 1.0
     biases: frozenset[str] = frozenset()
+    kv_heads: int | None = None
+    rope: str | None = None
+    qk_norm: str | None = None
+    softcap: float | None = None
+    alibi: bool = False
+    bias: bool = False
+    sinks: bool = False
+    window: int | None = None
+    padding: bool = False
+    masked_rows: str = "zero"
+
+    @property
+    def key_heads(self) -> int:
+        """Key/value heads: ``kv_heads``, or ``heads`` when not grouped."""
+        return self.kv_heads or self.heads
+
+    @property
+    def additive(self) -> bool:
+        """Whether anything is added to the logits (ALiBi or a bias)."""
+        return self.alibi or self.bias
 
     @property
     def exact(self) -> bool:
@@ -73,7 +93,8 @@ class Sizes(NamedTuple):
     def axis_sizes(self) -> dict[str, int]:
         """The size of every axis a step can have (batch 1 when x has none)."""
         return {
-            "batch": self.batch or 1, "heads": self.heads, "q_len": self.seq_len, "k_len": self.k_len,
+            "batch": self.batch or 1, "heads": self.heads, "kv_heads": self.key_heads,
+            "q_len": self.seq_len, "k_len": self.k_len,
             "head_dim": self.dim, "head_dim_v": self.dim_v, "heads*head_dim_v": self.width_v,
             "d_out": self.d_out or self.width_v,
         }
@@ -88,7 +109,11 @@ def layout_key(problem: Problem) -> tuple:
             problem.w_query.shape[1], problem.w_key.shape[1], problem.w_value.shape[1],
             None if w_out is None else w_out.shape[1], problem.scale, problem.mask is None, problem.mask_rule,
             problem.b_query is None, problem.b_key is None, problem.b_value is None, problem.b_out is None,
-            problem.batched, problem.cross, problem.x.dtype.char)
+            problem.batched, problem.cross, problem.x.dtype.char, problem.kv_heads,
+            None if problem.rope is None else (problem.rope.style, problem.rope.rotary_dim, problem.rope.theta),
+            None if problem.qk_norm is None else problem.qk_norm.over, problem.softcap,
+            problem.alibi is None, problem.bias is None, problem.sinks is None, problem.window,
+            problem.padding is None, problem.masked_rows)
 
 
 def sizes_of(problem: Problem) -> Sizes:
@@ -103,7 +128,7 @@ def sizes_of(problem: Problem) -> Sizes:
         problem.context.shape[1] if problem.cross else None,
         problem.context.shape[2] if problem.cross else None,
         problem.w_query.shape[1] // heads,
-        problem.w_value.shape[1] // heads,
+        problem.w_value.shape[1] // problem.kv_heads,
         None if w_out is None else w_out.shape[1],
         factor != 1.0,
         problem.mask is not None,
@@ -112,4 +137,14 @@ def sizes_of(problem: Problem) -> Sizes:
         frozenset(name for name, bias in (("b_query", problem.b_query), ("b_key", problem.b_key),
                                           ("b_value", problem.b_value), ("b_out", problem.b_out))
                   if bias is not None),
+        problem.kv_heads if problem.kv_heads != heads else None,
+        None if problem.rope is None else problem.rope.style,
+        None if problem.qk_norm is None else problem.qk_norm.over,
+        problem.softcap,
+        problem.alibi is not None,
+        problem.bias is not None,
+        problem.sinks is not None,
+        problem.window,
+        problem.padding is not None,
+        problem.masked_rows,
     )

@@ -10,10 +10,13 @@ run with a Slip. The arithmetic is PyTorch's (``nn.MultiheadAttention`` and
 ``F.scaled_dot_product_attention``).
 
 Internally every array has both a batch and a heads axis:
-q (batch, heads, q_len, head_dim), k (batch, heads, k_len, head_dim),
-v (batch, heads, k_len, head_dim_v), scores/logits/softmax (batch, heads, q_len, k_len),
+q, q_normed, q_rotated (batch, heads, q_len, head_dim); k, k_normed, k_rotated
+(batch, kv_heads, k_len, head_dim); v (batch, kv_heads, k_len, head_dim_v);
+scores/logits/capped/biased/softmax (batch, heads, q_len, k_len),
 weighted (batch, heads, q_len, head_dim_v), concat (batch, q_len, heads*head_dim_v),
-output (batch, q_len, d_out).
+output (batch, q_len, d_out). The order is the reference code's (Hugging Face's Llama, Gemma 2,
+gpt-oss): project, QK-norm, RoPE, scores, scale, soft-cap, ALiBi and bias, masks, softmax (with
+sinks), values, heads joined, output projection.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from attncli.arithmetic import (
+    alibi_term,
     dot_scores,
     exponentials,
     masked,
@@ -31,8 +35,12 @@ from attncli.arithmetic import (
     merge_heads,
     output_projection,
     project,
+    rms_norm,
+    rotary_angles,
+    rotate,
     row_shift,
     scaled,
+    soft_capped,
     split_heads,
     weighted_values,
 )
@@ -71,9 +79,10 @@ class Stage(NamedTuple):
 
 def _projection_stage(name: str, source: str, weight: str, bias: str, length: str, dim: str) -> Stage:
     letter = name.upper()
+    heads_axis = "heads" if name == "q" else "kv_heads"
 
     def run(flow: Flow) -> np.ndarray:
-        inputs, weights, biases, heads = flow.projection(source, weight, bias, length)
+        inputs, weights, biases, heads = flow.projection(source, weight, bias, length, heads_axis)
         return split_heads(project(inputs, weights, biases), heads, flow.slip.interleaved_heads)
 
     def formula(sizes: Sizes) -> str:
@@ -83,11 +92,81 @@ def _projection_stage(name: str, source: str, weight: str, bias: str, length: st
     def how(sizes: Sizes) -> str:
         d_in = sizes.d_model if name == "q" else sizes.d_source
         per_head = sizes.dim_v if name == "v" else sizes.dim
-        text = f"times W_{letter} ({d_in}×{sizes.heads * per_head})"
-        return text + (f", split into {sizes.heads} heads × {per_head}" if sizes.heads > 1 else "")
+        heads = sizes.heads if name == "q" else sizes.key_heads
+        text = f"times W_{letter} ({d_in}×{heads * per_head})"
+        kind = " key/value" if heads != sizes.heads else ""
+        return text + (f", split into {heads}{kind} heads × {per_head}" if sizes.heads > 1 else "")
 
-    return Stage(name, ("batch", "heads", length, dim), run, formula, how,
+    return Stage(name, ("batch", heads_axis, length, dim), run, formula, how,
                  unit="block" if length == "q_len" else "problem")
+
+
+def _q_or_k_stage(letter: str, suffix: str, change: Callable[[np.ndarray, Flow], np.ndarray | None],
+                  formula: Callable[[Sizes], str], how: Callable[[Sizes], str],
+                  present: Callable[[Sizes], bool]) -> Stage:
+    """A stage that changes Q (per block) or K (once), in its slot: ``change(values, flow)`` gives
+    the new values, or None when the problem lacks this variant (the values pass through)."""
+    heads_axis, length = ("heads", "q_len") if letter == "q" else ("kv_heads", "k_len")
+
+    def run(flow: Flow) -> np.ndarray:
+        values = flow.arrays[letter]
+        changed = change(values, flow)
+        return values if changed is None else changed
+
+    return Stage(f"{letter}_{suffix}", ("batch", heads_axis, length, "head_dim"), run, formula, how,
+                 present=present, unit="block" if letter == "q" else "problem", transforms=letter)
+
+
+def _norm_stage(letter: str) -> Stage:
+    """QK-norm of Q or K (Qwen3, Gemma 3 per head; OLMo 2 over the whole projection)."""
+
+    def change(values: np.ndarray, flow: Flow) -> np.ndarray | None:
+        problem = flow.problem
+        norm = problem.qk_norm
+        if norm is None:
+            return None
+        weight = norm.q_weight if letter == "q" else norm.k_weight
+        if norm.over == "head":
+            return rms_norm(values, weight, norm.eps)
+        count, axes = (problem.heads, STEP_AXES_Q) if letter == "q" else (problem.kv_heads, STEP_AXES_K)
+        mean_square = flow.query_mean_square() if letter == "q" else None
+        return rms_norm(values, flow.take(weight.reshape(1, count, 1, -1), axes), norm.eps, (-3, -1), mean_square)
+
+    def formula(sizes: Sizes) -> str:
+        over = "each head" if sizes.qk_norm != "all" else "all heads"
+        return f"{letter.upper()} = RMSNorm({letter.upper()}) over {over}"
+
+    def how(sizes: Sizes) -> str:
+        width = f"{sizes.dim}" if sizes.qk_norm != "all" else (
+            f"{sizes.heads if letter == 'q' else sizes.key_heads}×{sizes.dim}")
+        return f"÷ √(mean of the {width} squares + eps), × {letter}_weight"
+
+    return _q_or_k_stage(letter, "normed", change, formula, how, lambda sizes: sizes.qk_norm is not None)
+
+
+def _rotation_stage(letter: str) -> Stage:
+    """Rotary embeddings of Q or K, by each query's or key's position."""
+
+    def change(values: np.ndarray, flow: Flow) -> np.ndarray | None:
+        rope = flow.problem.rope
+        if rope is None:
+            return None
+        positions = flow.query_positions() if letter == "q" else flow.key_positions()
+        cos, sin = rotary_angles(positions, rope.inv_freq, values.dtype)
+        return rotate(values, cos, sin, rope.style)
+
+    def formula(sizes: Sizes) -> str:
+        style = "halves, neox" if sizes.rope == "neox" else "pairs, gptj"
+        return f"{letter.upper()} = RoPE({letter.upper()}, {'query' if letter == 'q' else 'key'} positions) ({style})"
+
+    def how(sizes: Sizes) -> str:
+        return "each pair of dims turned by position × frequency; shape unchanged"
+
+    return _q_or_k_stage(letter, "rotated", change, formula, how, lambda sizes: sizes.rope is not None)
+
+
+STEP_AXES_Q = ("batch", "heads", "q_len", "head_dim")
+STEP_AXES_K = ("batch", "kv_heads", "k_len", "head_dim")
 
 
 def _scores(flow: Flow) -> np.ndarray:
@@ -97,17 +176,49 @@ def _scores(flow: Flow) -> np.ndarray:
     return dot_scores(queries, flow.arrays["k"], flow.slip.scores_transposed)
 
 
+def masks_at(variant) -> str:
+    """Which logit stage applies the masks: the last of logits, capped (soft-capping), biased
+    (ALiBi or a bias), as the reference code masks after capping and adds its biases with the
+    mask. ``variant`` is a Problem or Sizes (both say ``softcap`` and ``additive``)."""
+    return "biased" if variant.additive else "capped" if variant.softcap is not None else "logits"
+
+
+def _masked_here(flow: Flow, name: str, logits: np.ndarray, in_place: bool = False) -> np.ndarray:
+    return masked(logits, flow.allowed, in_place) if masks_at(flow.problem) == name else logits
+
+
 def _logits(flow: Flow) -> np.ndarray:
     if flow.fast:  # the scale is in Q already, and these scores are this block's own to overwrite
         return masked(flow.arrays["scores"], flow.allowed, in_place=True)
-    return masked(scaled(flow.arrays["scores"], flow.problem), flow.allowed)
+    return _masked_here(flow, "logits", scaled(flow.arrays["scores"], flow.problem))
+
+
+def _capped(flow: Flow) -> np.ndarray:
+    cap = flow.problem.softcap
+    if cap is None:
+        return flow.arrays["logits"]
+    return _masked_here(flow, "capped", soft_capped(flow.arrays["logits"], cap), in_place=True)
+
+
+def _biased(flow: Flow) -> np.ndarray:
+    problem, logits = flow.problem, flow.arrays["logits"]
+    if not problem.additive:
+        return logits
+    if problem.alibi is not None:
+        logits = logits + alibi_term(flow.per_head(problem.alibi), flow.query_positions(), flow.key_positions(),
+                                     logits.dtype)
+    if problem.bias is not None:
+        with np.errstate(invalid="ignore"):  # −∞ + −∞ where a masked cell meets a −∞ bias
+            logits = logits + flow.take(problem.bias, STAGE_AXES_LOGITS).astype(logits.dtype, copy=False)
+    return masked(logits, flow.allowed, in_place=True)
 
 
 def _softmax(flow: Flow) -> np.ndarray:
-    logits = flow.arrays["logits"]
+    logits, problem = flow.arrays["logits"], flow.problem
     if flow.fast:  # in place, and normalised after the product with V (see _weighted)
         return exponentials(logits, row_shift(logits, any_masked=True), flow.power, out=logits)
-    return masked_softmax(logits, flow.allowed, flow.slip.softmax_axis)
+    sinks = None if problem.sinks is None else flow.per_head(problem.sinks).astype(logits.dtype, copy=False)
+    return masked_softmax(logits, flow.allowed, flow.slip.softmax_axis, sinks, problem.masked_rows)
 
 
 def _weighted(flow: Flow) -> np.ndarray:
@@ -116,16 +227,58 @@ def _weighted(flow: Flow) -> np.ndarray:
     return weighted_values(flow.arrays["softmax"], flow.arrays["v"], transposed=flow.slip.weights_transposed)
 
 
+STAGE_AXES_LOGITS = ("batch", "heads", "q_len", "k_len")
+_MASKED = ", masked → −∞"
+
+
 def _logits_formula(sizes: Sizes) -> str:
     if not sizes.exact:
         return "logits = scores × scale"
     scaling = "scores" if sizes.factor == 1.0 else (
         "scores / √head_dim" if sizes.scale == "sqrt" else f"scores × {sizes.factor:g}")
-    return "logits = " + scaling + (", masked → −∞" if sizes.masked else "")
+    return "logits = " + scaling + (_MASKED if sizes.masked and masks_at(sizes) == "logits" else "")
 
 
 def _has_logits(sizes: Sizes) -> bool:
-    return sizes.scaled or sizes.masked
+    return sizes.scaled or (sizes.masked and masks_at(sizes) == "logits")
+
+
+def _before_capped(sizes: Sizes) -> str:
+    return "logits" if _has_logits(sizes) else "scores"
+
+
+def _capped_formula(sizes: Sizes) -> str:
+    cap = f"{sizes.softcap:g}" if sizes.softcap is not None else "c"
+    masking = _MASKED if sizes.masked and masks_at(sizes) == "capped" else ""
+    return f"capped = {cap}·tanh({_before_capped(sizes)} / {cap}){masking}"
+
+
+def _before_biased(sizes: Sizes) -> str:
+    return "capped" if sizes.softcap is not None else _before_capped(sizes)
+
+
+def _biased_formula(sizes: Sizes) -> str:
+    terms = [_before_biased(sizes)] + (["ALiBi"] if sizes.alibi else []) + (["bias"] if sizes.bias else [])
+    if not sizes.exact and len(terms) == 1:
+        terms += ["ALiBi", "bias"]
+    return "biased = " + " + ".join(terms) + (_MASKED if sizes.masked else "")
+
+
+def _biased_how(sizes: Sizes) -> str:
+    parts = (["−slope_h·(query position − key position)"] if sizes.alibi or not sizes.exact else []) + (
+        ["the bias"] if sizes.bias or not sizes.exact else [])
+    return " and ".join(parts) + " added cell by cell"
+
+
+def _softmax_input(sizes: Sizes) -> str:
+    return "biased" if sizes.additive else _before_biased(sizes)
+
+
+def _softmax_formula(sizes: Sizes) -> str:
+    if not sizes.exact:
+        return "softmax over keys"
+    sink = " and the head's sink (its weight dropped)" if sizes.sinks else ""
+    return f"softmax = softmax({_softmax_input(sizes)}) over keys{sink}"
 
 
 def _merge_how(sizes: Sizes) -> str:
@@ -152,6 +305,10 @@ STAGES: tuple[Stage, ...] = (
     _projection_stage("q", "x", "w_query", "b_query", "q_len", "head_dim"),
     _projection_stage("k", "context", "w_key", "b_key", "k_len", "head_dim"),
     _projection_stage("v", "context", "w_value", "b_value", "k_len", "head_dim_v"),
+    _norm_stage("q"),
+    _norm_stage("k"),
+    _rotation_stage("q"),
+    _rotation_stage("k"),
     Stage(
         "scores", ("batch", "heads", "q_len", "k_len"),
         _scores,
@@ -163,16 +320,26 @@ STAGES: tuple[Stage, ...] = (
         "logits", ("batch", "heads", "q_len", "k_len"),
         _logits,
         _logits_formula,
-        lambda sizes: " and ".join(word for word, flag in (("scaled", sizes.scaled), ("masked", sizes.masked))
-                                   if flag) + " cell by cell",
+        lambda sizes: " and ".join(word for word, flag in (
+            ("scaled", sizes.scaled), ("masked", sizes.masked and masks_at(sizes) == "logits")) if flag)
+        + " cell by cell",
         present=_has_logits, checked="allowed",
+    ),
+    Stage(
+        "capped", STAGE_AXES_LOGITS, _capped, _capped_formula,
+        lambda sizes: "soft-capped cell by cell into (−c, c)" + (", masked" if masks_at(sizes) == "capped" else ""),
+        present=lambda sizes: sizes.softcap is not None, checked="allowed", transforms="logits",
+    ),
+    Stage(
+        "biased", STAGE_AXES_LOGITS, _biased, _biased_formula, _biased_how,
+        present=lambda sizes: sizes.additive, checked="allowed", transforms="logits",
     ),
     Stage(
         "softmax", ("batch", "heads", "q_len", "k_len"),
         _softmax,
-        lambda sizes: (f"softmax = softmax({'logits' if _has_logits(sizes) else 'scores'}) over keys"
-                       if sizes.exact else "softmax over keys"),
-        lambda sizes: "along k_len: each row sums to 1",
+        _softmax_formula,
+        lambda sizes: "along k_len: each row sums to " + ("less than 1 (the sink takes the rest)" if sizes.sinks
+                                                           else "1"),
         checked=None,
     ),
     Stage(
@@ -202,9 +369,8 @@ def last_in_slot(slot: str, names: Iterable[str]) -> str | None:
     return next((stage.name for stage in reversed(STAGES) if stage.slot == slot and stage.name in present), None)
 
 
-# Axes that count heads: a Trace leaves them out for a single head (grouped-query attention's
-# key/value heads would join them).
-HEAD_AXES = frozenset({"heads"})
+# Axes that count heads: a Trace leaves each out when it counts a single head.
+HEAD_AXES = frozenset({"heads", "kv_heads"})
 # The steps a trace can show, in order: the stages that are shown.
 STEP_AXES = {stage.name: stage.axes for stage in STAGES if stage.shown}
 assert tuple(STEP_AXES) == STEP_NAMES, "keys.STEP_NAMES must list the shown stages in order"

@@ -16,19 +16,31 @@ if TYPE_CHECKING:
     from attncli.problem import Problem
 
 @functools.cache
-def present_axes(name: str, batched: bool, heads: int) -> tuple[str, ...]:
-    """The axes of step ``name`` as a Trace shows them: no batch axis when x had none, no heads
-    axis (HEAD_AXES) for a single head."""
+def kept_axes(name: str, batched: bool, heads: int, kv_heads: int | None = None) -> tuple[str, ...]:
+    """The axes of STEP_AXES[name] a Trace keeps: no batch axis when x had none, no heads axis
+    for a single head, no kv_heads axis for a single key/value head (``kv_heads`` None: as many
+    as ``heads``)."""
+    counts = {"heads": heads, "kv_heads": heads if kv_heads is None else kv_heads}
     return tuple(
         axis
         for axis in STEP_AXES[name]
-        if not (axis == "batch" and not batched) and not (axis in HEAD_AXES and heads == 1)
+        if not (axis == "batch" and not batched) and not (axis in HEAD_AXES and counts[axis] == 1)
     )
 
 
-def present_shape(full_shape: tuple[int, ...], name: str, batched: bool, heads: int) -> tuple[int, ...]:
+@functools.cache
+def present_axes(name: str, batched: bool, heads: int, kv_heads: int | None = None) -> tuple[str, ...]:
+    """The axes of step ``name`` as a Trace shows and names them (see kept_axes): key/value heads
+    are called ``heads`` when there are as many as query heads (no grouping)."""
+    grouped = kv_heads is not None and kv_heads != heads
+    return tuple("heads" if axis == "kv_heads" and not grouped else axis
+                 for axis in kept_axes(name, batched, heads, kv_heads))
+
+
+def present_shape(full_shape: tuple[int, ...], name: str, batched: bool, heads: int,
+                  kv_heads: int | None = None) -> tuple[int, ...]:
     """``full_shape`` (one size per axis of STEP_AXES[name]) without the axes the Trace drops."""
-    axes = present_axes(name, batched, heads)
+    axes = kept_axes(name, batched, heads, kv_heads)
     return tuple(size for axis, size in zip(STEP_AXES[name], full_shape, strict=True) if axis in axes)
 
 

@@ -258,8 +258,9 @@ def test_unknown_step_lists_the_steps():
     )
     assert_one_line_error(
         run("compute", SAMPLES / "classic.json", "--step", "attn"),
-        "Invalid value for --step: 'attn' is not a step; the steps are q, k, v, scores, logits, softmax, concat, "
-        "output; did you mean 'softmax'? (see 'attncli compute --help')",
+        "Invalid value for --step: 'attn' is not a step; the steps are q, k, v, q_normed, k_normed, q_rotated, "
+        "k_rotated, scores, logits, capped, biased, softmax, concat, output; did you mean 'softmax'? "
+        "(see 'attncli compute --help')",
     )
 
 

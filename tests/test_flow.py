@@ -37,9 +37,23 @@ def test_where_a_block_starts():
 
 def test_a_causal_block_needs_the_keys_up_to_its_last_query_only():
     causal = problem_from_document(random_document(seq_len=5, d_model=2, causal=True, seed=31))
-    assert [keys_needed(causal, start, stop) for start, stop in ((0, 2), (2, 4), (4, 5))] == [2, 4, 5]
+    assert [keys_needed(causal, 0, 0, start, stop) for start, stop in ((0, 2), (2, 4), (4, 5))] == [
+        (0, 2), (0, 4), (0, 5)]
     plain = problem_from_document(random_document(seq_len=5, d_model=2, context_len=3, seed=31))
-    assert keys_needed(plain, 0, 2) == 3
+    assert keys_needed(plain, 0, 0, 0, 2) == (0, 3)
+
+
+def test_a_window_block_needs_only_the_keys_of_its_queries_windows():
+    document = {**random_document(seq_len=8, d_model=2, seed=31), "window": 3}
+    windowed = problem_from_document(document)
+    # queries 4:6 see keys 2..4 and 3..5
+    assert keys_needed(windowed, 0, 0, 4, 6) == (2, 6)
+    padding = [[1] * 8, [0, 0, 0, 0, 1, 1, 1, 1]]
+    padded = problem_from_document({**document, "x": [document["x"]] * 2, "padding": padding})
+    assert keys_needed(padded, 0, 0, 0, 2) == (0, 2)
+    # batch item 1's first queries see only padding: one (masked) key still makes a block
+    assert keys_needed(padded, 1, 0, 0, 2) == (0, 1)
+    assert keys_needed(padded, 1, 0, 4, 6) == (4, 6)
 
 
 def test_values_and_a_column_of_ones_are_one_array():

@@ -62,7 +62,8 @@ def error_for(document, **overrides) -> str:
         ({"mask": [[1, 0, 2]] * 3}, "mask[0][2] is 2; a mask holds 0/1 or false/true (1 = may attend)"),
         ({"mask": [1, 0, 1]}, "mask must be 2-D (q_len, k_len), 3-D (batch, q_len, k_len) or 4-D "
                               "(batch, heads, q_len, k_len), got shape 3"),
-        ({"mask": "casual"}, "mask is 'casual'; use \"causal\" or an array of 0/1 (1 = may attend); "
+        ({"mask": "casual"}, "mask is 'casual'; use \"causal\", \"causal_lower_right\" or an array of 0/1 "
+                             "(1 = may attend); "
                              "did you mean 'causal'?"),
         ({"x": [[1, 10**400, 3, 4]]}, "x[0][1] is an integer too large for float64 (beyond ±1.8e308)"),
         ({"mask": [[1, 1, 1], [1, -(10**309), 1], [1, 1, 1]]},
@@ -88,7 +89,7 @@ def error_for(document, **overrides) -> str:
         ({"context": [[1, 2, 3]]}, "w_key has 4 rows but context has 3 columns"),
         ({"w_query": [[[1]] * 4] * 2, "heads": 3}, "heads is 3 but w_query holds 2 heads"),
         ({"w_query": [[[1]] * 4] * 2, "w_key": [[[1]] * 4] * 1},
-         "the per-head weights disagree on the number of heads: w_query holds 2, w_key holds 1"),
+         "w_key holds 1 head but w_query holds 2; for grouped-query attention give kv_heads: 1"),
     ],
 )
 def test_bad_document(changes, message):

@@ -23,8 +23,8 @@ def test_self_attention_sizes_split_d_model_into_the_heads():
     sizes = Sizes(seq_len=5, d_model=8, heads=2)
     assert derived(sizes) == {"exact": False, "batched": False, "source": "x", "k_len": 5, "d_source": 8, "dim": 4,
                               "dim_v": 4, "width_v": 8}
-    assert sizes.axis_sizes() == {"batch": 1, "heads": 2, "q_len": 5, "k_len": 5, "head_dim": 4, "head_dim_v": 4,
-                                  "heads*head_dim_v": 8, "d_out": 8}
+    assert sizes.axis_sizes() == {"batch": 1, "heads": 2, "kv_heads": 2, "q_len": 5, "k_len": 5, "head_dim": 4,
+                                  "head_dim_v": 4, "heads*head_dim_v": 8, "d_out": 8}
 
 
 def test_cross_attention_sizes_with_their_own_head_widths_and_w_out():
@@ -32,8 +32,8 @@ def test_cross_attention_sizes_with_their_own_head_widths_and_w_out():
                   d_out=11)
     assert derived(sizes) == {"exact": False, "batched": True, "source": "context", "k_len": 7, "d_source": 9,
                               "dim": 3, "dim_v": 5, "width_v": 10}
-    assert sizes.axis_sizes() == {"batch": 6, "heads": 2, "q_len": 3, "k_len": 7, "head_dim": 3, "head_dim_v": 5,
-                                  "heads*head_dim_v": 10, "d_out": 11}
+    assert sizes.axis_sizes() == {"batch": 6, "heads": 2, "kv_heads": 2, "q_len": 3, "k_len": 7, "head_dim": 3,
+                                  "head_dim_v": 5, "heads*head_dim_v": 10, "d_out": 11}
 
 
 def test_the_sizes_of_the_classic_sample():

@@ -15,18 +15,25 @@ from attncli.stages import STAGE, STAGES, STEP_AXES
 
 def test_the_shown_stages_are_the_step_names_in_order():
     assert tuple(stage.name for stage in STAGES if stage.shown) == STEP_NAMES
-    assert [stage.name for stage in STAGES] == ["q", "k", "v", "scores", "logits", "softmax", "weighted", "concat",
-                                                "output"]
+    assert [stage.name for stage in STAGES] == ["q", "k", "v", "q_normed", "k_normed", "q_rotated", "k_rotated",
+                                                "scores", "logits", "capped", "biased", "softmax", "weighted",
+                                                "concat", "output"]
     assert STAGE == {stage.name: stage for stage in STAGES}
 
 
 def test_each_stage_names_the_axes_of_its_array():
     assert STEP_AXES == {
         "q": ("batch", "heads", "q_len", "head_dim"),
-        "k": ("batch", "heads", "k_len", "head_dim"),
-        "v": ("batch", "heads", "k_len", "head_dim_v"),
+        "k": ("batch", "kv_heads", "k_len", "head_dim"),
+        "v": ("batch", "kv_heads", "k_len", "head_dim_v"),
+        "q_normed": ("batch", "heads", "q_len", "head_dim"),
+        "k_normed": ("batch", "kv_heads", "k_len", "head_dim"),
+        "q_rotated": ("batch", "heads", "q_len", "head_dim"),
+        "k_rotated": ("batch", "kv_heads", "k_len", "head_dim"),
         "scores": ("batch", "heads", "q_len", "k_len"),
         "logits": ("batch", "heads", "q_len", "k_len"),
+        "capped": ("batch", "heads", "q_len", "k_len"),
+        "biased": ("batch", "heads", "q_len", "k_len"),
         "softmax": ("batch", "heads", "q_len", "k_len"),
         "concat": ("batch", "q_len", "heads*head_dim_v"),
         "output": ("batch", "q_len", "d_out"),
@@ -36,14 +43,16 @@ def test_each_stage_names_the_axes_of_its_array():
 
 def test_the_blocked_path_makes_keys_and_values_once_and_the_output_from_every_head():
     assert {stage.name: stage.unit for stage in STAGES} == {
-        "q": "block", "k": "problem", "v": "problem", "scores": "block", "logits": "block", "softmax": "block",
-        "weighted": "block", "concat": "block", "output": "heads"}
+        "q": "block", "k": "problem", "v": "problem", "q_normed": "block", "k_normed": "problem",
+        "q_rotated": "block", "k_rotated": "problem", "scores": "block", "logits": "block", "capped": "block",
+        "biased": "block", "softmax": "block", "weighted": "block", "concat": "block", "output": "heads"}
 
 
 def test_which_values_are_checked_for_overflow():
     assert {stage.name: stage.checked for stage in STAGES} == {
-        "q": "all", "k": "all", "v": "all", "scores": "allowed", "logits": "allowed", "softmax": None,
-        "weighted": None, "concat": None, "output": "all"}
+        "q": "all", "k": "all", "v": "all", "q_normed": "all", "k_normed": "all", "q_rotated": "all",
+        "k_rotated": "all", "scores": "allowed", "logits": "allowed", "capped": "allowed", "biased": "allowed",
+        "softmax": None, "weighted": None, "concat": None, "output": "all"}
 
 
 @pytest.mark.parametrize(("sizes", "present"), [

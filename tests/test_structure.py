@@ -17,6 +17,7 @@ LAYERS = [
     {"errors", "keys", "wording", "formats", "machine"},
     {"sources", "numbers"},
     {"readers", "torchnames", "delimited"},
+    {"variants"},
     {"problem", "generate"},
     {"sizes", "blas"},
     {"arithmetic", "flow"},

@@ -66,7 +66,7 @@ JSON_CASES = {
     "scale_typo.json": (doc(scale="sqrtt"), [], "scale is 'sqrtt'; use \"sqrt\" (1/sqrt(head_dim)), \"none\" (1) or a positive number; did you mean 'sqrt'?"),
     "mask_wrong_shape.json": (doc(mask=[[1, 1], [1, 1]]), [], "mask has shape 2×2 but the scores need 3×3 (q_len, k_len)"),
     "mask_not_binary.json": (doc(mask=[[1, 0.5, 1]] * 3), [], "mask[0][1] is 0.5; a mask holds 0/1 or false/true (1 = may attend)"),
-    "mask_typo.json": (doc(mask="casual"), [], "mask is 'casual'; use \"causal\" or an array of 0/1 (1 = may attend); did you mean 'causal'?"),
+    "mask_typo.json": (doc(mask="casual"), [], "mask is 'casual'; use \"causal\", \"causal_lower_right\" or an array of 0/1 (1 = may attend); did you mean 'causal'?"),
     "context_other_batch.json": (doc(x=[GOOD["x"]] * 2, context=[GOOD["x"]] * 3), [], "context has a batch of 3 but x has 2"),
     "weights_mismatch.json": (doc(w_query=GOOD["w_query"][:3]), [], "w_query has 3 rows but x has 4 columns"),
     "unknown_key.json": (doc(w_qeury=[[1]]), [], "unknown key 'w_qeury'; did you mean 'w_query'?"),
@@ -121,7 +121,7 @@ def main() -> None:
         ("option_precision", ["--precision", "99"], "Invalid value for '--precision': 99 is not allowed; use a "
                                                     "whole number from 0 to 17 (see 'attncli compute --help')"),
         ("option_step", ["--step", "attn"], "Invalid value for --step: 'attn' is not a step; the steps are q, k, v, "
-                                            "scores, logits, softmax, concat, output; did you mean 'softmax'? "
+                                            "q_normed, k_normed, q_rotated, k_rotated, scores, logits, capped, biased, softmax, concat, output; did you mean 'softmax'? "
                                             "(see 'attncli compute --help')"),
         ("option_format", ["--format", "xlsx"], "Invalid value for '--format' / '-f': 'xlsx' is not one of table, "
                                                 "json, csv, npz (see 'attncli compute --help')"),

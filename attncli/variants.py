@@ -1,0 +1,389 @@
+"""Validate the keys of modern attention's variants: grouped-query heads, positions, rotary
+embeddings, QK-norm, soft-capping, ALiBi, additive biases, padding, windows, sinks and the rule for
+a query that sees no key. Each function takes the document's value and the sizes it must fit and
+returns what the Problem holds, or raises ProblemError naming the key. Pure Python and numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from attncli.errors import ProblemError
+from attncli.numbers import as_array, counted, float_array, index_text, nested_shape, refuse_non_finite, shape_text
+from attncli.wording import closest, describe, head_counts
+
+ROPE_STYLES = ("neox", "gptj")
+MASK_RULES = ("causal", "causal_lower_right")
+MASKED_ROWS = ("zero", "nan")
+NORM_OVER = ("head", "all")
+
+
+class Rope(NamedTuple):
+    """Rotary embeddings: ``style`` "neox" (the two halves of the first ``rotary_dim`` dims, Hugging
+    Face Llama's rotate_half) or "gptj" (adjacent pairs), and one frequency per pair, ``inv_freq``
+    (rotary_dim / 2,), float64. ``theta`` is None when the frequencies were given."""
+
+    style: str
+    rotary_dim: int
+    inv_freq: np.ndarray
+    theta: float | None
+
+
+class QKNorm(NamedTuple):
+    """RMSNorm of Q and K: x / sqrt(mean(x²) + eps) · weight, over each head's ``head_dim`` values
+    (``over`` "head") or over the whole projection (``over`` "all"). Weights (head_dim,) or
+    (heads*head_dim,) for Q and (kv_heads*head_dim,) for K."""
+
+    q_weight: np.ndarray
+    k_weight: np.ndarray
+    eps: float
+    over: str
+
+
+def whole_number(key: str, value: Any, least: int) -> int:
+    """``value`` as an int of at least ``least``; ProblemError naming ``key`` otherwise."""
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole:
+        raise ProblemError(f"{key} is {describe(value)}; it must be a whole number of at least {least}", key=key)
+    if value < least:
+        raise ProblemError(f"{key} is {int(value)}; it must be at least {least}", key=key)
+    return int(value)
+
+
+def positive_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProblemError(f"{key} is {describe(value)}; it must be a positive number", key=key)
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ProblemError(f"{key} is {value!r}; it must be a positive finite number", key=key)
+    return number
+
+
+def kv_heads(value: Any, heads: int, per_head_counts: dict[str, int]) -> int:
+    """Key/value heads: a divisor of ``heads``, ``heads`` by default. Per-head key/value weights
+    (kv_heads, d, head_dim) must hold that many: fewer than the query's only with kv_heads given,
+    so a slip in a weight's shape is not taken for grouped-query attention."""
+    held = {key: count for key, count in per_head_counts.items() if key != "w_query"}
+    if value is None:
+        for key, count in held.items():
+            if count != heads:
+                raise ProblemError(f"{key} holds {counted(count, 'head')} but w_query holds {heads}; for "
+                                   f"grouped-query attention give kv_heads: {count}", key=key)
+        return heads
+    count = whole_number("kv_heads", value, 1)
+    if heads % count:
+        raise ProblemError(f"kv_heads is {count}, which does not divide heads {heads} "
+                           f"(kv_heads that would: {head_counts(heads, count)})", key="kv_heads")
+    for key, held_count in held.items():
+        if held_count != count:
+            raise ProblemError(f"kv_heads is {count} but {key} holds {counted(held_count, 'head')}", key=key)
+    return count
+
+
+def positions(value: Any, q_len: int, k_len: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each query's and key's position, int64 (q_len,) and (k_len,); None when not given (key j
+    at j, query i at i + k_len - q_len)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"query", "key"}:
+        raise ProblemError('positions must be an object {"query": [...], "key": [...]} of whole numbers'
+                           + (f", not {describe(value)}" if not isinstance(value, dict) else
+                              f"; unknown key {sorted(set(value) - {'query', 'key'})[0]!r}"), key="positions")
+    query_default, key_default = default_positions(q_len, k_len)
+    found = []
+    for name, length, default in (("query", q_len, query_default), ("key", k_len, key_default)):
+        if value.get(name) is None:
+            found.append(default)
+            continue
+        array = as_array(f"positions.{name}", value[name], (1,))
+        if array.shape[0] != length:
+            raise ProblemError(f"positions.{name} has {counted(array.shape[0], 'value')} but there are "
+                               f"{length} {'queries' if name == 'query' else 'keys'}", key="positions")
+        fraction = np.flatnonzero(array != np.round(array))
+        if len(fraction) or np.abs(array).max() > 2**53:
+            where = int(fraction[0]) if len(fraction) else int(np.argmax(np.abs(array)))
+            raise ProblemError(f"positions.{name}[{where}] is {array[where]:g}; positions are whole numbers",
+                               key="positions")
+        found.append(array.astype(np.int64))
+    return found[0], found[1]
+
+
+def default_positions(q_len: int, k_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Key j at position j; query i at i + k_len - q_len (the last query beside the last key, as
+    with a KV cache; for self-attention both are 0…L−1)."""
+    return np.arange(k_len - q_len, k_len, dtype=np.int64), np.arange(k_len, dtype=np.int64)
+
+
+def rope(value: Any, head_dim: int) -> Rope | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, str):
+        value = {"style": value}
+    if not isinstance(value, dict):
+        raise ProblemError(f'rope is {describe(value)}; use "neox", "gptj" or {{"style": …, "theta": …, '
+                           '"rotary_dim": …}', key="rope")
+    unknown = set(value) - {"style", "theta", "rotary_dim", "inv_freq"}
+    if unknown:
+        name = sorted(unknown)[0]
+        known = ("style", "theta", "rotary_dim", "inv_freq")
+        raise ProblemError(f"rope has an unknown key {name!r}{closest(name, known)}", key="rope")
+    style = value.get("style", "neox")
+    if not isinstance(style, str) or style.strip().lower() not in ROPE_STYLES:
+        hint = closest(style, ROPE_STYLES) if isinstance(style, str) else ""
+        raise ProblemError(f'rope style is {describe(style) if not isinstance(style, str) else repr(style)}; '
+                           f'use "neox" (halves, Llama) or "gptj" (adjacent pairs){hint}', key="rope")
+    rotary_dim = value.get("rotary_dim")
+    rotary_dim = head_dim if rotary_dim is None else whole_number("rope.rotary_dim", rotary_dim, 2)
+    if rotary_dim % 2 or rotary_dim > head_dim:
+        raise ProblemError(f"rope.rotary_dim is {rotary_dim}; it must be even and at most head_dim {head_dim}",
+                           key="rope")
+    if value.get("inv_freq") is not None:
+        if value.get("theta") is not None:
+            raise ProblemError("rope gives both theta and inv_freq; give one", key="rope")
+        inv_freq = as_array("rope.inv_freq", value["inv_freq"], (1,))
+        if inv_freq.shape[0] != rotary_dim // 2:
+            raise ProblemError(f"rope.inv_freq has {counted(inv_freq.shape[0], 'value')} but rotary_dim "
+                               f"{rotary_dim} has {rotary_dim // 2} pairs", key="rope")
+        return Rope(style.strip().lower(), rotary_dim, inv_freq, None)
+    theta = 10000.0 if value.get("theta") is None else positive_number("rope.theta", value["theta"])
+    # theta^(-2i/rotary_dim), as Hugging Face's default rotary initialisation (in float64 here)
+    inv_freq = 1.0 / theta ** (np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim)
+    return Rope(style.strip().lower(), rotary_dim, inv_freq, theta)
+
+
+def qk_norm(value: Any, heads: int, kv_heads: int, head_dim: int) -> QKNorm | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ProblemError(f'qk_norm is {describe(value)}; use {{"q_weight": [...], "k_weight": [...], '
+                           '"eps": 1e-6, "over": "head"}', key="qk_norm")
+    allowed = ("q_weight", "k_weight", "eps", "over")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ProblemError(f"qk_norm has an unknown key {unknown[0]!r}{closest(unknown[0], allowed)}", key="qk_norm")
+    over = value.get("over", "head")
+    if over not in NORM_OVER:
+        raise ProblemError(f'qk_norm.over is {over!r}; use "head" (each head\'s head_dim values, Qwen3) '
+                           'or "all" (the whole projection, OLMo 2)', key="qk_norm")
+    eps = 1e-6 if value.get("eps") is None else positive_number("qk_norm.eps", value["eps"])
+    weights = []
+    for name, count in (("q_weight", heads), ("k_weight", kv_heads)):
+        if value.get(name) is None:
+            raise ProblemError(f"qk_norm has no {name}", key="qk_norm")
+        weight = as_array(f"qk_norm.{name}", value[name], (1,))
+        width = head_dim if over == "head" else count * head_dim
+        if weight.shape[0] != width:
+            what = "head_dim" if over == "head" else f"{'heads' if name == 'q_weight' else 'kv_heads'}*head_dim"
+            raise ProblemError(f"qk_norm.{name} has {counted(weight.shape[0], 'value')} but over \"{over}\" "
+                               f"it needs {what} = {width}", key="qk_norm")
+        weights.append(weight)
+    return QKNorm(weights[0], weights[1], eps, over)
+
+
+def alibi(value: Any, heads: int) -> np.ndarray | None:
+    """One slope per head (heads,): Press et al.'s for ``true``, or the list given."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return alibi_slopes(heads)
+    slopes = as_array("alibi", value, (1,))
+    if slopes.shape[0] != heads:
+        raise ProblemError(f"alibi has {counted(slopes.shape[0], 'slope')} but there are {heads} heads",
+                           {"alibi": slopes.shape})
+    return slopes
+
+
+def alibi_slopes(heads: int) -> np.ndarray:
+    """ALiBi's slopes (Press et al., get_slopes): for a power of two n, 2^(-8/n)·k for k = 1…n;
+    otherwise those of the power of two below, then every other slope of the one above."""
+    def powers(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(heads).is_integer():
+        return np.array(powers(heads))
+    below = 2 ** math.floor(math.log2(heads))
+    return np.array(powers(below) + powers(2 * below)[0::2][: heads - below])
+
+
+def _with_minus_infinity(key: str, value: Any, ranks: tuple[int, ...]) -> np.ndarray:
+    """A float array in which a cell may be −∞ (null or "-inf" in JSON, -inf in NPY); no NaN, no +∞."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise ProblemError(f"{key} holds values of type {value.dtype}, expected numbers", key=key)
+        array = value.astype(np.float64)
+    else:
+        shape = nested_shape(key, _replace_minus_infinity(value), [], (int, float))
+        if len(shape) not in ranks:
+            raise ProblemError(f"{key} must be a {' or '.join(f'{rank}-D' for rank in ranks)} array, got shape "
+                               f"{shape_text(shape)}", {key: shape})
+        array = np.array(_replace_minus_infinity(value), dtype=np.float64)
+    if array.ndim not in ranks:
+        raise ProblemError(f"{key} must be a {' or '.join(f'{rank}-D' for rank in ranks)} array, got shape "
+                           f"{shape_text(array.shape)}", {key: array.shape})
+    if 0 in array.shape:
+        raise ProblemError(f"{key} is empty (shape {shape_text(array.shape)})", {key: array.shape})
+    refuse_non_finite(key, np.where(np.isneginf(array), 0.0, array))
+    return array
+
+
+def _replace_minus_infinity(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_replace_minus_infinity(item) for item in value]
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("-inf", "-infinity")):
+        return -math.inf
+    return value
+
+
+def bias(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> np.ndarray | None:
+    """The additive bias as float (batch | 1, heads | 1, q_len, k_len); −∞ cells allowed."""
+    if value is None:
+        return None
+    array = _with_minus_infinity("bias", value, (2, 3, 4))
+    shape = array.shape
+    full = array.reshape((1,) * (4 - array.ndim) + shape) if array.ndim != 3 else array[:, None]
+    if not (full.shape[0] in (1, batch) and full.shape[1] in (1, heads) and full.shape[2:] == (q_len, k_len)):
+        expected = {2: (q_len, k_len), 3: (batch, q_len, k_len), 4: (batch, heads, q_len, k_len)}[array.ndim]
+        names = {2: "q_len, k_len", 3: "batch, q_len, k_len", 4: "batch, heads, q_len, k_len"}[array.ndim]
+        raise ProblemError(f"bias has shape {shape_text(shape)} but the logits need {shape_text(expected)} ({names})",
+                           {"bias": shape})
+    return full
+
+
+def sinks(value: Any, heads: int) -> np.ndarray | None:
+    """One sink logit per head (heads,); −∞ (no sink) allowed."""
+    if value is None:
+        return None
+    array = _with_minus_infinity("sinks", value, (1,))
+    if array.shape[0] != heads:
+        raise ProblemError(f"sinks has {counted(array.shape[0], 'value')} but there are {heads} heads",
+                           {"sinks": array.shape})
+    return array
+
+
+def padding(value: Any, batch: int, k_len: int) -> np.ndarray | None:
+    """Which keys are real, bool (batch | 1, k_len), from 0/1 (1 = a real key)."""
+    if value is None:
+        return None
+    array = as_array("padding", value, (1, 2)) if not _is_bool_array(value) else np.asarray(value, dtype=np.float64)
+    bad = np.argwhere((array != 0) & (array != 1))
+    if len(bad):
+        where = [int(i) for i in bad[0]]
+        raise ProblemError(f"padding{index_text(where)} is {float(array[tuple(where)]):g}; padding holds 0/1 "
+                           "(1 = a real key, 0 = padding)", key="padding")
+    full = array[None] if array.ndim == 1 else array
+    if full.shape[1] != k_len or full.shape[0] not in (1, batch):
+        expected = f"({k_len},) or ({batch}, {k_len})" if batch > 1 else f"({k_len},)"
+        raise ProblemError(f"padding has shape {shape_text(array.shape)} but the keys need {expected} "
+                           "(k_len or batch, k_len)", {"padding": array.shape})
+    return full.astype(bool)
+
+
+def _is_bool_array(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype == bool
+
+
+def window(value: Any) -> int | None:
+    return None if value is None else whole_number("window", value, 1)
+
+
+def softcap(value: Any) -> float | None:
+    return None if value is None else positive_number("softcap", value)
+
+
+def masked_rows(value: Any) -> str:
+    if value is None:
+        return "zero"
+    if value not in MASKED_ROWS:
+        hint = closest(value, MASKED_ROWS) if isinstance(value, str) else ""
+        raise ProblemError(f'masked_rows is {value!r}; use "zero" (weights and output 0, as SDPA) or "nan" '
+                           f"(as nn.MultiheadAttention){hint}", key="masked_rows")
+    return value
+
+
+def allowed_keys(mask: np.ndarray | None, rule: str | None, window_size: int | None,
+                 padding_keys: np.ndarray | None, bias_array: np.ndarray | None,
+                 query_positions: np.ndarray, key_positions: np.ndarray) -> np.ndarray | None:
+    """Every rule that hides keys at once, bool (batch | 1, heads | 1, q_len, k_len), True = may
+    attend: the ``mask`` (array or causal rule, already built), the ``window`` (query at position p
+    sees keys p-W < j ≤ p), the ``padding`` and the −∞ cells of the ``bias``. None when none hides."""
+    allowed = mask
+    if window_size is not None:
+        distance = query_positions[:, None] - key_positions[None, :]
+        near = ((distance >= 0) & (distance < window_size))[None, None]
+        allowed = near if allowed is None else allowed & near
+    if padding_keys is not None:
+        real = padding_keys[:, None, None, :]
+        allowed = real if allowed is None else allowed & real
+    if bias_array is not None and np.isneginf(bias_array).any():
+        finite = ~np.isneginf(bias_array)
+        allowed = finite if allowed is None else allowed & finite
+    if allowed is not None and allowed.ndim == 4 and allowed.shape[2:] != (len(query_positions), len(key_positions)):
+        allowed = np.broadcast_to(allowed, allowed.shape[:2] + (len(query_positions), len(key_positions)))
+    return allowed
+
+
+def causal_mask(q_len: int, k_len: int) -> np.ndarray:
+    """Query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does:
+    bool (1, 1, q_len, k_len), True = may attend."""
+    return np.tri(q_len, k_len, dtype=bool)[None, None]
+
+
+def mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[np.ndarray | None, str | None]:
+    """The mask as bool (batch | 1, heads | 1, q_len, k_len), True = may attend, and its rule."""
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        rule = value.strip().lower()
+        if rule == "causal":
+            # query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does
+            return causal_mask(q_len, k_len), "causal"
+        if rule == "causal_lower_right":
+            # query i sees keys 0..i + k_len - q_len: the last query sees every key (flash-attn's alignment)
+            return np.tri(q_len, k_len, k_len - q_len, dtype=bool)[None, None], rule
+        raise ProblemError(
+            f"mask is {value!r}; use \"causal\", \"causal_lower_right\" or an array of 0/1 (1 = may attend)"
+            f"{closest(value, MASK_RULES)}",
+            key="mask",
+        )
+    shape = nested_shape("mask", value, [], (bool, int, float))
+    if len(shape) not in (2, 3, 4):
+        raise ProblemError(
+            f"mask must be 2-D (q_len, k_len), 3-D (batch, q_len, k_len) or 4-D "
+            f"(batch, heads, q_len, k_len), got shape {shape_text(shape)}",
+            {"mask": shape},
+        )
+    array = float_array("mask", value)
+    bad = np.argwhere((array != 0) & (array != 1))
+    if len(bad):
+        where = tuple(int(i) for i in bad[0])
+        raise ProblemError(
+            f"mask{index_text(list(where))} is {float(array[where]):g}; "
+            "a mask holds 0/1 or false/true (1 = may attend)",
+            key="mask",
+        )
+    allowed = array.astype(bool)
+    if allowed.ndim == 2:
+        allowed = allowed[None, None]
+    elif allowed.ndim == 3:
+        allowed = allowed[:, None]
+    fits = (
+        allowed.shape[0] in (1, batch)
+        and allowed.shape[1] in (1, heads)
+        and allowed.shape[2:] == (q_len, k_len)
+    )
+    if not fits:
+        expected = {
+            2: ((q_len, k_len), "q_len, k_len"),
+            3: ((batch, q_len, k_len), "batch, q_len, k_len"),
+            4: ((batch, heads, q_len, k_len), "batch, heads, q_len, k_len"),
+        }[len(shape)]
+        raise ProblemError(
+            f"mask has shape {shape_text(shape)} but the scores need "
+            f"{shape_text(expected[0])} ({expected[1]})",
+            {"mask": shape},
+        )
+    return allowed, "array"
