@@ -120,18 +120,30 @@ def soft_capped(logits: np.ndarray, cap: float, in_place: bool = False) -> np.nd
 def alibi_term(slopes: np.ndarray, query_positions: np.ndarray, key_positions: np.ndarray,
                dtype: np.dtype) -> np.ndarray:
     """ALiBi's bias −slope_h · (query position − key position): slopes (..., heads, 1, 1) ->
-    (..., heads, q_len, k_len)."""
-    distance = (query_positions[:, None] - key_positions[None, :]).astype(np.float64)
-    return (-(slopes * distance)).astype(dtype, copy=False)
+    (..., heads, q_len, k_len) in ``dtype``. The distances are whole numbers, exact in the
+    logits' dtype (below 2^24 in float32)."""
+    distance = np.subtract.outer(query_positions.astype(dtype), key_positions.astype(dtype))
+    term = np.multiply(slopes.astype(dtype, copy=False), distance)
+    return np.negative(term, out=term)
 
 
-def scaled(scores: np.ndarray, problem: Problem) -> np.ndarray:
-    """scores × the problem's scale (scores itself when that is 1)."""
+def add_alibi(logits: np.ndarray, slopes: np.ndarray, query_positions: np.ndarray, key_positions: np.ndarray,
+              in_place: bool = False) -> np.ndarray:
+    """logits + alibi_term: logits (..., heads, q_len, k_len), slopes (..., heads, 1, 1); ``in_place``
+    writes into ``logits``."""
+    term = alibi_term(slopes, query_positions, key_positions, logits.dtype)
+    return np.add(logits, term, out=logits if in_place else None)
+
+
+def scaled(scores: np.ndarray, problem: Problem, in_place: bool = False) -> np.ndarray:
+    """scores × the problem's scale (scores itself when that is 1); ``in_place`` writes into
+    ``scores``, which must then be an array of this run's own."""
+    out = scores if in_place else None
     if problem.scale == "sqrt":
         # one rounding (÷√d) instead of two (×(1/√d)): closer to the exact value
-        return scores if problem.head_dim == 1 else scores / math.sqrt(problem.head_dim)
+        return scores if problem.head_dim == 1 else np.divide(scores, math.sqrt(problem.head_dim), out=out)
     factor = problem.scale_factor
-    return scores if factor == 1.0 else scores * factor
+    return scores if factor == 1.0 else np.multiply(scores, factor, out=out)
 
 
 def masked(logits: np.ndarray, allowed: np.ndarray | None, in_place: bool = False) -> np.ndarray:
@@ -165,12 +177,13 @@ def exponentials(logits: np.ndarray, shift: np.ndarray, power: Callable = np.exp
 
 
 def masked_softmax(logits: np.ndarray, allowed: np.ndarray | None, axis: int = -1,
-                   sinks: np.ndarray | None = None, empty: str = "zero") -> np.ndarray:
+                   sinks: np.ndarray | None = None, empty: str = "zero", in_place: bool = False) -> np.ndarray:
     """Softmax over the keys (the last axis) of ``logits`` (..., q_len, k_len), computed stably.
 
     ``allowed`` (broadcastable to ``logits``, True = may attend) marks the keys a query may see;
     masked logits are expected to be −∞ already. A row with no allowed key gets weights 0, as
     PyTorch's SDPA gives (``empty`` "zero"), or NaN (``empty`` "nan", as nn.MultiheadAttention).
+    ``in_place`` writes the weights over ``logits`` (an array of this run's own).
     ``sinks`` (broadcastable to (..., 1, 1): one logit per head, gpt-oss) join each row's
     denominator and their weight is dropped, so a row sums to less than 1.
     ``axis=-2`` is the slip of normalising over queries.
@@ -181,7 +194,7 @@ def masked_softmax(logits: np.ndarray, allowed: np.ndarray | None, axis: int = -
     shift = row_shift(logits, allowed is not None)
     if sinks is not None:
         shift = np.maximum(shift, sinks)
-    weights = exponentials(logits, shift)
+    weights = exponentials(logits, shift, out=logits if in_place else None)
     totals = np.add.reduce(weights, axis=-1, keepdims=True)
     if sinks is not None:
         totals += np.exp(sinks - shift)

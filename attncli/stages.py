@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from attncli.arithmetic import (
-    alibi_term,
+    add_alibi,
     dot_scores,
     exponentials,
     masked,
@@ -187,30 +187,36 @@ def _masked_here(flow: Flow, name: str, logits: np.ndarray, in_place: bool = Fal
     return masked(logits, flow.allowed, in_place) if masks_at(flow.problem) == name else logits
 
 
+# On a block the score-sized arrays are the block's own and no step but the output is kept, so the
+# logit stages work in place: memory stays a few score blocks per worker. The full path keeps each.
+
+
 def _logits(flow: Flow) -> np.ndarray:
     if flow.fast:  # the scale is in Q already, and these scores are this block's own to overwrite
         return masked(flow.arrays["scores"], flow.allowed, in_place=True)
-    return _masked_here(flow, "logits", scaled(flow.arrays["scores"], flow.problem))
+    own = flow.block is not None
+    return _masked_here(flow, "logits", scaled(flow.arrays["scores"], flow.problem, in_place=own), in_place=own)
 
 
 def _capped(flow: Flow) -> np.ndarray:
     cap = flow.problem.softcap
     if cap is None:
         return flow.arrays["logits"]
-    return _masked_here(flow, "capped", soft_capped(flow.arrays["logits"], cap), in_place=True)
+    # a new array on the full path: the logits step is kept as it was
+    return _masked_here(flow, "capped", soft_capped(flow.arrays["logits"], cap, in_place=flow.block is not None),
+                        in_place=True)
 
 
 def _biased(flow: Flow) -> np.ndarray:
     problem, logits = flow.problem, flow.arrays["logits"]
     if not problem.additive:
         return logits
+    biased = logits if flow.block is not None else logits.copy()
     if problem.alibi is not None:
-        logits = logits + alibi_term(flow.per_head(problem.alibi), flow.query_positions(), flow.key_positions(),
-                                     logits.dtype)
+        add_alibi(biased, flow.per_head(problem.alibi), flow.query_positions(), flow.key_positions(), in_place=True)
     if problem.bias is not None:
-        with np.errstate(invalid="ignore"):  # −∞ + −∞ where a masked cell meets a −∞ bias
-            logits = logits + flow.take(problem.bias, STAGE_AXES_LOGITS).astype(logits.dtype, copy=False)
-    return masked(logits, flow.allowed, in_place=True)
+        biased += flow.take(problem.bias, STAGE_AXES_LOGITS).astype(biased.dtype, copy=False)
+    return masked(biased, flow.allowed, in_place=True)
 
 
 def _softmax(flow: Flow) -> np.ndarray:
@@ -218,7 +224,8 @@ def _softmax(flow: Flow) -> np.ndarray:
     if flow.fast:  # in place, and normalised after the product with V (see _weighted)
         return exponentials(logits, row_shift(logits, any_masked=True), flow.power, out=logits)
     sinks = None if problem.sinks is None else flow.per_head(problem.sinks).astype(logits.dtype, copy=False)
-    return masked_softmax(logits, flow.allowed, flow.slip.softmax_axis, sinks, problem.masked_rows)
+    return masked_softmax(logits, flow.allowed, flow.slip.softmax_axis, sinks, problem.masked_rows,
+                          in_place=flow.block is not None and flow.slip.softmax_axis == -1)
 
 
 def _weighted(flow: Flow) -> np.ndarray:
