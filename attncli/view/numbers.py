@@ -41,81 +41,244 @@ class Section(NamedTuple):
 
 
 def explanation_sections(explained: Explanation, precision: int) -> list[Section]:
-    """The explanation as sections of text: the query and key vectors, each dot product term by
-    term, the scale and mask, the softmax (exponentials, their sum, the weights) and the output
-    row as the weighted sum of V's rows, every number written with ``precision`` decimals."""
-
-    def number(value: float) -> str:
-        whole = math.isfinite(value) and value == int(value) and abs(value) < 1e9
-        return format_number(value, precision, integers=whole)
-
-    def factor_text(value: float) -> str:
-        # a negative factor in brackets: 2×(-3), not 2×-3
-        return f"({number(value)})" if value < 0 else number(value)
-
-    def vector(values: np.ndarray) -> str:
-        return "[" + _join([number(value) for value in values], ", ") + "]"
-
+    """The explanation as sections of text: the QK-norm and RoPE of the query (and of the key
+    asked for), the query and key vectors, each dot product term by term, the scale, the soft-cap,
+    the ALiBi term and bias, the mask, the softmax (exponentials, the sink, their sum, the
+    weights) and the output row as the weighted sum of V's rows, every number written with
+    ``precision`` decimals."""
+    write = _Writer(precision)
     query, keys, q_row = explained.query, list(explained.keys), explained.query_vector
-    where = ", ".join(part for part in (f"batch {explained.batch}" if explained.batch is not None else "",
-                                        f"head {explained.head}" if explained.head is not None else "") if part)
-    sections = [Section(
-        f"Query {query}" + (f" ({where})" if where else "") + ": its query vector and the key vectors",
-        (f"q[{query}] = {vector(q_row)}",)
-        + tuple("…" if j is None else f"k[{j}] = {vector(explained.key_vectors[j])}" for j in _elide(keys)),
-    )]
+    where = ", ".join(part for part in (
+        f"batch {explained.batch}" if explained.batch is not None else "",
+        f"head {explained.head}" if explained.head is not None else "",
+        f"key/value head {explained.kv_head}" if explained.kv_head is not None else "") if part)
+    lead = f"Query {query}" + (f" ({where})" if where else "")
+
+    sections = _norm_sections(explained, write) + _rotation_sections(explained, write)
+    vectors = (f"q[{query}] = {write.vector(q_row)}",) + tuple(
+        "…" if j is None else f"k[{j}] = {write.vector(explained.key_vectors[j])}" for j in _elide(keys))
+    if sections:
+        changes = " and ".join(name for name, done in (("QK-norm", explained.query_norm),
+                                                        ("RoPE", explained.query_rotation)) if done)
+        sections = [sections[0]._replace(heading=f"{lead}: {sections[0].heading}"), *sections[1:]]
+        sections.append(Section(f"The query vector and the key vectors, after {changes}", vectors))
+    else:
+        sections.append(Section(f"{lead}: its query vector and the key vectors", vectors))
     dot_lines = []
     for j in _elide(keys):
         if j is None:
             dot_lines.append("…")
             continue
-        terms = [f"{factor_text(a)}×{factor_text(b)}" for a, b in zip(q_row, explained.key_vectors[j], strict=True)]
-        dot_lines.append(f"q[{query}]·k[{j}] = {_join(terms, ' + ')} = {number(explained.scores[j])}")
+        terms = [f"{write.factor(a)}×{write.factor(b)}" for a, b in zip(q_row, explained.key_vectors[j], strict=True)]
+        dot_lines.append(f"q[{query}]·k[{j}] = {_join(terms, ' + ')} = {write.number(explained.scores[j])}")
     sections.append(Section("Scores: the dot product of the query with each key", tuple(dot_lines)))
+    sections += _logit_sections(explained, write)
+    return sections + _softmax_sections(explained, write)
 
-    logit_row = explained.scores if explained.logits is None else explained.logits
-    if explained.logits is not None:
-        sections.append(Section("Scale and mask", tuple(_scale_lines(explained, number))))
 
-    visible = explained.visible
-    if not visible:
-        sections.append(Section("Softmax", ("every key is masked: every weight is 0 and this output row is 0",)))
-        return sections
-    exps, total, weights, top = explained.exponentials, explained.total, explained.weights, explained.shift
-    lines = [f"subtract the largest logit, {number(top)}, so no exponential overflows"]
-    lines += ["…" if j is None else f"e^({number(logit_row[j])} - {number(top)}) = {number(exps[j])}"
-              for j in _elide(visible)]
-    lines.append(f"sum = {_join([number(exps[j]) for j in visible], ' + ')} = {number(total)}")
-    lines += ["…" if j is None else f"weight[{j}] = {number(exps[j])} / {number(total)} = {number(weights[j])}"
-              for j in _elide(visible)]
-    sections.append(Section("Softmax over the keys", tuple(lines)))
+class _Writer:
+    """How the explanation writes numbers at one precision: whole numbers without decimals."""
 
-    terms = [f"{number(weights[j])}×{vector(explained.values[j])}" for j in visible]
-    sections.append(Section("Output: the weighted sum of the value rows", (
-        f"out[{query}] = {_join(terms, ' + ')}",
-        f"       = {vector(explained.output)}",
-    ) + _projection_note(explained)))
+    def __init__(self, precision: int):
+        self.precision = precision
+
+    def number(self, value: float) -> str:
+        whole = math.isfinite(value) and value == int(value) and abs(value) < 1e9
+        return format_number(value, self.precision, integers=whole)
+
+    def factor(self, value: float) -> str:
+        # a negative factor in brackets: 2×(-3), not 2×-3
+        return f"({self.number(value)})" if value < 0 else self.number(value)
+
+    def vector(self, values: np.ndarray) -> str:
+        return "[" + _join([self.number(value) for value in values], ", ") + "]"
+
+
+def _query_and_key(explained: Explanation, of_query, of_key) -> list[tuple[str, str, object]]:
+    """(label, words, part) for the query's part and the key's (the key asked for), where present."""
+    key = explained.keys[0]
+    return [(label, what, part) for label, what, part in ((f"q[{explained.query}]", "the query vector", of_query),
+                                                          (f"k[{key}]", f"key {key}", of_key)) if part is not None]
+
+
+def _norm_sections(explained: Explanation, write: _Writer) -> list[Section]:
+    sections = []
+    for label, what, norm in _query_and_key(explained, explained.query_norm, explained.key_norm):
+        count = len(norm.squared)
+        over = f"its {count} values" if norm.over == "head" else f"its {count} values in every head"
+        squares = _join([f"{write.factor(value)}²" for value in norm.squared], " + ")
+        sections.append(Section(f"QK-norm of {what} (RMSNorm over {over})", (
+            f"projection {label} = {write.vector(norm.before)}",
+            f"mean of squares = ({squares}) / {count} = {write.number(norm.mean_square)}",
+            f"1/√(mean of squares + eps) = 1/√({write.number(norm.mean_square)} + {write.number(norm.eps)}) "
+            f"= {write.number(norm.factor)}",
+            f"weight = {write.vector(norm.weight)}",
+            f"normed {label} = projection × {write.number(norm.factor)} × weight = {write.vector(norm.after)}",
+        )))
     return sections
 
 
-def _scale_lines(explained: Explanation, number) -> list[str]:
-    factor, root = explained.scale_factor, explained.head_dim
-    rule = f"1/√head_dim = 1/√{root}" if explained.scale_rule == "sqrt" else "the given scale"
-    lines = [f"scale = {rule} = {number(factor)}"] if factor != 1.0 else ["no scaling"]
+def _rotation_sections(explained: Explanation, write: _Writer) -> list[Section]:
+    sections = []
+    for label, what, turn in _query_and_key(explained, explained.query_rotation, explained.key_rotation):
+        pairing = "neox: dim i with dim i + " + str(len(turn.pairs)) if turn.style == "neox" else (
+            "gptj: dims 2i and 2i + 1")
+        lines = []
+        for n in _elide(list(range(len(turn.pairs)))):
+            if n is None:
+                lines.append("…")
+                continue
+            first, second = (int(dim) for dim in turn.pairs[n])
+            a, b, cos, sin = turn.before[first], turn.before[second], turn.cos[n], turn.sin[n]
+            lines.append(f"pair {n} (dims {first}, {second}): angle = {turn.position} × "
+                         f"{write.number(turn.inv_freq[n])} = {write.number(turn.angles[n])}, "
+                         f"cos = {write.number(cos)}, sin = {write.number(sin)}")
+            lines.append(f"  (a·cos - b·sin, b·cos + a·sin) = ({write.factor(a)}×{write.factor(cos)} - "
+                         f"{write.factor(b)}×{write.factor(sin)}, {write.factor(b)}×{write.factor(cos)} + "
+                         f"{write.factor(a)}×{write.factor(sin)}) = "
+                         f"({write.number(turn.after[first])}, {write.number(turn.after[second])})")
+        head_dim = len(turn.before)
+        passing = {0: "", 1: f"dim {turn.rotary_dim} passes", 2: f"dims {turn.rotary_dim} and {head_dim - 1} pass"}.get(
+            head_dim - turn.rotary_dim, f"dims {turn.rotary_dim} to {head_dim - 1} pass")
+        if passing:
+            lines.append(f"{passing} through (rotary_dim {turn.rotary_dim})")
+        lines.append(f"rotated {label} = {write.vector(turn.after)}")
+        sections.append(Section(f"RoPE of {what}: each pair turned by its position {turn.position} × its "
+                                f"frequency ({pairing})", tuple(lines)))
+    return sections
+
+
+def _logit_sections(explained: Explanation, write: _Writer) -> list[Section]:
+    """The scale (logits), the soft-cap (capped) and the ALiBi term and bias (biased), each with
+    the mask when it is the step that masks."""
+    sections = []
+    keys = _elide(list(range(len(explained.scores))))
+    if explained.logits is not None:
+        here = explained.masked_at == "logits"
+        factor, root = explained.scale_factor, explained.head_dim
+        rule = f"1/√head_dim = 1/√{root}" if explained.scale_rule == "sqrt" else "the given scale"
+        lines = [f"scale = {rule} = {write.number(factor)}"] if factor != 1.0 else ["no scaling"]
+        lines += _mask_lines(explained) if here else []
+        scaling = f" / √{root}" if explained.scale_rule == "sqrt" else (
+            f" × {write.number(factor)}" if factor != 1.0 else "")
+        for j in keys:
+            if j is None:
+                lines.append("…")
+            elif here and not explained.allowed[j]:
+                lines.append(f"logit[{j}] = −∞ (masked)")
+            elif scaling:
+                lines.append(f"logit[{j}] = {write.number(explained.scores[j])}{scaling} = "
+                             f"{write.number(explained.logits[j])}")
+            else:
+                lines.append(f"logit[{j}] = {write.number(explained.logits[j])}")
+        sections.append(Section("Scale and mask" if here else "Scale", tuple(lines)))
+    before = explained.scores if explained.logits is None else explained.logits
+    if explained.capped is not None:
+        here = explained.masked_at == "capped"
+        cap = _constant(explained.softcap)
+        lines = [f"capped = {cap}·tanh(x / {cap}): each logit squeezed into (-{cap}, {cap})"]
+        lines += _mask_lines(explained) if here else []
+        for j in keys:
+            if j is None:
+                lines.append("…")
+            elif here and not explained.allowed[j]:
+                lines.append(f"capped[{j}] = −∞ (masked)")
+            else:
+                lines.append(f"capped[{j}] = {cap}·tanh({write.number(before[j])} / {cap}) = "
+                             f"{write.number(explained.capped[j])}")
+        sections.append(Section("Soft-cap and mask" if here else "Soft-cap", tuple(lines)))
+        before = explained.capped
+    if explained.biased is not None:
+        sections.append(_biased_section(explained, write, before, keys))
+    return sections
+
+
+def _biased_section(explained: Explanation, write: _Writer, before: np.ndarray, keys: list) -> Section:
+    slope, position = explained.slope, explained.query_position
+    lines = []
+    if slope is not None:
+        head = "" if explained.head is None else f"head {explained.head}'s "
+        lines.append(f"ALiBi: -slope×(query position - key position), {head}slope {write.number(slope)}, "
+                     f"query {explained.query} at position {position}")
+    lines += _mask_lines(explained)
+    for j in keys:
+        if j is None:
+            lines.append("…")
+            continue
+        if not explained.allowed[j]:
+            lines.append(f"biased[{j}] = −∞ (masked)")
+            continue
+        formula, values = [write.number(before[j])], [write.number(before[j])]
+        if slope is not None:
+            formula.append(f"- {write.number(slope)}×({position} - {int(explained.key_positions[j])})")
+            values.append(f"+ {write.factor(explained.alibi[j])}")
+        if explained.bias is not None:
+            formula.append(f"+ {write.factor(explained.bias[j])}")
+            values.append(formula[-1])
+        text = " ".join(formula) + (" = " + " ".join(values) if slope is not None else "")
+        lines.append(f"biased[{j}] = {text} = {write.number(explained.biased[j])}")
+    added = " and ".join(name for name, part in (("ALiBi", slope), ("bias", explained.bias)) if part is not None)
+    masking = ", and mask" if not explained.allowed.all() else ""
+    return Section(f"{added[0].upper()}{added[1:]} added{masking}", tuple(lines))
+
+
+def _constant(value: float) -> str:
+    """A number the document gave (the cap), as short as it was given: 50, 1.5."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _mask_lines(explained: Explanation) -> list[str]:
+    lines = []
+    if explained.window is not None:
+        position, size = explained.query_position, explained.window
+        lines.append(f"window {size}: query {explained.query} at position {position} sees keys at positions "
+                     f"{position - size + 1} to {position}")
     masked = [j for j in range(len(explained.scores)) if not explained.allowed[j]]
     if masked:
         lines.append(f"masked keys (−∞, weight 0): {_join([str(j) for j in masked], ', ')}")
-    scaling = f" / √{root}" if explained.scale_rule == "sqrt" else f" × {number(factor)}" if factor != 1.0 else ""
-    for j in _elide(list(range(len(explained.scores)))):
-        if j is None:
-            lines.append("…")
-        elif not explained.allowed[j]:
-            lines.append(f"logit[{j}] = −∞ (masked)")
-        elif scaling:
-            lines.append(f"logit[{j}] = {number(explained.scores[j])}{scaling} = {number(explained.logits[j])}")
-        else:
-            lines.append(f"logit[{j}] = {number(explained.logits[j])}")
     return lines
+
+
+def _softmax_sections(explained: Explanation, write: _Writer) -> list[Section]:
+    visible, sink = explained.visible, explained.sink
+    if not visible:
+        if np.isnan(explained.weights).all():
+            text = ('every key is masked and masked_rows is "nan": every weight is NaN and this output row '
+                    "is NaN")
+        elif sink is not None and math.isfinite(sink):
+            text = ("every key is masked: only the sink is left, and its weight is dropped, so every weight is 0 "
+                    "and this output row is 0")
+        else:
+            text = "every key is masked: every weight is 0 and this output row is 0"
+        return [Section("Softmax", (text,))]
+    row, exps, total, weights, top = (explained.softmax_input, explained.exponentials, explained.total,
+                                      explained.weights, explained.shift)
+    by_sink = sink is not None and top == sink and top > max(row[j] for j in visible)
+    lines = [f"subtract the largest {'of the logits and the sink' if by_sink else 'logit'}, {write.number(top)}"
+             f"{' (the sink)' if by_sink else ''}, so no exponential overflows"]
+    lines += ["…" if j is None else f"e^({write.number(row[j])} - {write.number(top)}) = {write.number(exps[j])}"
+              for j in _elide(visible)]
+    terms = _join([write.number(exps[j]) for j in visible], " + ")
+    if sink is not None:
+        head = "" if explained.head is None else f"head {explained.head}'s "
+        lines.append(f"the sink: e^({write.number(sink)} - {write.number(top)}) = {write.number(explained.sink_term)} "
+                     f"({head}sink logit, not scaled), in the denominator only")
+        terms += f" + {write.number(explained.sink_term)} (sink)"
+    lines.append(f"sum = {terms} = {write.number(total)}")
+    lines += ["…" if j is None else
+              f"weight[{j}] = {write.number(exps[j])} / {write.number(total)} = {write.number(weights[j])}"
+              for j in _elide(visible)]
+    if sink is not None:
+        lines.append(f"the weights sum to {write.number(float(np.add.reduce(weights[visible])))}, less than 1: "
+                     f"the sink's weight, {write.number(explained.sink_term)} / {write.number(total)} = "
+                     f"{write.number(explained.sink_term / total)}, is dropped")
+    sections = [Section("Softmax over the keys" + (" and the sink" if sink is not None else ""), tuple(lines))]
+    terms = [f"{write.number(weights[j])}×{write.vector(explained.values[j])}" for j in visible]
+    sections.append(Section("Output: the weighted sum of the value rows", (
+        f"out[{explained.query}] = {_join(terms, ' + ')}",
+        f"       = {write.vector(explained.output)}",
+    ) + _projection_note(explained)))
+    return sections
 
 
 def _projection_note(explained: Explanation) -> tuple[str, ...]:
