@@ -16,7 +16,8 @@ from attncli.trace import Step, Trace
 
 
 def array_to_json_value(array: np.ndarray) -> Any:
-    """Nested lists of floats at full float64 precision; −∞ (a masked logit) becomes None."""
+    """Nested lists of floats at full float64 precision; −∞ (a masked logit) and NaN (a query that
+    sees no key, with masked_rows "nan") become None."""
     if np.isfinite(array).all():
         return array.tolist()
     return np.where(np.isfinite(array), array, None).tolist()
@@ -41,7 +42,7 @@ def trace_to_json(trace: Trace, steps: list[Step]) -> str:
 
 
 def step_to_csv(step: Step) -> str:
-    """A step as CSV at full precision, −∞ written as ``-inf``.
+    """A step as CSV at full precision, −∞ written as ``-inf`` and NaN (masked_rows "nan") as ``nan``.
 
     A 2-D step (rows, columns) is its plain rows, no header, so it reads back as the same matrix.
     A higher-rank step is in long form: a header naming the leading axes, ``row`` and the column

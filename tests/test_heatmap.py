@@ -16,7 +16,7 @@ from attncli.pipeline import attention
 from attncli.problem import problem_from_document
 from attncli.view import print_heatmaps
 from attncli.view.heatmap import HeatGrid, pool_columns
-from attncli.view.tables import HEAT_MASKED, VIRIDIS, heat_colour, heat_style
+from attncli.view.tables import HEAT_MASKED, HEAT_NAN, VIRIDIS, heat_colour, heat_style
 
 ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -115,3 +115,57 @@ def test_table_cells_use_the_same_palette_with_legible_text(weight, text):
     style = heat_style(weight)
     assert style.bgcolor == Color.from_triplet(heat_colour(weight))
     assert style.color == Color.parse(text)
+
+
+# --- the attention variants of issue 11: NaN rows, sinks, −∞ bias cells -----------------------------
+
+def trace_of(document):
+    return attention(problem_from_document(document))
+
+
+NAN_ROW = {"x": [[1.0], [2.0], [0.5]], "w_query": [[1.0]], "w_key": [[1.0]], "w_value": [[3.0]],
+           "mask": [[1, 0, 0], [0, 0, 0], [1, 1, 1]], "masked_rows": "nan"}
+
+
+def test_without_colour_a_nan_row_is_marked_apart_from_masked_keys():
+    lines = ESCAPE.sub("", rendered(trace_of(NAN_ROW), 80, colour=False)).splitlines()
+    assert lines[3:5] == ["0 █··", "1 ×××"] and lines[5].startswith("2 ") and not set(lines[5][2:]) & set("×·")
+    assert "· a masked key (its logit is −∞): weight 0" in lines
+    assert '× a query that sees no key (masked_rows "nan"): its weights are NaN' in lines
+
+
+def test_in_colour_a_nan_row_is_red_and_the_legend_says_so():
+    out = rendered(trace_of(NAN_ROW), 80, colour=True)
+    first = next(line for line in out.splitlines() if ESCAPE.sub("", line).startswith("0 "))
+    red = f"{HEAT_NAN.red};{HEAT_NAN.green};{HEAT_NAN.blue}"
+    grey = f"{HEAT_MASKED.red};{HEAT_MASKED.green};{HEAT_MASKED.blue}"
+    assert f"38;2;{grey};48;2;{red}m▀" in first  # query 0's masked key over query 1's NaN
+    assert f"48;2;{red}m   " in out
+    assert 'a query that sees no key (masked_rows "nan"): its weights are NaN (red)' in ESCAPE.sub("", out)
+
+
+def test_the_row_labels_dimness_does_not_dim_the_cells():
+    out = rendered(trace_of(NAN_ROW), 40, colour=True)
+    cells = re.findall(r"\x1b\[([0-9;]*)m▀", out)
+    assert cells and not any(codes.split(";")[0] == "2" for codes in cells)
+
+
+def test_with_sinks_the_grid_says_the_rows_sum_to_less_than_1():
+    document = random_document(seq_len=4, d_model=4, heads=2, seed=3)
+    trace = trace_of({**document, "sinks": [1.0, 2.5]})
+    sums = trace.steps["softmax"].array.sum(axis=-1)
+    assert sums.max() < 1
+    for colour in (True, False):
+        plain = ESCAPE.sub("", rendered(trace, 100, colour))
+        assert (f"rows sum to less than 1 (the sink takes the rest): {sums.min():.4f} to {sums.max():.4f}"
+                in plain.splitlines())
+    assert "rows sum to less than 1" not in ESCAPE.sub("", rendered(trace_of(document), 100, False))
+
+
+def test_minus_infinity_bias_cells_are_masked_in_the_grid():
+    document = random_document(seq_len=3, d_model=2, seed=4)
+    bias = [[0.0, None, 0.5], [0.0, 0.0, "-inf"], [-1.0, 0.0, 0.0]]
+    lines = ESCAPE.sub("", rendered(trace_of({**document, "bias": bias}), 80, colour=False)).splitlines()
+    grid = [line[2:] for line in lines[3:6]]
+    assert grid[0][1] == "·" and grid[1][2] == "·" and "·" not in grid[2]
+    assert "· a masked key (its logit is −∞): weight 0" in lines

@@ -4,9 +4,11 @@ fit a terminal, titles that survive Rich markup."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
+from conftest import DATA
 from rich.console import Console
 
 from attncli.explain import explain_query
@@ -127,3 +129,81 @@ def test_full_in_a_terminal_shows_every_value_however_wide(width):
     for row in range(30):
         assert [cell.strip() for cell in rows[str(row)]] == [format_number(value, 4) for value in weights[row]]
     assert "…" not in out
+
+
+# --- the attention variants of issue 11 in the tables ----------------------------------------------
+
+GOLDEN = {case["name"]: case["document"]
+          for case in json.loads((DATA / "modern_golden.json").read_text())["cases"]}
+
+
+def titles(out):
+    return [line for line in out.splitlines() if line[:1] not in "┏┃┡│└" and "   " in line]
+
+
+def test_key_and_value_heads_of_grouped_query_attention_are_labelled_kv_heads():
+    shown = titles(terminal_output(GOLDEN["qwen3_gqa_rope_qknorm"], 80))  # one table a line
+    assert "K = x·W_K   5×4   (kv head 1)" in shown and "V = x·W_V   5×4   (kv head 0)" in shown
+    assert "Q = x·W_Q   5×4   (head 3)" in shown and "scores = Q·Kᵀ   5×5   (head 3)" in shown
+    assert not any("(head 2)" in title for title in shown if title.startswith(("K =", "V =", "k_")))
+    # as many key/value heads as heads: they are the heads
+    ungrouped = titles(terminal_output(GOLDEN["rope_neox_unbatched"], 80))
+    assert "K = x·W_K   5×4   (head 1)" in ungrouped and not any("kv head" in title for title in ungrouped)
+
+
+def test_a_step_whose_formula_does_not_name_it_is_titled_with_its_name():
+    shown = titles(terminal_output(GOLDEN["qwen3_gqa_rope_qknorm"], 80))
+    assert "q_normed: Q = RMSNorm(Q) over each head   5×4   (head 0)" in shown
+    assert "k_normed: K = RMSNorm(K) over each head   5×4   (kv head 1)" in shown
+    assert "q_rotated: Q = RoPE(Q, query positions) (halves, neox)   5×4   (head 2)" in shown
+    assert "k_rotated: K = RoPE(K, key positions) (halves, neox)   5×4   (kv head 0)" in shown
+    assert "Q = x·W_Q   5×4   (head 0)" in shown  # q, k, v, scores… are named by their formula
+
+
+@pytest.mark.parametrize(("name", "step", "formula"), [
+    ("gemma2_softcap_window_gqa", "capped", "capped = 2·tanh(logits / 2), masked → −∞"),
+    ("softcap_then_bias", "biased", "biased = capped + bias, masked → −∞"),
+    ("bias_2d_neg_inf", "biased", "biased = logits + bias, masked → −∞"),
+    ("bloom_alibi_causal_padding", "biased", "biased = logits + ALiBi, masked → −∞"),
+])
+def test_capped_and_biased_steps_show_their_masked_cells_as_minus_infinity(name, step, formula):
+    problem = problem_from_document(GOLDEN[name])
+    trace = attention(problem)
+    out = terminal_output(GOLDEN[name], 100, steps=[step])  # one table a line
+    assert out.splitlines()[0].startswith(f"{formula}   ")
+    masked = trace.masked(trace.steps[step])
+    assert masked is not None and masked.any()
+    tables = out.split(formula)[1:]
+    first = next(iter(np.ndindex(masked.shape[:-2])))
+    rows = [line.split("│")[2:-1] for line in tables[0].splitlines() if line.startswith("│")]
+    for (query, key), hidden in np.ndenumerate(masked[first]):
+        cell = rows[query][key].strip()
+        assert (cell == "−∞") == hidden, (query, key, cell)
+
+
+def nan_row_document(**changes):
+    """Two queries; the second sees no key and masked_rows is "nan"."""
+    return {"x": [[1.0], [2.0]], "w_query": [[1.0]], "w_key": [[1.0]], "w_value": [[3.0]],
+            "mask": [[1, 1], [0, 0]], "masked_rows": "nan", **changes}
+
+
+def test_a_nan_row_shows_nan_and_says_why():
+    out = terminal_output(nan_row_document(), 80, steps=["softmax", "output"])
+    softmax = out[:out.index("output")]
+    assert [cells for cells in (line.split("│")[2:-1] for line in softmax.splitlines() if line.startswith("│"))] == [
+        [" 0.2689 ", " 0.7311 "], ["    nan ", "    nan "]]
+    assert 'nan: a query that sees no key (masked_rows "nan"): its weights are NaN' in out.splitlines()
+    # its only masked cells are the NaN row's: no line about masked keys shown as ·
+    assert "· a masked key" not in out
+    output_rows = [line.split("│")[2].strip() for line in out[out.index("output"):].splitlines()
+                   if line.startswith("│")]
+    assert output_rows == ["5.1932", "nan"]
+
+
+def test_rows_that_a_sink_leaves_short_of_1_are_said_with_their_sums():
+    document = GOLDEN["sinks_unbatched"]
+    sums = attention(problem_from_document(document)).steps["softmax"].array.sum(axis=-1)
+    out = terminal_output(document, 200, steps=["softmax"])
+    assert (f"rows sum to less than 1 (the sink takes the rest): {format_number(sums.min(), 4)} to "
+            f"{format_number(sums.max(), 4)}") in out.splitlines()
+    assert "rows sum to less than 1" not in terminal_output(GOLDEN["gqa_batched"], 200, steps=["softmax"])

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SAMPLES
+from conftest import DATA, SAMPLES
 from test_cli import run, write
 
 from attncli.demo import CLASSIC_DOCUMENT, walkthrough
@@ -131,3 +131,45 @@ def test_small_per_head_tables_sit_side_by_side(width):
     for step in trace.steps.values():  # every value is still shown
         for value in step.array[np.isfinite(step.array) & (np.abs(step.array) > 1e-3)]:
             assert format_number(value, 4) in out
+
+
+# --- the attention variants of issue 11, piped ---------------------------------------------------
+
+GOLDEN = {case["name"]: case["document"]
+          for case in json.loads((DATA / "modern_golden.json").read_text())["cases"]}
+EVERY_VARIANT = ["qwen3_gqa_rope_qknorm", "rope_gptj_partial", "gemma2_softcap_window_gqa", "softcap_then_bias",
+                 "bloom_alibi_causal_padding", "bias_4d_neg_inf", "gptoss_sinks_window_gqa_biases",
+                 "masked_rows_nan", "mistral_decode_step", "qk_norm_all"]
+
+
+@pytest.mark.parametrize("name", EVERY_VARIANT)
+def test_no_line_of_a_variants_piped_output_ends_in_spaces(tmp_path, name):
+    path = write(tmp_path, f"{name}.json", json.dumps(GOLDEN[name]))
+    for args in (("compute", path), ("compute", path, "--view", "heatmap"),
+                 ("explain", path, "--query", "0", "--key", "0", "--head", "1")):
+        out = stdout_of(*args)
+        assert out and [line for line in out.splitlines() if line != line.rstrip()] == [], args
+
+
+@pytest.fixture
+def nan_rows(tmp_path):
+    """masked_rows "nan": query 1 of batch item 1 sees no key (the golden problem)."""
+    return write(tmp_path, "nan.json", json.dumps(GOLDEN["masked_rows_nan"]))
+
+
+def test_json_writes_a_nan_row_as_nulls_and_stays_strict(nan_rows):
+    out = stdout_of("compute", nan_rows, "-f", "json")
+    document = json.loads(out, parse_constant=lambda word: pytest.fail(f"not strict JSON: {word}"))
+    assert document["softmax"][1][0][1] == [None, None, None]
+    assert document["output"][1][1] == [None] * 6
+    assert None not in document["output"][1][0] and None not in document["output"][0][1]
+
+
+def test_csv_and_npz_keep_a_nan_row(nan_rows, tmp_path):
+    lines = stdout_of("compute", nan_rows, "-f", "csv", "-s", "softmax").splitlines()
+    assert lines[0] == "batch,heads,row,0,1,2" and "1,0,1,nan,nan,nan" in lines and "1,1,1,nan,nan,nan" in lines
+    archive = tmp_path / "out.npz"
+    assert run("compute", nan_rows, "-f", "npz", "-o", archive).exit_code == 0
+    with np.load(archive, allow_pickle=False) as steps:
+        assert np.isnan(steps["softmax"][1, :, 1]).all() and not np.isnan(steps["softmax"][0]).any()
+        assert np.isnan(steps["output"][1, 1]).all()

@@ -12,10 +12,22 @@ from rich.text import Text
 
 from attncli.trace import Trace
 from attncli.view.console import PipeAwareConsole
-from attncli.view.tables import HEAT_MASKED, MASKED, MAX_TABLES, HeatLegend, heat_colour, masked_cells, table_position
+from attncli.view.tables import (
+    HEAT_MASKED,
+    HEAT_NAN,
+    MASKED,
+    MAX_TABLES,
+    heat_colour,
+    masked_cells,
+    table_position,
+    weights_legend,
+)
 
 SHADES = " ░▒▓█"
+# A NaN weight (a query that sees no key, with masked_rows "nan"), one character wide.
+NAN_MARK = "×"
 _MASKED_COLOUR = Color.from_triplet(HEAT_MASKED)
+_NAN_COLOUR = Color.from_triplet(HEAT_NAN)
 
 
 def pool_columns(weights: np.ndarray, masked: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -49,12 +61,20 @@ def _ruler(starts: np.ndarray, n_columns: int) -> str:
     return "".join(ruler[:cells]).rstrip()
 
 
+def _row_label(row: int, width: int) -> Text:
+    """A row's index, dim: the label's own style, so the cells after it keep their full colour."""
+    line = Text()
+    line.append(f"{row:>{width - 1}} ", style="dim")
+    return line
+
+
 class HeatGrid:
     """A compact grid of one softmax matrix (q_len, k_len), token indices on both axes. With colour,
     one character per key and two queries per line (▀: the upper query's viridis colour over the
-    lower's), masked cells grey; without, one query per line in shade characters, masked cells
-    MASKED. In a terminal too narrow for every key, each cell stands for the largest of a few
-    consecutive keys, pooled only as far as the width needs. ``masked`` cells are True."""
+    lower's), masked cells grey, NaN cells red; without, one query per line in shade characters,
+    masked cells MASKED, NaN cells NAN_MARK. In a terminal too narrow for every key, each cell
+    stands for the largest of a few consecutive keys, pooled only as far as the width needs.
+    ``masked`` cells are True."""
 
     def __init__(self, weights: np.ndarray, title: str, masked: np.ndarray | None = None):
         self.weights = weights
@@ -78,18 +98,22 @@ class HeatGrid:
         yield Text(" " * label_width + _ruler(starts, n_columns), style="dim")
         if not colour:
             for row_index, (row, row_masked) in enumerate(zip(weights, masked, strict=True)):
-                line = Text(f"{row_index:>{label_width - 1}} ", style="dim")
+                line = _row_label(row_index, label_width)
                 for weight, hidden in zip(row, row_masked, strict=True):
-                    # a masked key, unlike a small weight
-                    line.append(MASKED if hidden else SHADES[min(int(weight * len(SHADES)), len(SHADES) - 1)],
-                                style="dim" if hidden else None)
+                    # a masked key, unlike a small weight; a NaN row, unlike both
+                    if np.isnan(weight):
+                        line.append(NAN_MARK)
+                    else:
+                        line.append(MASKED if hidden else SHADES[min(int(weight * len(SHADES)), len(SHADES) - 1)],
+                                    style="dim" if hidden else None)
                 yield line
             return
-        colours = [[_MASKED_COLOUR if hidden else Color.from_triplet(heat_colour(float(weight)))
+        colours = [[_NAN_COLOUR if np.isnan(weight) else _MASKED_COLOUR if hidden else
+                    Color.from_triplet(heat_colour(float(weight)))
                     for weight, hidden in zip(row, row_masked, strict=True)]
                    for row, row_masked in zip(weights, masked, strict=True)]
         for upper in range(0, n_rows, 2):
-            line = Text(f"{upper:>{label_width - 1}} ", style="dim")
+            line = _row_label(upper, label_width)
             lower = colours[upper + 1] if upper + 1 < n_rows else [None] * cells
             for top, bottom in zip(colours[upper], lower, strict=True):
                 line.append("▀", style=Style(color=top, bgcolor=bottom))
@@ -112,4 +136,4 @@ def print_heatmaps(trace: Trace, full: bool = False, console: Console | None = N
         console.print(grid)
     if len(shown) < len(positions):
         console.print(Text(f"… {len(positions) - len(shown)} more grids not shown: --full shows them", style="dim"))
-    console.print(HeatLegend(shades=True, masked=masked is not None and bool(masked.any())))
+    console.print(weights_legend(trace, step, shades=True, nan_mark=NAN_MARK))

@@ -24,8 +24,10 @@ from attncli.view.numbers import format_number
 # coloured by interpolating between these stops (a straight blend of the two ends is grey in the middle).
 VIRIDIS = tuple(ColorTriplet(int(code[0:2], 16), int(code[2:4], 16), int(code[4:6], 16)) for code in (
     "440154", "482878", "3e4989", "31688e", "26828e", "1f9e89", "35b779", "6ece58", "b5de2b", "fde725"))
-# A masked cell of the coloured heatmap: a neutral grey, outside the palette.
+# A masked cell of the coloured heatmap: a neutral grey, outside the palette; a NaN cell (a query
+# that sees no key, with masked_rows "nan"): a red, outside it too.
 HEAT_MASKED = ColorTriplet(62, 62, 62)
+HEAT_NAN = ColorTriplet(200, 30, 30)  # red in a 16-colour terminal too
 _AXIS_WORD = {
     "q_len": "query",
     "k_len": "key",
@@ -44,6 +46,9 @@ ELIDED_NOTE = "middle elided: --full shows every value, --format json gives them
 # A masked weight is not a tiny one: its cell shows this, and a note under the tables says so.
 MASKED = "·"
 MASKED_NOTE = f"{MASKED} a masked key (its logit is −∞): weight 0"
+# A query that sees no key has NaN weights when masked_rows is "nan": its cells say so.
+NAN = "nan"
+NAN_NOTE = 'a query that sees no key (masked_rows "nan"): its weights are NaN'
 # A step of a large batch with many heads would be hundreds of tables: show this many of them.
 MAX_TABLES = 8
 # Spaces between small tables shown side by side.
@@ -112,10 +117,10 @@ def _table(
             if column is None:
                 cells.append("…")
                 continue
-            if masked is not None and masked[row, column]:
-                cells.append(MASKED)
-                continue
             value = float(array[row, column])
+            if masked is not None and masked[row, column]:
+                cells.append(NAN if np.isnan(value) else MASKED)
+                continue
             text = format_number(0.0 if abs(value) < noise else value, precision, integers)
             cells.append(Text(text, style=heat_style(value)) if heatmap and np.isfinite(value) else text)
         table.add_row(str(row), *cells)
@@ -157,11 +162,17 @@ def matrix_block(
 class HeatLegend:
     """A one-line key to the shading: colours where there is colour; with ``shades`` (the heatmap
     view) the shade characters where there is not; nothing for plain tables, whose numbers speak.
-    With ``masked``, a line saying how a masked cell looks (grey in the coloured heatmap, else MASKED)."""
+    With ``masked``, a line saying how a masked cell looks (grey in the coloured heatmap, else MASKED);
+    with ``nan``, how a NaN row looks (red in the coloured heatmap, else ``nan_mark``); with
+    ``row_sums`` (the smallest and largest of rows that sum to less than 1), a line saying so."""
 
-    def __init__(self, shades: bool = False, masked: bool = False):
+    def __init__(self, shades: bool = False, masked: bool = False, nan: bool = False, nan_mark: str = NAN,
+                 row_sums: tuple[float, float] | None = None):
         self.shades = shades
         self.masked = masked
+        self.nan = nan
+        self.nan_mark = nan_mark
+        self.row_sums = row_sums
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         colour = console.color_system is not None and not console.no_color
@@ -174,12 +185,40 @@ class HeatLegend:
                 legend.append(f" {weight:g} ", style=heat_style(weight))
             yield legend
         if self.masked and colour and self.shades:
-            line = Text()
-            line.append("   ", style=Style(bgcolor=Color.from_triplet(HEAT_MASKED)))
-            line.append(" " + MASKED_NOTE.removeprefix(MASKED).strip() + " (grey)", style="dim")
-            yield line
+            yield _swatch(HEAT_MASKED, MASKED_NOTE.removeprefix(MASKED).strip() + " (grey)")
         elif self.masked:
             yield Text(MASKED_NOTE, style="dim")
+        if self.nan and colour and self.shades:
+            yield _swatch(HEAT_NAN, f"{NAN_NOTE} (red)")
+        elif self.nan:
+            yield Text(f"{self.nan_mark}{':' if len(self.nan_mark) > 1 else ''} {NAN_NOTE}", style="dim")
+        if self.row_sums is not None:
+            low, high = (format_number(value, 4) for value in self.row_sums)
+            yield Text(f"rows sum to less than 1 (the sink takes the rest): {low} to {high}", style="dim")
+
+
+def _swatch(colour: ColorTriplet, words: str) -> Text:
+    line = Text()
+    line.append("   ", style=Style(bgcolor=Color.from_triplet(colour)))
+    line.append(" " + words, style="dim")
+    return line
+
+
+def weights_legend(trace: Trace, step: Step, shades: bool = False, nan_mark: str = NAN) -> HeatLegend:
+    """The legend under a step's weights: masked cells, NaN rows and rows that sum to less than 1
+    (a sink's), as this step has them."""
+    masked, nan = masked_cells(trace, step), np.isnan(step.array)
+    return HeatLegend(shades=shades, masked=masked is not None and bool((masked & ~nan).any()), nan=bool(nan.any()),
+                      nan_mark=nan_mark, row_sums=short_rows(step.array))
+
+
+def short_rows(weights: np.ndarray) -> tuple[float, float] | None:
+    """The smallest and largest sum of the rows of ``weights`` that sum to less than 1 by more than
+    rounding (a sink took the rest), leaving out rows of no weight (a query that sees no key) and
+    NaN rows; None when there is no such row."""
+    sums = np.add.reduce(weights, axis=-1)
+    short = sums[(sums > 0) & (sums < 1 - 1e3 * np.finfo(weights.dtype).eps)]
+    return (float(short.min()), float(short.max())) if short.size else None
 
 
 def masked_cells(trace: Trace, step: Step) -> np.ndarray | None:
@@ -188,18 +227,29 @@ def masked_cells(trace: Trace, step: Step) -> np.ndarray | None:
     return trace.masked(step) if step.name == "softmax" else None
 
 
+_POSITION_WORD = {"batch": "batch", "heads": "head", "kv_heads": "kv head"}
+
+
 def table_position(axes: tuple[str, ...], index: tuple[int, ...]) -> str:
-    """Which table of a step this is, e.g. ``batch 1, head 3`` (empty for a plain matrix)."""
-    return ", ".join(f"{'batch' if axis == 'batch' else 'head'} {position}"
-                     for axis, position in zip(axes, index, strict=True))
+    """Which table of a step this is, e.g. ``batch 1, head 3`` or ``kv head 1`` (a key/value head
+    of grouped-query attention); empty for a plain matrix."""
+    return ", ".join(f"{_POSITION_WORD[axis]} {position}" for axis, position in zip(axes, index, strict=True))
+
+
+def step_title(step: Step) -> str:
+    """A step's title: its formula, after the step's name when the formula does not begin with it
+    (``q_rotated: Q = RoPE(Q, …)``, so a reader knows what to ask --step for)."""
+    named = step.formula.split(" = ", 1)[0].lower() == step.name
+    return step.formula if named else f"{step.name}: {step.formula}"
 
 
 def step_blocks(
-    console: Console, step: Step, precision: int, full: bool = False, masked: np.ndarray | None = None
+    console: Console, step: Step, precision: int, full: bool = False, masked: np.ndarray | None = None,
+    legend: HeatLegend | None = None,
 ) -> Iterator[RenderableType]:
     """One titled table per batch item and head of ``step`` (formula, shape and position), with
     ``masked`` cells (step's shape) shown as such; past MAX_TABLES of them, unless ``full``, a
-    line saying how many more there are."""
+    line saying how many more there are; then the ``legend`` (for the weights, or masked cells)."""
     heatmap = step.name == "softmax"
     leading_axes = step.axes[:-2]
     n_rows, n_columns = step.shape[-2:]
@@ -208,7 +258,7 @@ def step_blocks(
     shown = positions if full else positions[:MAX_TABLES]
     for index in shown:
         where = table_position(leading_axes, index)
-        title = f"{step.formula}   {n_rows}×{n_columns}" + (f"   ({where})" if where else "")
+        title = f"{step_title(step)}   {n_rows}×{n_columns}" + (f"   ({where})" if where else "")
         yield matrix_block(console, step.array[index], title, corner, precision, heatmap, full,
                            None if masked is None else masked[index])
     if len(shown) < len(positions):
@@ -217,7 +267,9 @@ def step_blocks(
             "--full shows them, --format json gives every value",
             style="dim",
         )
-    if heatmap or masked is not None:
+    if legend is not None:
+        yield legend
+    elif heatmap or masked is not None:
         yield HeatLegend(masked=masked is not None and bool(masked.any()))
 
 
@@ -228,7 +280,8 @@ def print_trace(
     a step's tables (one per batch item and head) side by side when two or more fit the width."""
     console = console or PipeAwareConsole()
     for step in steps:
-        blocks = list(step_blocks(console, step, precision, full, masked_cells(trace, step)))
+        legend = weights_legend(trace, step) if step.name == "softmax" else None
+        blocks = list(step_blocks(console, step, precision, full, masked_cells(trace, step), legend))
         tables = [block for block in blocks if isinstance(block, Group)]
         widest = max(measure_width(console, table) for table in tables)
         if len(tables) > 1 and 2 * widest + SIDE_BY_SIDE_GAP <= console.width:
