@@ -45,7 +45,8 @@ def parse_csv(data: bytes, delimiter: str | None = None, booleans: bool = False,
             column = values.index(None) + 1
             raise ProblemError(f"line {number}, column {column}: {_cell_text(cells[column - 1])} is not a number")
         for column, value in enumerate(values, start=1):
-            if not math.isfinite(value) and not (masked and value == -math.inf):
+            # a user's numbers (masked) may hold a masked logit (-inf) and a query's NaN row (nan)
+            if not math.isfinite(value) and not (masked and (value == -math.inf or math.isnan(value))):
                 cell = cells[column - 1].strip()
                 raise ProblemError(f"line {number}, column {column}: {cell} is not a finite number")
         if rows and len(values) != len(rows[0]):

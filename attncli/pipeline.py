@@ -370,7 +370,10 @@ def _masked_row_warnings(problem: Problem) -> tuple[str, ...]:
         names.append(name)
     more = f" and {len(places) - shown_places} more places" if len(places) > shown_places else ""
     single = len(places) == 1 and blind[places[0]].sum() == 1
-    value = "NaN" if problem.masked_rows == "nan" and problem.sinks is None else "0"
+    # NaN (masked_rows "nan") unless the head has a sink: the sink then takes the whole row
+    sinkless = None if problem.sinks is None else np.isneginf(problem.sinks)
+    value = "0" if problem.masked_rows != "nan" or (sinkless is not None and not sinkless.any()) else (
+        "NaN" if sinkless is None or sinkless.all() else "NaN (0 in the heads with a sink)")
     tail = f"its weights are {value} and its per-head output is {value}" if single else (
         f"their weights are {value} and their per-head outputs are {value}")
     return (f"every key is masked for {'; '.join(names)}{more}: {tail}",)

@@ -131,3 +131,20 @@ def test_a_verdict_as_json_data_writes_what_is_not_finite_as_text():
         "index": [0, 0], "yours": "inf", "attncli": TRACE.steps["output"].array[0, 0]}
     assert (data["step"], data["agree"], data["wrong_cells"], data["cells"], data["mistakes"]) == (
         "output", False, 1, 16, [])
+
+
+def test_nan_rows_agree_with_nan_or_null_in_yours():
+    # masked_rows "nan": the query that sees no key has NaN outputs; yours may say NaN or null (read as −∞)
+    document = {"x": [[1.0, 0.0], [0.0, 1.0]], "w_query": [[1.0, 0.0], [0.0, 1.0]], "w_key": [[1.0, 0.0], [0.0, 1.0]],
+                "w_value": [[2.0, 0.0], [0.0, 3.0]], "padding": [0, 1], "mask": "causal", "masked_rows": "nan"}
+    problem = problem_from_document(document)
+    trace = attention(problem)
+    output = trace.steps["output"].array
+    assert np.isnan(output[0]).all() and np.isfinite(output[1]).all()
+    for blank in (np.nan, -np.inf):
+        yours = output.copy()
+        yours[0] = blank
+        assert check_step(problem, trace, "output", yours).agree
+    finite = np.nan_to_num(output)
+    verdict = check_step(problem, trace, "output", finite)
+    assert not verdict.agree and verdict.wrong_cells == 2

@@ -84,3 +84,14 @@ def test_the_blocked_path_reads_each_query_heads_key_value_head(monkeypatch):
     assert trace.steps["q"].array.shape == (4, 40, 2)
     np.testing.assert_allclose(blocked(problem, monkeypatch, rows=3).steps["output"].array,
                                trace.steps["output"].array, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(("sinks", "said"), [
+    (None, "NaN"), ([None, None], "NaN"), ([0.5, -1.0], "0"), ([None, -1.0], "NaN (0 in the heads with a sink)")])
+def test_the_warning_says_what_a_blind_query_gets(sinks, said):
+    document = {"x": [[1.0, 0.0], [0.0, 1.0]], "w_query": [[1.0, 0.0], [0.0, 1.0]], "w_key": [[1.0, 0.0], [0.0, 1.0]],
+                "w_value": [[2.0, 0.0], [0.0, 3.0]], "heads": 2, "padding": [0, 1], "mask": "causal",
+                "masked_rows": "nan", **({"sinks": sinks} if sinks else {})}
+    trace = attention(problem_from_document(document))
+    assert trace.warnings == (f"every key is masked for query 0, every head: its weights are {said} and its "
+                              f"per-head output is {said}",)

@@ -330,3 +330,12 @@ def test_a_txt_matrix_as_numpy_savetxt_writes_it_and_notes_in_a_folder_are_left_
     inputs = read_folder(tmp_path)
     assert sorted(inputs.document) == ["w_query", "x"]
     np.testing.assert_array_equal(inputs.document["w_query"], np.eye(4))
+
+
+def test_a_users_csv_may_hold_nan_rows_and_masked_logits(tmp_path):
+    from attncli.readers import read_expected
+
+    path = tmp_path / "output.csv"
+    path.write_text("nan,nan\n1.5,-inf\n")
+    read = read_expected(str(path), "output")
+    assert np.isnan(read[0]).all() and read[1, 0] == 1.5 and np.isneginf(read[1, 1])
