@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from attncli.errors import ProblemError
-from attncli.numbers import as_array, counted, float_array, index_text, nested_shape, refuse_non_finite, shape_text
+from attncli.numbers import as_array, counted, float_array, index_text, nested_shape, shape_text
 from attncli.wording import closest, describe, head_counts
 
 ROPE_STYLES = ("neox", "gptj")
@@ -79,7 +79,8 @@ def kv_heads(value: Any, heads: int, per_head_counts: dict[str, int]) -> int:
                            f"(kv_heads that would: {head_counts(heads, count)})", key="kv_heads")
     for key, held_count in held.items():
         if held_count != count:
-            raise ProblemError(f"kv_heads is {count} but {key} holds {counted(held_count, 'head')}", key=key)
+            raise ProblemError(f"kv_heads is {count} but {key} holds {counted(held_count, 'head')}; a per-head "
+                               f"{key} is (kv_heads, d_model, head_dim), so it needs {count}", key=key)
     return count
 
 
@@ -105,8 +106,8 @@ def positions(value: Any, q_len: int, k_len: int) -> tuple[np.ndarray, np.ndarra
         fraction = np.flatnonzero(array != np.round(array))
         if len(fraction) or np.abs(array).max() > 2**53:
             where = int(fraction[0]) if len(fraction) else int(np.argmax(np.abs(array)))
-            raise ProblemError(f"positions.{name}[{where}] is {array[where]:g}; positions are whole numbers",
-                               key="positions")
+            rule = "positions are whole numbers" if len(fraction) else "positions must lie within ±2^53"
+            raise ProblemError(f"positions.{name}[{where}] is {array[where]:g}; {rule}", key="positions")
         found.append(array.astype(np.int64))
     return found[0], found[1]
 
@@ -133,7 +134,7 @@ def rope(value: Any, head_dim: int) -> Rope | None:
     style = value.get("style", "neox")
     if not isinstance(style, str) or style.strip().lower() not in ROPE_STYLES:
         hint = closest(style, ROPE_STYLES) if isinstance(style, str) else ""
-        raise ProblemError(f'rope style is {describe(style) if not isinstance(style, str) else repr(style)}; '
+        raise ProblemError(f'rope.style is {describe(style) if not isinstance(style, str) else repr(style)}; '
                            f'use "neox" (halves, Llama) or "gptj" (adjacent pairs){hint}', key="rope")
     rotary_dim = value.get("rotary_dim")
     rotary_dim = head_dim if rotary_dim is None else whole_number("rope.rotary_dim", rotary_dim, 2)
@@ -142,7 +143,8 @@ def rope(value: Any, head_dim: int) -> Rope | None:
                            key="rope")
     if value.get("inv_freq") is not None:
         if value.get("theta") is not None:
-            raise ProblemError("rope gives both theta and inv_freq; give one", key="rope")
+            raise ProblemError("rope gives both theta and inv_freq; give one (theta makes the frequencies "
+                               "theta^(-2i/rotary_dim), inv_freq lists them)", key="rope")
         inv_freq = as_array("rope.inv_freq", value["inv_freq"], (1,))
         if inv_freq.shape[0] != rotary_dim // 2:
             raise ProblemError(f"rope.inv_freq has {counted(inv_freq.shape[0], 'value')} but rotary_dim "
@@ -166,17 +168,19 @@ def qk_norm(value: Any, heads: int, kv_heads: int, head_dim: int) -> QKNorm | No
         raise ProblemError(f"qk_norm has an unknown key {unknown[0]!r}{closest(unknown[0], allowed)}", key="qk_norm")
     over = value.get("over", "head")
     if over not in NORM_OVER:
-        raise ProblemError(f'qk_norm.over is {over!r}; use "head" (each head\'s head_dim values, Qwen3) '
-                           'or "all" (the whole projection, OLMo 2)', key="qk_norm")
+        raise ProblemError(f'qk_norm.over is {repr(over) if isinstance(over, str) else describe(over)}; use "head" '
+                           '(each head\'s head_dim values, Qwen3) or "all" (the whole projection, OLMo 2)'
+                           f"{closest(over, NORM_OVER) if isinstance(over, str) else ''}", key="qk_norm")
     eps = 1e-6 if value.get("eps") is None else positive_number("qk_norm.eps", value["eps"])
     weights = []
     for name, count in (("q_weight", heads), ("k_weight", kv_heads)):
-        if value.get(name) is None:
-            raise ProblemError(f"qk_norm has no {name}", key="qk_norm")
-        weight = as_array(f"qk_norm.{name}", value[name], (1,))
         width = head_dim if over == "head" else count * head_dim
+        what = "head_dim" if over == "head" else f"{'heads' if name == 'q_weight' else 'kv_heads'}*head_dim"
+        if value.get(name) is None:
+            raise ProblemError(f"qk_norm has no {name}; give both q_weight and k_weight ({name} over \"{over}\": "
+                               f"{what} = {counted(width, 'value')})", key="qk_norm")
+        weight = as_array(f"qk_norm.{name}", value[name], (1,))
         if weight.shape[0] != width:
-            what = "head_dim" if over == "head" else f"{'heads' if name == 'q_weight' else 'kv_heads'}*head_dim"
             raise ProblemError(f"qk_norm.{name} has {counted(weight.shape[0], 'value')} but over \"{over}\" "
                                f"it needs {what} = {width}", key="qk_norm")
         weights.append(weight)
@@ -189,6 +193,9 @@ def alibi(value: Any, heads: int) -> np.ndarray | None:
         return None
     if value is True:
         return alibi_slopes(heads)
+    if isinstance(value, (str, int, float, dict)):
+        raise ProblemError(f"alibi is {describe(value)}; use true (Press et al.'s slopes) or a list of "
+                           f"{counted(heads, 'slope')}, one per head", key="alibi")
     slopes = as_array("alibi", value, (1,))
     if slopes.shape[0] != heads:
         raise ProblemError(f"alibi has {counted(slopes.shape[0], 'slope')} but there are {heads} heads",
@@ -209,25 +216,44 @@ def alibi_slopes(heads: int) -> np.ndarray:
     return np.array(powers(below) + powers(2 * below)[0::2][: heads - below])
 
 
+RANKS = {1: "1-D (heads,)", 2: "2-D (q_len, k_len)", 3: "3-D (batch, q_len, k_len)",
+         4: "4-D (batch, heads, q_len, k_len)"}
+MINUS_INFINITY = 'a finite number or −∞ (null or "-inf" in JSON, -inf in NPY)'
+
+
 def _with_minus_infinity(key: str, value: Any, ranks: tuple[int, ...]) -> np.ndarray:
     """A float array in which a cell may be −∞ (null or "-inf" in JSON, -inf in NPY); no NaN, no +∞."""
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "iuf":
             raise ProblemError(f"{key} holds values of type {value.dtype}, expected numbers", key=key)
-        array = value.astype(np.float64)
+        shape = value.shape
     else:
+        _refuse_other_strings(key, value, [])
         shape = nested_shape(key, _replace_minus_infinity(value), [], (int, float))
-        if len(shape) not in ranks:
-            raise ProblemError(f"{key} must be a {' or '.join(f'{rank}-D' for rank in ranks)} array, got shape "
-                               f"{shape_text(shape)}", {key: shape})
-        array = np.array(_replace_minus_infinity(value), dtype=np.float64)
-    if array.ndim not in ranks:
-        raise ProblemError(f"{key} must be a {' or '.join(f'{rank}-D' for rank in ranks)} array, got shape "
-                           f"{shape_text(array.shape)}", {key: array.shape})
+    if len(shape) not in ranks:
+        names = [RANKS[rank] for rank in ranks]
+        raise ProblemError(f"{key} must be a {', '.join(names[:-1]) + ' or ' if len(names) > 1 else ''}{names[-1]} "
+                           f"array, got {f'a {len(shape)}-D array of shape ' if shape else ''}{shape_text(shape)}",
+                           {key: shape})
+    array = value.astype(np.float64) if isinstance(value, np.ndarray) else np.array(
+        _replace_minus_infinity(value), dtype=np.float64)
     if 0 in array.shape:
         raise ProblemError(f"{key} is empty (shape {shape_text(array.shape)})", {key: array.shape})
-    refuse_non_finite(key, np.where(np.isneginf(array), 0.0, array))
+    bad = np.argwhere(np.isnan(array) | np.isposinf(array))
+    if len(bad):
+        where = [int(i) for i in bad[0]]
+        raise ProblemError(f"{key}{index_text(where)} is {'NaN' if np.isnan(array[tuple(where)]) else '+∞'}; each "
+                           f"value is {MINUS_INFINITY}", key=key)
     return array
+
+
+def _refuse_other_strings(key: str, value: Any, path: list[int]) -> None:
+    """The first string cell that is not "-inf", named with what a cell may be."""
+    for i, item in enumerate(value if isinstance(value, list) and len(path) < 5 else []):
+        if isinstance(item, str) and item.strip().lower() not in ("-inf", "-infinity"):
+            raise ProblemError(f"{key}{index_text([*path, i])} is {describe(item)}; each value is {MINUS_INFINITY}",
+                               key=key)
+        _refuse_other_strings(key, item, [*path, i])
 
 
 def _replace_minus_infinity(value: Any) -> Any:
@@ -276,9 +302,10 @@ def padding(value: Any, batch: int, k_len: int) -> np.ndarray | None:
                            "(1 = a real key, 0 = padding)", key="padding")
     full = array[None] if array.ndim == 1 else array
     if full.shape[1] != k_len or full.shape[0] not in (1, batch):
-        expected = f"({k_len},) or ({batch}, {k_len})" if batch > 1 else f"({k_len},)"
-        raise ProblemError(f"padding has shape {shape_text(array.shape)} but the keys need {expected} "
-                           "(k_len or batch, k_len)", {"padding": array.shape})
+        has = (f"{counted(array.shape[0], 'value')} but there are {counted(k_len, 'key')}" if array.ndim == 1 else
+               f"shape {shape_text(array.shape)} but the keys need {k_len} or {batch}×{k_len}")
+        raise ProblemError(f"padding has {has}; padding is (k_len,) or (batch, k_len), a 0/1 per key",
+                           {"padding": array.shape})
     return full.astype(bool)
 
 
@@ -344,46 +371,23 @@ def mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[np
         if rule == "causal_lower_right":
             # query i sees keys 0..i + k_len - q_len: the last query sees every key (flash-attn's alignment)
             return np.tri(q_len, k_len, k_len - q_len, dtype=bool)[None, None], rule
-        raise ProblemError(
-            f"mask is {value!r}; use \"causal\", \"causal_lower_right\" or an array of 0/1 (1 = may attend)"
-            f"{closest(value, MASK_RULES)}",
-            key="mask",
-        )
+        raise ProblemError(f"mask is {value!r}; use \"causal\", \"causal_lower_right\" or an array of 0/1 "
+                           f"(1 = may attend){closest(value, MASK_RULES)}", key="mask")
     shape = nested_shape("mask", value, [], (bool, int, float))
     if len(shape) not in (2, 3, 4):
-        raise ProblemError(
-            f"mask must be 2-D (q_len, k_len), 3-D (batch, q_len, k_len) or 4-D "
-            f"(batch, heads, q_len, k_len), got shape {shape_text(shape)}",
-            {"mask": shape},
-        )
+        raise ProblemError(f"mask must be 2-D (q_len, k_len), 3-D (batch, q_len, k_len) or 4-D "
+                           f"(batch, heads, q_len, k_len), got shape {shape_text(shape)}", {"mask": shape})
     array = float_array("mask", value)
     bad = np.argwhere((array != 0) & (array != 1))
     if len(bad):
         where = tuple(int(i) for i in bad[0])
-        raise ProblemError(
-            f"mask{index_text(list(where))} is {float(array[where]):g}; "
-            "a mask holds 0/1 or false/true (1 = may attend)",
-            key="mask",
-        )
+        raise ProblemError(f"mask{index_text(list(where))} is {float(array[where]):g}; "
+                           "a mask holds 0/1 or false/true (1 = may attend)", key="mask")
     allowed = array.astype(bool)
-    if allowed.ndim == 2:
-        allowed = allowed[None, None]
-    elif allowed.ndim == 3:
-        allowed = allowed[:, None]
-    fits = (
-        allowed.shape[0] in (1, batch)
-        and allowed.shape[1] in (1, heads)
-        and allowed.shape[2:] == (q_len, k_len)
-    )
-    if not fits:
-        expected = {
-            2: ((q_len, k_len), "q_len, k_len"),
-            3: ((batch, q_len, k_len), "batch, q_len, k_len"),
-            4: ((batch, heads, q_len, k_len), "batch, heads, q_len, k_len"),
-        }[len(shape)]
-        raise ProblemError(
-            f"mask has shape {shape_text(shape)} but the scores need "
-            f"{shape_text(expected[0])} ({expected[1]})",
-            {"mask": shape},
-        )
+    allowed = allowed[None, None] if allowed.ndim == 2 else allowed[:, None] if allowed.ndim == 3 else allowed
+    if not (allowed.shape[0] in (1, batch) and allowed.shape[1] in (1, heads) and allowed.shape[2:] == (q_len, k_len)):
+        expected, names = {2: ((q_len, k_len), "q_len, k_len"), 3: ((batch, q_len, k_len), "batch, q_len, k_len"),
+                           4: ((batch, heads, q_len, k_len), "batch, heads, q_len, k_len")}[len(shape)]
+        raise ProblemError(f"mask has shape {shape_text(shape)} but the scores need {shape_text(expected)} ({names})",
+                           {"mask": shape})
     return allowed, "array"

@@ -25,6 +25,19 @@ def doc(**changes):
     return json.dumps({key: value for key, value in document.items() if value is not ...})
 
 
+# four-column weights: head_dim 4 with one head, 2 with two, 1 with four
+SQUARE = [[1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 1, 1]]
+
+
+def doc4(**changes):
+    return doc(w_query=SQUARE, w_key=SQUARE, w_value=SQUARE, **changes)
+
+
+def per_head(heads, head_dim):
+    """A per-head weight (heads, d_model 4, head_dim)."""
+    return [[[1] * head_dim for _ in range(4)] for _ in range(heads)]
+
+
 # the document one key to a line, as people write it: "{", the four keys on lines 2-5, "}"
 LINES = ["{", *(f"  {json.dumps(key)}: {json.dumps(value)}," for key, value in GOOD.items()), "}"]
 
@@ -73,10 +86,102 @@ JSON_CASES = {
     "duplicate_key.json": ('{"x": [[1]], "x": [[2]]}', [], "key 'x' appears twice in one object"),
 }
 
+# the keys of modern attention's variants (issue 11): one case for each way each key goes wrong
+ROPE_STYLES = "use \"neox\" (halves, Llama) or \"gptj\" (adjacent pairs)"
+ROPE_SHAPES = 'use "neox", "gptj" or {"style": …, "theta": …, "rotary_dim": …}'
+NORM_OVER = "use \"head\" (each head's head_dim values, Qwen3) or \"all\" (the whole projection, OLMo 2)"
+MINUS_INFINITY = "each value is a finite number or −∞ (null or \"-inf\" in JSON, -inf in NPY)"
+POSITIONS = 'positions must be an object {"query": [...], "key": [...]} of whole numbers'
+QK = {"q_weight": [1, 1, 1, 1], "k_weight": [1, 1, 1, 1]}
+BIAS = [[0, 0, 0], [0, 0, 0], [0, 0, 0]]
+VARIANT_CASES = {
+    "window_zero.json": (doc(window=0), [], "window is 0; it must be at least 1"),
+    "window_string.json": (doc(window="3"), [], "window is the string '3'; it must be a whole number of at least 1"),
+    "window_fraction.json": (doc(window=2.5), [], "window is 2.5; it must be a whole number of at least 1"),
+    "kv_heads_not_dividing.json": (doc4(heads=4, kv_heads=3), [],
+                                   "kv_heads is 3, which does not divide heads 4 (kv_heads that would: 1, 2, 4)"),
+    "kv_heads_zero.json": (doc(kv_heads=0), [], "kv_heads is 0; it must be at least 1"),
+    "kv_heads_per_head_count.json": (doc(w_query=per_head(4, 1), w_key=per_head(4, 1), w_value=per_head(2, 1),
+                                         kv_heads=2), [],
+                                     "kv_heads is 2 but w_key holds 4 heads; a per-head w_key is "
+                                     "(kv_heads, d_model, head_dim), so it needs 2"),
+    "per_head_fewer_without_kv_heads.json": (doc(w_query=per_head(2, 2), w_key=per_head(1, 2),
+                                                 w_value=per_head(1, 2)), [],
+                                             "w_key holds 1 head but w_query holds 2; for grouped-query attention "
+                                             "give kv_heads: 1"),
+    "rope_rotary_dim_odd.json": (doc4(rope={"style": "neox", "rotary_dim": 3}), [],
+                                 "rope.rotary_dim is 3; it must be even and at most head_dim 4"),
+    "rope_rotary_dim_too_big.json": (doc4(rope={"rotary_dim": 6}), [],
+                                     "rope.rotary_dim is 6; it must be even and at most head_dim 4"),
+    "rope_style_typo.json": (doc4(rope="neoxx"), [], f"rope.style is 'neoxx'; {ROPE_STYLES}; did you mean 'neox'?"),
+    "rope_style_in_object.json": (doc4(rope={"style": "gpt-j"}), [],
+                                  f"rope.style is 'gpt-j'; {ROPE_STYLES}; did you mean 'gptj'?"),
+    "rope_number.json": (doc4(rope=1), [], f"rope is 1; {ROPE_SHAPES}"),
+    "rope_array.json": (doc4(rope=["neox"]), [], f"rope is an array; {ROPE_SHAPES}"),
+    "rope_unknown_key.json": (doc4(rope={"style": "neox", "thetaa": 500}), [],
+                              "rope has an unknown key 'thetaa'; did you mean 'theta'?"),
+    "rope_inv_freq_length.json": (doc4(rope={"inv_freq": [1.0]}), [],
+                                  "rope.inv_freq has 1 value but rotary_dim 4 has 2 pairs"),
+    "rope_theta_zero.json": (doc4(rope={"theta": 0}), [], "rope.theta is 0; it must be a positive finite number"),
+    "rope_theta_and_inv_freq.json": (doc4(rope={"theta": 10000, "inv_freq": [1.0, 0.01]}), [],
+                                     "rope gives both theta and inv_freq; give one (theta makes the frequencies "
+                                     "theta^(-2i/rotary_dim), inv_freq lists them)"),
+    "qk_norm_weight_length.json": (doc4(qk_norm={**QK, "q_weight": [1, 1, 1]}), [],
+                                   "qk_norm.q_weight has 3 values but over \"head\" it needs head_dim = 4"),
+    "qk_norm_all_weight_length.json": (doc4(heads=2, qk_norm={**QK, "q_weight": [1, 1], "over": "all"}), [],
+                                       "qk_norm.q_weight has 2 values but over \"all\" it needs heads*head_dim = 4"),
+    "qk_norm_no_k_weight.json": (doc4(qk_norm={"q_weight": [1, 1, 1, 1]}), [],
+                                 "qk_norm has no k_weight; give both q_weight and k_weight (k_weight over \"head\": "
+                                 "head_dim = 4 values)"),
+    "qk_norm_over_typo.json": (doc4(qk_norm={**QK, "over": "heads"}), [],
+                               f"qk_norm.over is 'heads'; {NORM_OVER}; did you mean 'head'?"),
+    "softcap_zero.json": (doc(softcap=0), [], "softcap is 0; it must be a positive finite number"),
+    "softcap_negative.json": (doc(softcap=-1), [], "softcap is -1; it must be a positive finite number"),
+    "softcap_string.json": (doc(softcap="50"), [], "softcap is the string '50'; it must be a positive number"),
+    "alibi_slope_count.json": (doc4(heads=2, alibi=[0.5]), [], "alibi has 1 slope but there are 2 heads"),
+    "alibi_string.json": (doc4(heads=2, alibi="yes"), [],
+                          "alibi is the string 'yes'; use true (Press et al.'s slopes) or a list of 2 slopes, "
+                          "one per head"),
+    "bias_wrong_shape.json": (doc(bias=[[0, 0], [0, 0]]), [],
+                              "bias has shape 2×2 but the logits need 3×3 (q_len, k_len)"),
+    "bias_one_axis.json": (doc(bias=[0, 0, 0]), [],
+                           "bias must be a 2-D (q_len, k_len), 3-D (batch, q_len, k_len) or 4-D "
+                           "(batch, heads, q_len, k_len) array, got a 1-D array of shape 3"),
+    "bias_nan_string.json": (doc(bias=[[0, "nan", 0], *BIAS[1:]]), [],
+                             f"bias[0][1] is the string 'nan'; {MINUS_INFINITY}"),
+    "bias_nan_literal.json": (doc(bias=BIAS).replace("[[0, 0, 0]", "[[0, NaN, 0]", 1), [],
+                              f"bias[0][1] is NaN; {MINUS_INFINITY}"),
+    "bias_plus_infinity.json": (doc(bias=BIAS).replace("[[0, 0, 0]", "[[0, Infinity, 0]", 1), [],
+                                f"bias[0][1] is +∞; {MINUS_INFINITY}"),
+    "bias_inf_string.json": (doc(bias=[[0, "inf", 0], *BIAS[1:]]), [],
+                             f"bias[0][1] is the string 'inf'; {MINUS_INFINITY}"),
+    "padding_length.json": (doc(padding=[1, 1]), [],
+                            "padding has 2 values but there are 3 keys; padding is (k_len,) or (batch, k_len), a 0/1 "
+                            "per key"),
+    "padding_two.json": (doc(padding=[1, 2, 1]), [], "padding[1] is 2; padding holds 0/1 (1 = a real key, 0 = padding)"),
+    "sinks_length.json": (doc4(heads=2, sinks=[0.0]), [], "sinks has 1 value but there are 2 heads"),
+    "sinks_nan_string.json": (doc(sinks=["nan"]), [], f"sinks[0] is the string 'nan'; {MINUS_INFINITY}"),
+    "masked_rows_none.json": (doc(masked_rows="none"), [],
+                              "masked_rows is 'none'; use \"zero\" (weights and output 0, as SDPA) or \"nan\" "
+                              "(as nn.MultiheadAttention); did you mean 'nan'?"),
+    "positions_fraction.json": (doc(positions={"query": [0, 1.5, 2]}), [],
+                                "positions.query[1] is 1.5; positions are whole numbers"),
+    "positions_query_length.json": (doc(positions={"query": [0, 1]}), [],
+                                    "positions.query has 2 values but there are 3 queries"),
+    "positions_list.json": (doc(positions=[0, 1, 2]), [], f"{POSITIONS}, not an array"),
+    "positions_unknown_key.json": (doc(positions={"query": [0, 1, 2], "keys": [0, 1, 2]}), [],
+                                   f"{POSITIONS}; unknown key 'keys'"),
+    "positions_too_far.json": (doc(positions={"query": [0, 1, 1e17]}), [],
+                               "positions.query[2] is 1e+17; positions must lie within ±2^53"),
+    "mask_lower_right_typo.json": (doc(mask="causal_lower_rigth"), [],
+                                   "mask is 'causal_lower_rigth'; use \"causal\", \"causal_lower_right\" or an array "
+                                   "of 0/1 (1 = may attend); did you mean 'causal_lower_right'?"),
+}
+
 
 def main() -> None:
     cases = {}
-    for name, (content, args, message) in JSON_CASES.items():
+    for name, (content, args, message) in {**JSON_CASES, **VARIANT_CASES}.items():
         (HERE / name).write_text(content)
         cases[name] = {"args": args, "message": message}
     # bytes and other formats
@@ -97,6 +202,14 @@ def main() -> None:
     np.save(HERE / "vector.npy", np.array([1.0, 2.0, 3.0, 4.0]))
     cases["vector.npy"] = {"problem": "good.json", "option": "--x",
                            "message": "x must be a 2-D or 3-D array, got a 1-D array of shape 4"}
+    # NPY holds NaN and ±∞ as numbers: a bias may hold −∞ but never NaN or +∞
+    good = {key: np.array(value, dtype=np.float64) for key, value in GOOD.items()}
+    for name, cell, what in (("bias_nan.npz", np.nan, "NaN"), ("bias_plus_infinity.npz", np.inf, "+∞")):
+        bias = np.zeros((3, 3))
+        bias[1, 2] = cell
+        np.savez(HERE / name, **good, bias=bias)
+        cases[name] = {"args": [], "message": f"bias[1][2] is {what}; each value is a finite number or −∞ (null or "
+                                              "\"-inf\" in JSON, -inf in NPY)"}
     (HERE / "not_really.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
     cases["not_really.npz"] = {"args": [], "message": "is not a valid .npz file (File is not a zip file)"}
     (HERE / "good.json").write_text(doc())
