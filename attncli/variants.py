@@ -294,7 +294,12 @@ def padding(value: Any, batch: int, k_len: int) -> np.ndarray | None:
     """Which keys are real, bool (batch | 1, k_len), from 0/1 (1 = a real key)."""
     if value is None:
         return None
-    array = as_array("padding", value, (1, 2)) if not _is_bool_array(value) else np.asarray(value, dtype=np.float64)
+    # true/false too, as a mask may hold them (Hugging Face's attention_mask is often bool)
+    shape = nested_shape("padding", value, [], (bool, int, float))
+    if len(shape) not in (1, 2) or 0 in shape:
+        raise ProblemError(f"padding must be a 1-D (k_len) or 2-D (batch, k_len) array of 0/1, got shape "
+                           f"{shape_text(shape)}", {"padding": shape})
+    array = float_array("padding", value)
     bad = np.argwhere((array != 0) & (array != 1))
     if len(bad):
         where = [int(i) for i in bad[0]]
@@ -307,10 +312,6 @@ def padding(value: Any, batch: int, k_len: int) -> np.ndarray | None:
         raise ProblemError(f"padding has {has}; padding is (k_len,) or (batch, k_len), a 0/1 per key",
                            {"padding": array.shape})
     return full.astype(bool)
-
-
-def _is_bool_array(value: Any) -> bool:
-    return isinstance(value, np.ndarray) and value.dtype == bool
 
 
 def window(value: Any) -> int | None:

@@ -187,3 +187,8 @@ def test_bias_and_sinks_take_minus_infinity_but_not_nan_or_plus_infinity():
     for cell, what in ((np.nan, "NaN"), (np.inf, "+∞")):
         assert message_of(variants.bias, np.array([[0.0, cell]]), 1, 1, 1, 2) == (
             f"bias[0][1] is {what}; each value is a finite number or −∞ (null or \"-inf\" in JSON, -inf in NPY)")
+
+
+def test_padding_may_be_true_and_false_as_hugging_faces_bool_attention_mask():
+    np.testing.assert_array_equal(variants.padding([True, False, True], 1, 3), [[True, False, True]])
+    np.testing.assert_array_equal(variants.padding([[1, 0], [0, 1]], 2, 2), [[True, False], [False, True]])
