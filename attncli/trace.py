@@ -65,8 +65,18 @@ _DTYPE_NAMES = {"d": "float64", "f": "float32"}
 class TraceMeta(NamedTuple):
     """What a computation was: ``heads``, ``head_dim``, ``head_dim_v``, whether x had a batch axis
     (``batched``) and a separate context (``cross_attention``), the ``scale_rule`` ("sqrt",
-    "none" or "number") and its ``scale_factor``, the ``mask`` rule (None, "causal", "array")
-    and the ``dtype`` computed in."""
+    "none" or "number") and its ``scale_factor``, the ``mask`` rule (None, "causal",
+    "causal_lower_right", "array") and the ``dtype`` computed in.
+
+    Then the variants the problem uses, each None (or False, or "zero") when it does not, so that
+    a classic problem's meta is what it was before they existed: ``kv_heads`` (only when fewer
+    than ``heads``), ``rope`` (style, theta, rotary_dim; theta None when the document gave the
+    frequencies), ``qk_norm`` (what it normalises over), ``softcap``, ``alibi``, ``bias``,
+    ``window``, ``padding``, ``sinks`` and ``masked_rows`` ("nan" when a query that sees no key
+    gets NaN).
+
+    A stream of problems (JSON Lines) makes it once per sizes.layout_key: it may hold only what
+    that key holds (ALiBi's slopes and the positions are not in it, so they are not here)."""
 
     heads: int
     head_dim: int
@@ -77,9 +87,20 @@ class TraceMeta(NamedTuple):
     scale_factor: float
     mask: str | None
     dtype: str
+    kv_heads: int | None = None
+    rope: tuple[str, float | None, int] | None = None
+    qk_norm: str | None = None
+    softcap: float | None = None
+    alibi: bool = False
+    bias: bool = False
+    window: int | None = None
+    padding: bool = False
+    sinks: bool = False
+    masked_rows: str = "zero"
 
     @classmethod
     def of(cls, problem: Problem) -> TraceMeta:
+        rope = problem.rope
         return cls(
             heads=problem.heads,
             head_dim=problem.head_dim,
@@ -90,20 +111,43 @@ class TraceMeta(NamedTuple):
             scale_factor=problem.scale_factor,
             mask=problem.mask_rule,
             dtype=_DTYPE_NAMES.get(problem.x.dtype.char) or str(problem.x.dtype),
+            kv_heads=problem.kv_heads if problem.kv_heads != problem.heads else None,
+            rope=None if rope is None else (rope.style, rope.theta, rope.rotary_dim),
+            qk_norm=None if problem.qk_norm is None else problem.qk_norm.over,
+            softcap=problem.softcap,
+            alibi=problem.alibi is not None,
+            bias=problem.bias is not None,
+            window=problem.window,
+            padding=problem.padding is not None,
+            sinks=problem.sinks is not None,
+            masked_rows=problem.masked_rows,
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """As the JSON output's ``meta`` has it (the scale as {"rule", "factor"})."""
-        return {
-            "heads": self.heads,
+        """As the JSON output's ``meta`` has it (the scale as {"rule", "factor"}); a variant's key
+        only when the problem uses it."""
+        meta: dict[str, Any] = {"heads": self.heads}
+        if self.kv_heads is not None:
+            meta["kv_heads"] = self.kv_heads
+        meta.update({
             "head_dim": self.head_dim,
             "head_dim_v": self.head_dim_v,
             "batched": self.batched,
             "cross_attention": self.cross_attention,
             "scale": {"rule": self.scale_rule, "factor": self.scale_factor},
             "mask": self.mask,
-            "dtype": self.dtype,
-        }
+        })
+        if self.qk_norm is not None:
+            meta["qk_norm"] = {"over": self.qk_norm}
+        if self.rope is not None:
+            style, theta, rotary_dim = self.rope
+            meta["rope"] = {"style": style, "theta": theta, "rotary_dim": rotary_dim}
+        variants = {"softcap": self.softcap, "alibi": self.alibi or None, "bias": self.bias or None,
+                    "window": self.window, "padding": self.padding or None, "sinks": self.sinks or None,
+                    "masked_rows": None if self.masked_rows == "zero" else self.masked_rows}
+        meta.update((key, value) for key, value in variants.items() if value is not None)
+        meta["dtype"] = self.dtype
+        return meta
 
 
 class Trace(NamedTuple):

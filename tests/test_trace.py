@@ -56,6 +56,38 @@ def test_the_meta_of_a_batched_cross_attention_problem_in_float32():
         "rule": "sqrt", "factor": 1 / 3 ** 0.5}
 
 
+def test_the_meta_names_the_variants_a_problem_uses_and_only_those():
+    from attncli.generate import random_document
+
+    document = random_document(4, 8, heads=4, kv_heads=2, rope="gptj", window=2, softcap=30.0, alibi=True,
+                               sinks=True, qk_norm=True, padding=True, causal_lower_right=True, seed=1)
+    meta = TraceMeta.of(problem_from_document({**document, "bias": np.zeros((4, 4)).tolist(), "masked_rows": "nan"}))
+    assert meta.as_dict() == {
+        "heads": 4, "kv_heads": 2, "head_dim": 2, "head_dim_v": 2, "batched": False, "cross_attention": False,
+        "scale": {"rule": "sqrt", "factor": 1 / 2 ** 0.5}, "mask": "causal_lower_right", "qk_norm": {"over": "head"},
+        "rope": {"style": "gptj", "theta": 10000.0, "rotary_dim": 2}, "softcap": 30.0, "alibi": True, "bias": True,
+        "window": 2, "padding": True, "sinks": True, "masked_rows": "nan", "dtype": "float64",
+    }
+    # as many key/value heads as heads, frequencies given, masked_rows "zero": nothing to say
+    plain = TraceMeta.of(problem_from_document({**document, "kv_heads": 4, "w_key": np.zeros((8, 8)).tolist(),
+                                                "w_value": np.zeros((8, 8)).tolist(), "rope": {"inv_freq": [0.5]},
+                                                "masked_rows": "zero"})).as_dict()
+    assert "kv_heads" not in plain and "masked_rows" not in plain
+    assert plain["rope"] == {"style": "neox", "theta": None, "rotary_dim": 2}
+
+
+def test_the_meta_holds_only_what_a_streams_layout_key_holds():
+    # a JSON Lines stream makes the meta once per sizes.layout_key: problems of one key differing in
+    # what it leaves out (ALiBi's slopes, the positions) must not show each other's
+    from attncli.generate import random_document
+    from attncli.pipeline import attention
+
+    document = random_document(5, 8, heads=4, kv_heads=2, rope="neox", seed=2)
+    metas = [attention(problem_from_document({**document, **variant})).meta.as_dict() for variant in (
+        {"alibi": [1.0, 2.0, 3.0, 4.0]}, {"alibi": True}, {"alibi": True, "positions": {"query": [9] * 5}})]
+    assert metas[0] == metas[1] == metas[2] and metas[0]["alibi"] is True and "positions" not in metas[0]
+
+
 def step(name):
     return Step(name=name, formula=f"{name} = …", array=np.zeros((2, 2)), axes=("q_len", "k_len"))
 
