@@ -21,10 +21,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from attncli.errors import ProblemError, option
-from attncli.request import CheckRequest, ComputeRequest, Given, ShapesRequest, Shown, check_options, is_lines
+from attncli.request import (
+    CHECKED_AS_KEYS,
+    CheckRequest,
+    ComputeRequest,
+    Given,
+    RandomRequest,
+    ShapesRequest,
+    Shown,
+    about_option,
+    check_options,
+    is_lines,
+    naming_options,
+)
 
 if TYPE_CHECKING:
     from attncli.problem import Problem
+    from attncli.sizes import Sizes
     from attncli.trace import Step, Trace
 
 Report = Callable[[ProblemError], None]  # how an error that does not end the run is reported
@@ -45,12 +58,15 @@ def problem_of(document: dict[str, Any], given: Given) -> Problem:
     """The validated problem of a document, with the overrides and in the dtype ``given``."""
     from attncli.problem import problem_from_document
 
-    problem = problem_from_document(document, heads=given.heads, scale=given.scale, causal=given.causal)
+    overrides = given.overrides()
+    with naming_options(overrides):
+        problem = problem_from_document(document, **overrides)
     return problem if given.dtype == "float64" else problem.astype(given.dtype)
 
 
 def load(given: Given) -> Loaded:
-    """Read and validate the problem ``given``; ProblemError naming the file at fault."""
+    """Read and validate the problem ``given``; ProblemError naming the file at fault (none when
+    an option's value is)."""
     from attncli.readers import Inputs, read_inputs, source_name
 
     source = source_name(given.file) if given.file is not None else source_name(given.matrices["x"])
@@ -59,7 +75,8 @@ def load(given: Given) -> Loaded:
         inputs = read_inputs(given.file, given.matrices)
         problem = problem_of(inputs.document, given)
     except ProblemError as error:
-        error.source = inputs.source_of(error, source)
+        if not about_option(error):  # an option's value is at fault, not a file
+            error.source = inputs.source_of(error, source)
         raise
     # every file read, those inside a folder included: none may be written over
     read = [path for path in (given.file, *given.matrices.values(), *inputs.sources.values()) if path is not None]
@@ -275,10 +292,16 @@ def run_shapes(request: ShapesRequest, shown: Shown) -> None:
         source, sizes = loaded.source, sizes_of(loaded.problem)
     else:
         source, given = "shapes", request.sizes
-        sizes = Sizes(seq_len=given["seq_len"], d_model=given["d_model"], heads=given.get("heads") or 1,
+        heads, kv_heads = given.get("heads") or 1, given.get("kv_heads")
+        sizes = Sizes(seq_len=given["seq_len"], d_model=given["d_model"], heads=heads,
                       batch=given.get("batch"), context_len=given.get("context_len"),
-                      head_dim_v=given.get("head_dim_v"), d_out=given.get("d_out"))
-    with blaming(source, always=True):
+                      head_dim_v=given.get("head_dim_v"), d_out=given.get("d_out"),
+                      masked=given.get("window") is not None, kv_heads=None if kv_heads == heads else kv_heads,
+                      rope=given.get("rope"), softcap=given.get("softcap"), alibi=bool(given.get("alibi")),
+                      window=given.get("window"))
+    with blaming(source, always=True), naming_options(CHECKED_AS_KEYS):
+        if request.file is None:
+            _check_variant_sizes(sizes)
         rows = shape_flow(sizes)
     if shown.format == "json":
         from attncli.export import shapes_to_json
@@ -291,10 +314,24 @@ def run_shapes(request: ShapesRequest, shown: Shown) -> None:
     show(lambda console: print_shapes(rows, console), shown)
 
 
+def _check_variant_sizes(sizes: Sizes) -> None:
+    """The variants shapes is given, checked as a problem's keys are: key/value heads that divide
+    the heads, a head_dim a rotation can turn, a positive cap, a window of at least 1."""
+    from attncli import variants
+
+    if sizes.kv_heads is not None:
+        variants.kv_heads(sizes.kv_heads, sizes.heads, {})
+    variants.softcap(sizes.softcap)
+    variants.window(sizes.window)
+    if sizes.rope is not None and sizes.d_model % sizes.heads == 0:  # else shape_flow says so
+        variants.rope(sizes.rope, sizes.dim)
+
+
 def run_explain(given: Given, query: int, key: int | None, head: int, batch: int, shown: Shown) -> None:
     """explain: the arithmetic behind one query's row."""
     from attncli.explain import explain_query
 
+    check_options(given)
     loaded = load(given)
     trace = compute(loaded.problem, None, loaded.source)
     with blaming(loaded.source, always=True):
@@ -333,9 +370,7 @@ def run_check(request: CheckRequest, shown: Shown) -> bool:
     return verdict.agree
 
 
-def run_random(seq_len: int, d_model: int, *, heads: int = 1, batch: int | None = None,
-               context_len: int | None = None, out_proj: bool = False, bias: bool = False, causal: bool = False,
-               seed: int | None = None) -> None:
+def run_random(request: RandomRequest) -> None:
     """random: a random, valid problem document as one line of JSON on stdout; refused before
     making it when larger than the free memory."""
     import json
@@ -344,16 +379,17 @@ def run_random(seq_len: int, d_model: int, *, heads: int = 1, batch: int | None 
     from attncli.machine import available_memory
     from attncli.writers import write_stdout
 
-    needed, available = document_bytes(seq_len, d_model, batch=batch, context_len=context_len, out_proj=out_proj,
-                                       bias=bias), available_memory()
+    check_options(request)
+    needed, available = document_bytes(request.seq_len, request.d_model, batch=request.batch,
+                                       context_len=request.context_len, out_proj=request.out_proj,
+                                       bias=request.bias), available_memory()
     if available is not None and needed > available:
         raise ProblemError(f"that document needs about {needed / 2**30:.1f} GiB to make, but "
                            f"{available / 2**30:.1f} GiB is free: ask for fewer tokens or a smaller d_model",
                            source="random")
     try:
-        with blaming("random", always=True):
-            document = random_document(seq_len, d_model, heads=heads, batch=batch, context_len=context_len,
-                                       out_proj=out_proj, bias=bias, causal=causal, seed=seed)
+        with blaming("random", always=True), naming_options(CHECKED_AS_KEYS):
+            document = random_document(**request._asdict())
     except MemoryError:
         raise ProblemError("that document is too large for this machine's memory", source="random") from None
     # in pieces, as every result: one huge write to a pipe closed meanwhile can seem to succeed

@@ -21,7 +21,7 @@ from attncli import app as work
 from attncli import options as opt
 from attncli.errors import ProblemError
 from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL, FILE_KEYS
-from attncli.request import CheckRequest, ComputeRequest, Given, ShapesRequest, Shown, UsageError
+from attncli.request import CheckRequest, ComputeRequest, Given, RandomRequest, ShapesRequest, Shown, UsageError
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1
@@ -158,6 +158,9 @@ def compute(
     b_query: opt.BQuery = None, b_key: opt.BKey = None, b_value: opt.BValue = None,
     w_out: opt.WOut = None, b_out: opt.BOut = None, mask: opt.Mask = None,
     heads: opt.Heads = None, scale: opt.Scale = None, causal: opt.Causal = False,
+    causal_lower_right: opt.CausalLowerRight = False, kv_heads: opt.KvHeads = None, rope: opt.Rope = None,
+    rope_theta: opt.RopeTheta = None, window: opt.Window = None, softcap: opt.Softcap = None,
+    alibi: opt.Alibi = False,
     step: opt.Steps = None, output_format: opt.TraceFormat = None, output: opt.Output = None,
     lines: opt.Lines = False, strict: opt.Strict = False, dtype: opt.Dtype = "float64", view: opt.View = "table",
     precision: opt.Precision = 4, full: opt.Full = False, no_color: opt.NoColor = False,
@@ -167,7 +170,8 @@ def compute(
     paths = (x, context, w_query, w_key, w_value, b_query, b_key, b_value, w_out, b_out, mask)
     matrices = {key: path for key, path in zip(FILE_KEYS, paths, strict=True) if path is not None}
     request = ComputeRequest(
-        Given(file, matrices, heads, scale, causal, dtype), step,
+        Given(file, matrices, heads, scale, causal, dtype, causal_lower_right, kv_heads, rope, rope_theta, window,
+              softcap, alibi), step,
         Shown(output_format, output, precision, full, no_color, view, export_svg, export_html), lines, strict,
     )
     if not work.run_compute(request, _report):
@@ -194,11 +198,14 @@ def shapes(
     file: opt.ShapesFile = None,
     batch: opt.Batch = None, seq_len: opt.SeqLen = None, d_model: opt.DModel = None, heads: opt.ShapesHeads = None,
     context_len: opt.ContextLen = None, head_dim_v: opt.HeadDimV = None, d_out: opt.DOut = None,
+    kv_heads: opt.ShapesKvHeads = None, rope: opt.ShapesRope = None, softcap: opt.ShapesSoftcap = None,
+    alibi: opt.ShapesAlibi = False, window: opt.ShapesWindow = None,
     output_format: opt.ShapesFormat = "table", no_color: opt.NoColor = False,
 ) -> None:
     """Show how the shapes flow through every step, from sizes or from a problem FILE."""
     sizes = {"batch": batch, "seq_len": seq_len, "d_model": d_model, "heads": heads, "context_len": context_len,
-             "head_dim_v": head_dim_v, "d_out": d_out}
+             "head_dim_v": head_dim_v, "d_out": d_out, "kv_heads": kv_heads, "rope": rope, "softcap": softcap,
+             "alibi": alibi or None, "window": window}
     work.run_shapes(ShapesRequest(file, sizes), Shown(output_format, no_color=no_color))
 
 
@@ -207,18 +214,18 @@ def shapes(
 def explain(
     file: opt.Problem,
     query: opt.Query,
-    key: opt.Key = None,
-    head: opt.Head = 0,
-    batch: opt.BatchItem = 0,
-    heads: opt.Heads = None,
-    scale: opt.Scale = None,
-    causal: opt.Causal = False,
+    key: opt.Key = None, head: opt.Head = 0, batch: opt.BatchItem = 0,
+    heads: opt.Heads = None, scale: opt.Scale = None, causal: opt.Causal = False,
+    causal_lower_right: opt.CausalLowerRight = False, kv_heads: opt.KvHeads = None, rope: opt.Rope = None,
+    rope_theta: opt.RopeTheta = None, window: opt.Window = None, softcap: opt.Softcap = None,
+    alibi: opt.Alibi = False,
     precision: opt.Precision = 4,
     no_color: opt.NoColor = False,
 ) -> None:
     """Show the arithmetic behind one query's row: dot products, scale, mask, softmax, weighted sum."""
-    work.run_explain(Given(file, heads=heads, scale=scale, causal=causal), query, key, head, batch,
-                     Shown(precision=precision, no_color=no_color))
+    given = Given(file, heads=heads, scale=scale, causal=causal, causal_lower_right=causal_lower_right,
+                  kv_heads=kv_heads, rope=rope, rope_theta=rope_theta, window=window, softcap=softcap, alibi=alibi)
+    work.run_explain(given, query, key, head, batch, Shown(precision=precision, no_color=no_color))
 
 
 @app.command(cls=PlainUsageCommand)
@@ -227,18 +234,20 @@ def check(
     file: opt.Problem,
     expected: opt.Expected,
     step: opt.CheckStep = "output",
-    atol: opt.Atol = DEFAULT_ATOL,
-    rtol: opt.Rtol = DEFAULT_RTOL,
-    heads: opt.Heads = None,
-    scale: opt.Scale = None,
-    causal: opt.Causal = False,
+    atol: opt.Atol = DEFAULT_ATOL, rtol: opt.Rtol = DEFAULT_RTOL,
+    heads: opt.Heads = None, scale: opt.Scale = None, causal: opt.Causal = False,
+    causal_lower_right: opt.CausalLowerRight = False, kv_heads: opt.KvHeads = None, rope: opt.Rope = None,
+    rope_theta: opt.RopeTheta = None, window: opt.Window = None, softcap: opt.Softcap = None,
+    alibi: opt.Alibi = False,
     output_format: opt.CheckFormat = "table",
     no_color: opt.NoColor = False,
 ) -> None:
     """Check your numbers for one step against attncli's; name the common mistake they show.
 
     Exit 0 when they agree within the tolerance, 1 when they do not, 2 on bad input."""
-    request = CheckRequest(Given(file, heads=heads, scale=scale, causal=causal), expected, step, atol, rtol)
+    given = Given(file, heads=heads, scale=scale, causal=causal, causal_lower_right=causal_lower_right,
+                  kv_heads=kv_heads, rope=rope, rope_theta=rope_theta, window=window, softcap=softcap, alibi=alibi)
+    request = CheckRequest(given, expected, step, atol, rtol)
     if not work.run_check(request, Shown(output_format, no_color=no_color)):
         raise typer.Exit(EXIT_MISMATCH)
 
@@ -254,11 +263,17 @@ def random_problem(
     out_proj: opt.OutProj = False,
     bias: opt.Bias = False,
     causal: opt.RandomCausal = False,
+    causal_lower_right: opt.RandomCausalLowerRight = False, kv_heads: opt.RandomKvHeads = None,
+    rope: opt.RandomRope = None, window: opt.RandomWindow = None, softcap: opt.RandomSoftcap = None,
+    alibi: opt.RandomAlibi = False, sinks: opt.Sinks = False, qk_norm: opt.QkNorm = False,
+    padding: opt.Padding = False,
     seed: opt.Seed = None,
 ) -> None:
     """Print a random, valid problem document as one line of JSON."""
-    work.run_random(seq_len, d_model, heads=heads, batch=batch, context_len=context_len, out_proj=out_proj,
-                    bias=bias, causal=causal, seed=seed)
+    work.run_random(RandomRequest(seq_len, d_model, heads=heads, batch=batch, context_len=context_len,
+                                  out_proj=out_proj, bias=bias, causal=causal, seed=seed,
+                                  causal_lower_right=causal_lower_right, kv_heads=kv_heads, rope=rope, window=window,
+                                  softcap=softcap, alibi=alibi, sinks=sinks, qk_norm=qk_norm, padding=padding))
 
 
 def _silence_stdout() -> None:

@@ -79,6 +79,36 @@ Scale = Annotated[
                  help="sqrt (1/sqrt(head_dim), the default), none (1), or a positive number."),
 ]
 Causal = Annotated[bool, typer.Option("--causal", help="Query i sees keys 0..i only (replaces the document's mask).")]
+
+# --- the variants of modern attention: compute, explain and check override the document's keys ---
+# Their values are checked by the core, as the document's keys are (--window 0: "--window is 0; …").
+ROPE_STYLES = ("neox", "gptj")  # variants.ROPE_STYLES, without numpy
+_KV_HEADS = "Key/value heads, dividing the heads (grouped-query attention; 1: multi-query)"
+_ROPE = "Rotary embeddings of Q and K: neox (the two halves, Llama) or gptj (adjacent pairs)"
+_WINDOW = "Sliding window: the query at position p sees the W keys p-W+1..p"
+_SOFTCAP = "Soft-cap the logits to C·tanh(logits/C) (Gemma 2)"
+_ALIBI = "ALiBi: add -slope·(query position - key position) to the logits, Press et al.'s slope per head"
+_LOWER_RIGHT = "Query i sees keys 0..i+k_len-q_len: the last query sees every key (flash-attn's alignment)"
+
+
+def _rope(text: str) -> typer.models.OptionInfo:
+    return typer.Option("--rope", metavar="|".join(ROPE_STYLES), callback=choice(ROPE_STYLES),
+                        autocompletion=completing(ROPE_STYLES), help=text)
+
+
+CausalLowerRight = Annotated[
+    bool, typer.Option("--causal-lower-right", help=f"{_LOWER_RIGHT} (replaces the document's mask).")
+]
+KvHeads = Annotated[int | None, typer.Option("--kv-heads", metavar="N", help=f"{_KV_HEADS}; overrides the document.")]
+Rope = Annotated[str | None, _rope(f"{_ROPE}; overrides the document's style.")]
+RopeTheta = Annotated[
+    float | None,
+    typer.Option("--rope-theta", metavar="T", help="The rotation's base: frequencies T^(-2i/rotary_dim) (default "
+                 "10000); overrides the document's theta."),
+]
+Window = Annotated[int | None, typer.Option("--window", metavar="W", help=f"{_WINDOW}; overrides the document.")]
+Softcap = Annotated[float | None, typer.Option("--softcap", metavar="C", help=f"{_SOFTCAP}; overrides the document.")]
+Alibi = Annotated[bool, typer.Option("--alibi", help=f"{_ALIBI} (replaces the document's).")]
 Problem = Annotated[
     str, typer.Argument(metavar="FILE", help=f"A problem: {PROBLEM_SUFFIXES}, a folder, or - for standard input.",
                         show_default=False),
@@ -150,6 +180,11 @@ ShapesHeads = Annotated[int | None, _count("--heads", "H", "Heads; must divide E
 ContextLen = Annotated[int | None, _count("--context-len", "M", "Tokens of a separate context (keys and values).")]
 HeadDimV = Annotated[int | None, _count("--head-dim-v", "D", "Width of one head's values, if not E/H.")]
 DOut = Annotated[int | None, _count("--d-out", "W", "Width of an output projection W_O, if there is one.")]
+ShapesKvHeads = Annotated[int | None, typer.Option("--kv-heads", metavar="N", help=f"{_KV_HEADS}.")]
+ShapesRope = Annotated[str | None, _rope(f"{_ROPE}: adds the q_rotated and k_rotated steps.")]
+ShapesSoftcap = Annotated[float | None, typer.Option("--softcap", metavar="C", help=f"{_SOFTCAP}: the capped step.")]
+ShapesAlibi = Annotated[bool, typer.Option("--alibi", help=f"{_ALIBI}: the biased step.")]
+ShapesWindow = Annotated[int | None, typer.Option("--window", metavar="W", help=f"{_WINDOW}.")]
 ShapesFormat = Annotated[
     str, typer.Option("--format", "-f", metavar="table|json", callback=choice(TEXT_FORMATS),
                       autocompletion=completing(TEXT_FORMATS), help="table or json.")
@@ -185,6 +220,23 @@ RandomContextLen = Annotated[int | None, _count("--context-len", "M", "Add a con
 OutProj = Annotated[bool, typer.Option("--out-proj", help="Add an output projection W_O.")]
 Bias = Annotated[bool, typer.Option("--bias", help="Add biases.")]
 RandomCausal = Annotated[bool, typer.Option("--causal", help="Add a causal mask.")]
+RandomCausalLowerRight = Annotated[
+    bool, typer.Option("--causal-lower-right", help="Add a lower-right causal mask: query i sees keys "
+                       "0..i+k_len-q_len (as --causal without a context; with one, the last query sees every key).")
+]
+RandomKvHeads = Annotated[
+    int | None, typer.Option("--kv-heads", metavar="N", help=f"{_KV_HEADS}: w_key and w_value are N heads wide.")
+]
+RandomRope = Annotated[str | None, _rope(f"{_ROPE}.")]
+RandomWindow = Annotated[int | None, typer.Option("--window", metavar="W", help=f"{_WINDOW}.")]
+RandomSoftcap = Annotated[float | None, typer.Option("--softcap", metavar="C", help=f"{_SOFTCAP}.")]
+RandomAlibi = Annotated[bool, typer.Option("--alibi", help=f"{_ALIBI}.")]
+Sinks = Annotated[bool, typer.Option("--sinks", help="Add a random sink logit per head (gpt-oss): rows sum to "
+                                     "less than 1.")]
+QkNorm = Annotated[bool, typer.Option("--qk-norm", help="Add RMSNorm of each head's Q and K, with random weights "
+                                      "near 1 (Qwen3).")]
+Padding = Annotated[bool, typer.Option("--padding", help="Pad the keys at the end (with --batch, every item but "
+                                       "the first has a random length): padded keys are hidden.")]
 Seed = Annotated[int | None, _count("--seed", "S", "Same seed, same document.", minimum=0)]
 
 # --- shell completion -----------------------------------------------------------------------------

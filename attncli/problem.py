@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from attncli import torchnames, variants
-from attncli.errors import ProblemError
+from attncli.errors import ProblemError, option
 from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, REQUIRED_ROLES, VARIANT_KEYS
 from attncli.numbers import as_array, counted, index_text
 from attncli.variants import QKNorm, Rope
@@ -151,12 +151,16 @@ def problem_from_document(
     heads: int | None = None,
     scale: str | float | None = None,
     causal: bool = False,
+    causal_lower_right: bool = False,
+    kv_heads: int | None = None, rope: str | None = None, rope_theta: float | None = None,
+    window: int | None = None, softcap: float | None = None, alibi: bool = False,
 ) -> Problem:
     """Validate a parsed problem document and return a Problem.
 
-    ``heads``, ``scale`` and ``causal`` are command-line overrides: when given
-    they replace the document's ``heads``, ``scale`` and ``mask``.
-    Raises ProblemError naming the matrix and what is wrong.
+    The keywords are command-line overrides: when given they replace the document's key of their
+    name (``causal``, ``causal_lower_right``: its ``mask``; ``rope`` a style, with ``rope_theta``
+    its theta; ``alibi``: true) and are validated as it is. Raises ProblemError naming the
+    matrix and what is wrong.
     """
     if not isinstance(document, dict):
         raise ProblemError(
@@ -165,6 +169,13 @@ def problem_from_document(
     # PyTorch's names are translated first: what follows validates attncli's own
     if torchnames.uses_pytorch_names(document):
         document = torchnames.from_pytorch_names(document if heads is None else {**document, "heads": heads})
+    if (both := causal and causal_lower_right) or (rope_theta is not None and rope is None):
+        raise ProblemError(f"two masks: give {option('causal')} or {option('causal_lower_right')}, not both" if both
+                           else f"{option('rope_theta')} is the theta of {option('rope')}: give it too")
+    rope_key = None if rope is None else {"style": rope, **({} if rope_theta is None else {"theta": rope_theta})}
+    document = {**document, **{key: value for key, value in (
+        ("kv_heads", kv_heads), ("rope", rope_key), ("window", window), ("softcap", softcap), ("alibi", alibi or None),
+        ("mask", "causal_lower_right" if causal_lower_right else None)) if value is not None}}
     _reject_unknown_keys(document)
     for key in REQUIRED_KEYS:
         if key not in document:

@@ -9,10 +9,11 @@ several times quicker to define.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from attncli.errors import ProblemError, option
 from attncli.formats import input_suffixes, output_format
@@ -30,7 +31,8 @@ class UsageError(Exception):
 
 class Given(NamedTuple):
     """A problem as the user gave it: a ``file`` (``-``: standard input; a folder) and/or one file
-    per matrix (``matrices``: key -> path), and the overrides."""
+    per matrix (``matrices``: key -> path), the dtype to compute in, and the overrides: each
+    replaces a key of the document (see ``overrides``)."""
 
     file: str | None = None
     matrices: Mapping[str, str] = MappingProxyType({})
@@ -38,6 +40,47 @@ class Given(NamedTuple):
     scale: str | None = None
     causal: bool = False
     dtype: str = "float64"
+    causal_lower_right: bool = False
+    kv_heads: int | None = None
+    rope: str | None = None
+    rope_theta: float | None = None
+    window: int | None = None
+    softcap: float | None = None
+    alibi: bool = False
+
+    def overrides(self) -> dict[str, Any]:
+        """The overrides given (field -> value), named as problem_from_document's keywords."""
+        # `is`: a 0 (--window 0) is given, and checked
+        return {name: value for name in OVERRIDES if (value := getattr(self, name)) is not None and value is not False}
+
+
+# Given's fields that replace a key of the problem document, in the order of the options
+OVERRIDES = ("heads", "scale", "causal", "causal_lower_right", "kv_heads", "rope", "rope_theta", "window",
+             "softcap", "alibi")
+# Options whose values the core checks as it checks the document's keys, and the key its messages
+# about them begin with (--window 0: "window is 0; …"): see naming_options
+CHECKED_AS_KEYS = {"kv_heads": "kv_heads", "rope_theta": "rope.theta", "window": "window", "softcap": "softcap"}
+
+
+@contextlib.contextmanager
+def naming_options(given: Iterable[str]) -> Iterator[None]:
+    """A ProblemError about the value of an option ``given`` names the option, not the key it
+    replaced: the core says ``window is 0; it must be at least 1`` of a document's window and of
+    ``--window 0`` alike; only the caller knows which it was (``--window is 0; …`` on the command line)."""
+    try:
+        yield
+    except ProblemError as error:
+        for field in given:
+            key = CHECKED_AS_KEYS.get(field)
+            if key is not None and error.message.startswith(key + " "):
+                error.message = option(field) + error.message[len(key):]
+                break
+        raise
+
+
+def about_option(error: ProblemError) -> bool:
+    """Whether ``error`` is about an option's value (see naming_options), so no file is at fault."""
+    return error.message.startswith(tuple(option(field) for field in CHECKED_AS_KEYS))
 
 
 class Shown(NamedTuple):
@@ -76,17 +119,58 @@ class CheckRequest(NamedTuple):
     rtol: float = 0.0
 
 
-def check_options(request: ComputeRequest | ShapesRequest | CheckRequest) -> None:
+class RandomRequest(NamedTuple):
+    """What ``random`` makes: the sizes, the parts (``out_proj``, ``bias``, a mask) and the
+    variants (see generate.random_document), and the ``seed``."""
+
+    seq_len: int
+    d_model: int
+    heads: int = 1
+    batch: int | None = None
+    context_len: int | None = None
+    out_proj: bool = False
+    bias: bool = False
+    causal: bool = False
+    seed: int | None = None
+    causal_lower_right: bool = False
+    kv_heads: int | None = None
+    rope: str | None = None
+    window: int | None = None
+    softcap: float | None = None
+    alibi: bool = False
+    sinks: bool = False
+    qk_norm: bool = False
+    padding: bool = False
+
+
+def check_options(request: ComputeRequest | ShapesRequest | CheckRequest | RandomRequest | Given) -> None:
     """Raise a UsageError (or a ProblemError naming the option) for options that do not go
-    together, the first found in the order the options are read; nothing is read or computed."""
+    together, the first found in the order the options are read; nothing is read or computed.
+    A bare Given is a problem's options alone (explain's)."""
     if isinstance(request, ShapesRequest):
         _check_shapes(request)
+    elif isinstance(request, RandomRequest):
+        _one_mask_rule(request.causal, request.causal_lower_right)
     elif isinstance(request, CheckRequest):
         if not (0 <= request.atol < float("inf") and 0 <= request.rtol < float("inf")):
             raise UsageError("tolerances must be finite numbers of 0 or more", "--atol/--rtol")
+        _check_given(request.given)
         _one_from_stdin(request.given.file, request.expected)
+    elif isinstance(request, Given):
+        _check_given(request)
     else:
         _check_compute(request)
+
+
+def _check_given(given: Given) -> None:
+    _one_mask_rule(given.causal, given.causal_lower_right)
+    if given.rope_theta is not None and given.rope is None:
+        raise UsageError("it is the theta of --rope: give --rope neox|gptj too", "--rope-theta")
+
+
+def _one_mask_rule(causal: bool, causal_lower_right: bool) -> None:
+    if causal and causal_lower_right:
+        raise UsageError("--causal (top-left) is given too: give one of the two masks", "--causal-lower-right")
 
 
 def _check_shapes(request: ShapesRequest) -> None:
@@ -101,6 +185,7 @@ def _check_compute(request: ComputeRequest) -> None:
     given, shown = request.given, request.shown
     if given.file is None and "x" not in given.matrices:
         raise UsageError("give a problem FILE, or the matrices with --x, --w-query, --w-key and --w-value", "FILE")
+    _check_given(given)
     missing = [key for key in REQUIRED_KEYS if given.file is None and key not in given.matrices]
     if missing:
         raise ProblemError(f"missing {option(missing[0])} ({REQUIRED_ROLES[missing[0]]})")

@@ -12,7 +12,7 @@ from conftest import SAMPLES
 
 from attncli import app
 from attncli.errors import ProblemError
-from attncli.request import CheckRequest, ComputeRequest, Given, ShapesRequest, Shown, UsageError
+from attncli.request import CheckRequest, ComputeRequest, Given, RandomRequest, ShapesRequest, Shown, UsageError
 
 CLASSIC = SAMPLES / "classic.json"
 CLASSIC_OUTPUT = [[1.9366210616669624, 6.683105308334811, 1.5950684074995565],
@@ -238,10 +238,60 @@ def test_run_shapes_from_sizes_and_from_a_file(capsysbinary):
 
 
 def test_run_random_makes_a_valid_document(capsys):
-    app.run_random(3, 4, heads=2, seed=1, causal=True)
+    app.run_random(RandomRequest(3, 4, heads=2, seed=1, causal=True))
     document = json.loads(capsys.readouterr().out)
     problem = app.problem_of(document, Given())
     assert np.asarray(document["x"]).shape == (3, 4) and problem.heads == 2
     assert document["mask"] == "causal"
-    error = problem_error(app.run_random, 3, 4, heads=3)
+    error = problem_error(app.run_random, RandomRequest(3, 4, heads=3))
     assert error.source == "random"
+
+
+def test_load_applies_the_variant_overrides():
+    problem = app.load(Given(str(SAMPLES / "llama_style.json"), kv_heads=2, rope="gptj", rope_theta=100.0, window=2,
+                             softcap=4.0, alibi=True, causal_lower_right=True)).problem
+    assert (problem.kv_heads, problem.rope.style, problem.rope.theta, problem.window, problem.softcap) == (
+        2, "gptj", 100.0, 2, 4.0)
+    assert problem.alibi.tolist() == [0.25, 0.0625, 0.015625, 0.00390625] and problem.mask_rule == "causal_lower_right"
+
+
+def test_an_options_bad_value_names_the_option_and_no_file():
+    error = problem_error(app.load, Given(str(CLASSIC), window=0))
+    assert error.source is None and error.render(lambda field: f"--{field}") == "--window is 0; it must be at least 1"
+    # the same value in the file is the file's
+    document = {**json.loads(CLASSIC.read_text()), "softcap": -1}
+    error = problem_error(app.problem_of, document, Given(window=2))
+    assert error.render(lambda field: f"--{field}") == "softcap is -1; it must be a positive finite number"
+    # a stream's lines meet the option's value line by line, each named by the option
+    error = problem_error(app.problem_of, json.loads(CLASSIC.read_text()), Given(softcap=0.0))
+    assert error.render(lambda field: f"--{field}") == "--softcap is 0.0; it must be a positive finite number"
+
+
+def test_run_shapes_shows_the_variants_steps_from_sizes(capsysbinary):
+    sizes = {"seq_len": 4, "d_model": 8, "heads": 4, "kv_heads": 1, "rope": "gptj", "softcap": 10.0, "alibi": True,
+             "window": 2}
+    app.run_shapes(ShapesRequest(None, sizes), Shown("json"))
+    rows = {row["step"]: row for row in json.loads(capsysbinary.readouterr().out)["steps"]}
+    assert rows["k"]["shape"] == [4, 2] and rows["q_rotated"]["formula"].endswith("(pairs, gptj)")
+    assert {"k_rotated", "capped", "biased"} <= set(rows) and "q_normed" not in rows
+    # a key/value head count equal to the heads is no grouping
+    app.run_shapes(ShapesRequest(None, {"seq_len": 4, "d_model": 8, "heads": 2, "kv_heads": 2}), Shown("json"))
+    rows = {row["step"]: row for row in json.loads(capsysbinary.readouterr().out)["steps"]}
+    assert rows["k"]["axes"] == ["heads", "k_len", "head_dim"]
+    error = problem_error(app.run_shapes, ShapesRequest(None, {"seq_len": 4, "d_model": 6, "heads": 2, "rope": "neox"}),
+                          Shown())
+    assert error.source == "shapes" and error.message.startswith("rope.rotary_dim is 3; it must be even")
+
+
+def test_run_random_makes_every_variant(capsys):
+    app.run_random(RandomRequest(4, 8, heads=4, kv_heads=2, rope="neox", window=2, softcap=30.0, alibi=True,
+                                 sinks=True, qk_norm=True, padding=True, causal_lower_right=True, seed=2))
+    document = json.loads(capsys.readouterr().out)
+    problem = app.problem_of(document, Given())
+    assert (problem.kv_heads, problem.rope.style, problem.window, problem.softcap, problem.mask_rule) == (
+        2, "neox", 2, 30.0, "causal_lower_right")
+    assert problem.sinks is not None and problem.qk_norm is not None and problem.padding is not None
+    error = problem_error(app.run_random, RandomRequest(4, 8, heads=4, kv_heads=3))
+    assert error.source == "random" and error.render(lambda field: f"--{field}").startswith("--kv_heads is 3")
+    with pytest.raises(UsageError):
+        app.run_random(RandomRequest(4, 8, causal=True, causal_lower_right=True))

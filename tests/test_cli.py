@@ -160,10 +160,14 @@ PROBLEM_SAMPLES = sorted(path.name for path in SAMPLES.glob("*.json") if "x" in 
 
 
 def test_the_samples_are_there():
-    assert PROBLEM_SAMPLES == ["classic.json", "cross_attention.json", "multihead_causal.json"]
+    assert PROBLEM_SAMPLES == ["classic.json", "cross_attention.json", "llama_style.json", "multihead_causal.json"]
 
 
-@pytest.mark.parametrize("sample", PROBLEM_SAMPLES)
+# the samples of classic attention, which the plain reference computes (llama_style has its own below)
+CLASSIC_SAMPLES = [name for name in PROBLEM_SAMPLES if "rope" not in json.loads((SAMPLES / name).read_text())]
+
+
+@pytest.mark.parametrize("sample", CLASSIC_SAMPLES)
 def test_every_sample_agrees_with_the_plain_reference(sample):
     from test_properties import reference
 
@@ -175,6 +179,224 @@ def test_every_sample_agrees_with_the_plain_reference(sample):
     np.testing.assert_allclose(computed["output"], output.reshape(np.shape(computed["output"])), rtol=1e-12)
     np.testing.assert_allclose(computed["softmax"], weights.reshape(np.shape(computed["softmax"])), rtol=1e-12,
                                atol=1e-15)
+
+
+def rotate_neox(vectors, positions, theta=10000.0):
+    """Hugging Face Llama's apply_rotary_pos_emb: x·cos + rotate_half(x)·sin, rotate_half(x) = [-x2, x1]."""
+    dim = vectors.shape[-1]
+    angles = positions[:, None] * (1.0 / theta ** (np.arange(0, dim, 2) / dim))[None]
+    cos, sin = np.cos(np.concatenate([angles, angles], -1)), np.sin(np.concatenate([angles, angles], -1))
+    halves = np.concatenate([-vectors[..., dim // 2:], vectors[..., :dim // 2]], -1)
+    return vectors * cos + halves * sin
+
+
+def test_the_llama_style_sample_is_grouped_query_attention_with_rope_and_a_causal_mask():
+    document = json.loads((SAMPLES / "llama_style.json").read_text())
+    result = run("compute", SAMPLES / "llama_style.json", "--format", "json")
+    assert result.exit_code == 0, result.output
+    computed = json.loads(result.stdout)
+    assert list(computed) == ["q", "k", "v", "q_rotated", "k_rotated", "scores", "logits", "softmax", "concat",
+                              "output", "meta"]
+    assert computed["meta"]["kv_heads"] == 2 and computed["meta"]["mask"] == "causal"
+    assert computed["meta"]["rope"] == {"style": "neox", "theta": 10000.0, "rotary_dim": 2}
+    # written out plainly: each query head h reads key/value head h // 2 (repeat_kv), RoPE at positions 0..4
+    x, w_q, w_k, w_v, w_o = (np.array(document[name]) for name in ("x", "w_query", "w_key", "w_value", "w_out"))
+    positions = np.arange(5.0)
+    heads = []
+    for h in range(4):
+        g = h // 2
+        q = rotate_neox(x @ w_q[:, 2 * h:2 * h + 2], positions)
+        k = rotate_neox(x @ w_k[:, 2 * g:2 * g + 2], positions)
+        logits = np.where(np.tri(5, dtype=bool), q @ k.T / np.sqrt(2), -np.inf)
+        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        weights /= weights.sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(computed["softmax"][h], weights, rtol=1e-12, atol=1e-15)
+        heads.append(weights @ (x @ w_v[:, 2 * g:2 * g + 2]))
+    np.testing.assert_allclose(computed["output"], np.concatenate(heads, axis=1) @ w_o, rtol=1e-12)
+
+
+# --- compute, explain, check: the variants' options -----------------------------------------------
+
+def random_problem(*args):
+    result = run("random", "--seq-len", 5, "--d-model", 8, "--heads", 4, "--seed", 3, *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def computed(path, *args):
+    result = run("compute", path, "--format", "json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_a_window_of_1_leaves_each_query_only_itself():
+    # the softmax is then the identity, and each output row is that token's value row
+    document = computed(SAMPLES / "classic.json", "--window", "1")
+    assert document["softmax"] == np.eye(3).tolist()
+    assert document["output"] == document["v"]
+    assert document["meta"]["window"] == 1 and document["meta"]["mask"] is None
+
+
+@pytest.mark.parametrize("args, keys", [
+    (["--kv-heads", "2"], {"kv_heads": 2}),
+    (["--kv-heads", "4"], {"kv_heads": 4}),
+    (["--rope", "gptj"], {"rope": "gptj"}),
+    (["--rope", "NEOX", "--rope-theta", "500"], {"rope": {"style": "neox", "theta": 500}}),
+    (["--window", "2"], {"window": 2}),
+    (["--softcap", "0.5"], {"softcap": 0.5}),
+    (["--alibi"], {"alibi": True}),
+    (["--causal-lower-right"], {"mask": "causal_lower_right"}),
+    (["--kv-heads", "1", "--rope", "neox", "--window", "3", "--softcap", "2", "--alibi"],
+     {"kv_heads": 1, "rope": "neox", "window": 3, "softcap": 2.0, "alibi": True}),
+])
+def test_each_variant_option_gives_what_the_document_key_gives(tmp_path, args, keys):
+    plain = random_problem("--kv-heads", keys["kv_heads"]) if "kv_heads" in keys else random_problem()
+    plain.pop("kv_heads", None)  # the option brings it back
+    with_keys = write(tmp_path, "keys.json", json.dumps({**plain, **keys}))
+    with_options = write(tmp_path, "options.json", json.dumps(plain))
+    assert computed(with_options, *args) == computed(with_keys)
+
+
+def test_the_options_replace_the_documents_keys(tmp_path):
+    document = {**random_problem(), "rope": {"style": "neox", "theta": 50}, "window": 1, "softcap": 1.0,
+                "alibi": [1.0, 2.0, 3.0, 4.0], "mask": "causal"}
+    path = write(tmp_path, "variants.json", json.dumps(document))
+    replaced = computed(path, "--rope", "gptj", "--window", "4", "--softcap", "3", "--alibi",
+                        "--causal-lower-right")
+    expected = computed(write(tmp_path, "expected.json", json.dumps(
+        {**document, "rope": "gptj", "window": 4, "softcap": 3, "alibi": True, "mask": "causal_lower_right"})))
+    assert replaced == expected
+    assert replaced["meta"]["rope"] == {"style": "gptj", "theta": 10000.0, "rotary_dim": 2}
+
+
+def test_causal_lower_right_aligns_the_last_query_with_the_last_key(tmp_path):
+    document = {"x": [[1.0, 0.0], [0.0, 1.0]], "context": [[1.0, 1.0], [0.5, 0.0], [0.0, 2.0], [1.0, 0.0]],
+                **{name: np.eye(2).tolist() for name in ("w_query", "w_key", "w_value")}}
+    path = write(tmp_path, "cross.json", json.dumps(document))
+    lower_right = np.array(computed(path, "--causal-lower-right", "--step", "softmax")["softmax"])
+    assert (lower_right > 0).tolist() == [[True, True, True, False], [True, True, True, True]]
+    top_left = np.array(computed(path, "--causal", "--step", "softmax")["softmax"])
+    assert (top_left > 0).tolist() == [[True, False, False, False], [True, True, False, False]]
+
+
+def test_explain_and_check_take_the_variant_options_too(tmp_path):
+    explained = run("explain", SAMPLES / "classic.json", "--query", "2", "--window", "2", "--alibi")
+    assert explained.exit_code == 0, explained.output
+    assert "weight[0]" not in explained.stdout and "weight[2]" in explained.stdout
+    mine = write(tmp_path, "mine.json", json.dumps(computed(SAMPLES / "llama_style.json", "--window", "2",
+                                                           "--softcap", "5", "--step", "output")))
+    assert run("check", SAMPLES / "llama_style.json", "-e", mine, "--window", "2", "--softcap", "5").exit_code == 0
+    assert run("check", SAMPLES / "llama_style.json", "-e", mine, "--softcap", "5").exit_code == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--window", "0"], "--window is 0; it must be at least 1"),
+    (["--window", "-3"], "--window is -3; it must be at least 1"),
+    (["--softcap", "0"], "--softcap is 0.0; it must be a positive finite number"),
+    (["--softcap", "inf"], "--softcap is inf; it must be a positive finite number"),
+    (["--rope", "neox", "--rope-theta", "-1"], "--rope-theta is -1.0; it must be a positive finite number"),
+    (["--kv-heads", "0"], "--kv-heads is 0; it must be at least 1"),
+    (["--kv-heads", "3"], "--kv-heads is 3, which does not divide heads 4 (kv_heads that would: 1, 2, 4)"),
+])
+def test_a_bad_variant_option_is_named_as_the_option(tmp_path, args, message):
+    # the same words as for the document's key, naming the option, not the file
+    path = write(tmp_path, "problem.json", json.dumps(random_problem()))
+    for command in (["compute", path], ["explain", path, "--query", "0"], ["check", path, "-e", path]):
+        assert_one_line_error(run(*command, *args), message)
+
+
+def test_a_bad_variant_key_in_the_document_is_named_as_the_key(tmp_path):
+    path = write(tmp_path, "problem.json", json.dumps({**random_problem(), "window": 0}))
+    assert_one_line_error(run("compute", path), f"{path}: window is 0; it must be at least 1")
+    # an option that is not at fault leaves the document's message alone
+    assert_one_line_error(run("compute", path, "--softcap", "2"), f"{path}: window is 0; it must be at least 1")
+    assert run("compute", path, "--window", "2").exit_code == 0  # the option replaces the bad key
+
+
+@pytest.mark.parametrize("args, hint, message", [
+    (["--causal", "--causal-lower-right"], "--causal-lower-right",
+     "--causal (top-left) is given too: give one of the two masks"),
+    (["--rope-theta", "500"], "--rope-theta", "it is the theta of --rope: give --rope neox|gptj too"),
+])
+def test_variant_options_that_do_not_go_together(args, hint, message):
+    for command in (["compute", "p.json"], ["explain", "p.json", "--query", "0"], ["check", "p.json", "-e", "e.json"]):
+        assert_one_line_error(run(*command, *args),
+                              f"Invalid value for {hint}: {message} (see 'attncli {command[0]} --help')")
+    assert_one_line_error(run("compute", "p.json", "--rope", "llama"),
+                          "Invalid value for '--rope': 'llama' is not one of neox, gptj (see 'attncli compute --help')")
+
+
+def test_the_options_offer_the_rope_styles_the_core_knows():
+    from attncli import options, variants
+
+    assert options.ROPE_STYLES == variants.ROPE_STYLES
+
+
+# --- random and shapes: the variants --------------------------------------------------------------
+
+@pytest.mark.parametrize("args, keys", [
+    (["--kv-heads", "2"], {"kv_heads": 2}),
+    (["--rope", "gptj"], {"rope": "gptj"}),
+    (["--window", "2"], {"window": 2}),
+    (["--softcap", "30"], {"softcap": 30.0}),
+    (["--alibi"], {"alibi": True}),
+    (["--causal-lower-right"], {"mask": "causal_lower_right"}),
+])
+def test_random_adds_each_variant_as_its_key(args, keys):
+    document = random_problem(*args)
+    assert {key: document[key] for key in keys} == keys
+
+
+def test_random_documents_with_every_variant_compute(tmp_path):
+    document = random_problem("--batch", "3", "--kv-heads", "2", "--rope", "neox", "--window", "3", "--softcap",
+                              "20", "--alibi", "--sinks", "--qk-norm", "--padding", "--causal", "--out-proj")
+    assert np.shape(document["w_key"]) == (8, 4) and np.shape(document["sinks"]) == (4,)
+    assert np.shape(document["qk_norm"]["q_weight"]) == (2,) and np.shape(document["padding"]) == (3, 5)
+    assert document["padding"][0] == [1] * 5
+    result = computed(write(tmp_path, "everything.json", json.dumps(document)))
+    assert list(result)[:-1] == ["q", "k", "v", "q_normed", "k_normed", "q_rotated", "k_rotated", "scores",
+                                 "logits", "capped", "biased", "softmax", "concat", "output"]
+    assert {key for key in result["meta"]} >= {"kv_heads", "qk_norm", "rope", "softcap", "alibi", "window",
+                                               "padding", "sinks"}
+    # a sink takes part of each row's weight
+    assert all(sum(row) < 1 for item in result["softmax"] for head in item for row in head if any(row))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kv-heads", "3"], "random: --kv-heads is 3, which does not divide heads 4 (kv_heads that would: 1, 2, 4)"),
+    (["--window", "0"], "random: --window is 0; it must be at least 1"),
+    (["--softcap", "-2"], "random: --softcap is -2.0; it must be a positive finite number"),
+])
+def test_random_checks_the_variants_as_the_document_keys_are(args, message):
+    assert_one_line_error(run("random", "--seq-len", 5, "--d-model", 8, "--heads", 4, *args), message)
+    assert_one_line_error(run("random", "--seq-len", 2, "--d-model", 2, "--causal", "--causal-lower-right"),
+                          "Invalid value for --causal-lower-right: --causal (top-left) is given too: give one of the "
+                          "two masks (see 'attncli random --help')")
+
+
+def test_shapes_shows_the_variants_steps():
+    result = run("shapes", "--seq-len", 6, "--d-model", 16, "--heads", 4, "--kv-heads", 2, "--rope", "neox",
+                 "--softcap", 30, "--alibi", "--window", 3, "-f", "json")
+    assert result.exit_code == 0, result.output
+    rows = {row["step"]: row for row in json.loads(result.stdout)["steps"]}
+    assert list(rows) == ["x", "q", "k", "v", "q_rotated", "k_rotated", "scores", "logits", "capped", "biased",
+                          "softmax", "output"]
+    assert (rows["k"]["shape"], rows["k"]["axes"]) == ([2, 6, 4], ["kv_heads", "k_len", "head_dim"])
+    assert rows["q_rotated"]["shape"] == [4, 6, 4] and rows["k_rotated"]["shape"] == [2, 6, 4]
+    assert rows["capped"]["formula"] == "capped = 30·tanh(logits / 30)"
+    assert "masked" in rows["biased"]["formula"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kv-heads", "3"], "shapes: --kv-heads is 3, which does not divide heads 4 (kv_heads that would: 1, 2, 4)"),
+    (["--window", "0"], "shapes: --window is 0; it must be at least 1"),
+    (["--softcap", "0"], "shapes: --softcap is 0.0; it must be a positive finite number"),
+])
+def test_shapes_checks_the_variants(args, message):
+    assert_one_line_error(run("shapes", "--seq-len", 6, "--d-model", 16, "--heads", 4, *args), message)
+    assert_one_line_error(run("shapes", SAMPLES / "classic.json", "--alibi"),
+                          "Invalid value for --alibi: a FILE brings its own sizes: give sizes or a FILE, not both "
+                          "(see 'attncli shapes --help')")
 
 
 # --- compute: bad input ---------------------------------------------------------------------------

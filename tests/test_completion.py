@@ -43,6 +43,13 @@ def test_bash_completes_formats_for_format():
     assert _bash("attncli compute --view h") == ["heatmap"]
 
 
+def test_bash_completes_rope_styles():
+    for command in ("compute", "explain", "check", "shapes", "random"):
+        assert _bash(f"attncli {command} --rope ") == ["neox", "gptj"]
+    assert _bash("attncli compute --rope g") == ["gptj"]
+    assert "--causal-lower-right" in _bash("attncli compute --causal")
+
+
 def test_bash_completes_commands_and_options():
     assert _bash("attncli ") == ["compute", "demo", "shapes", "explain", "check", "random"]
     assert _bash("attncli ch") == ["check"]

@@ -55,6 +55,17 @@ def usage_error(request) -> tuple[str, str]:
      "--atol/--rtol"),
     (CheckRequest(FILE, "mine.json", atol=float("nan")), "tolerances must be finite numbers of 0 or more",
      "--atol/--rtol"),
+    (ComputeRequest(Given("p.json", causal=True, causal_lower_right=True)),
+     "--causal (top-left) is given too: give one of the two masks", "--causal-lower-right"),
+    (CheckRequest(Given("p.json", causal=True, causal_lower_right=True), "mine.json"),
+     "--causal (top-left) is given too: give one of the two masks", "--causal-lower-right"),
+    (Given("p.json", causal=True, causal_lower_right=True),
+     "--causal (top-left) is given too: give one of the two masks", "--causal-lower-right"),
+    (asked.RandomRequest(4, 8, causal=True, causal_lower_right=True),
+     "--causal (top-left) is given too: give one of the two masks", "--causal-lower-right"),
+    (ComputeRequest(Given("p.json", rope_theta=500.0)), "it is the theta of --rope: give --rope neox|gptj too",
+     "--rope-theta"),
+    (Given("p.json", rope_theta=500.0), "it is the theta of --rope: give --rope neox|gptj too", "--rope-theta"),
 ])
 def test_options_that_do_not_go_together(request_, message, flag):
     assert usage_error(request_) == (message, flag)
@@ -82,6 +93,10 @@ def test_options_that_go_together_pass():
         ShapesRequest(None, {**NO_SIZES, "seq_len": 4, "d_model": 8}),
         ShapesRequest("p.json", NO_SIZES),
         CheckRequest(FILE, "-", atol=0.0, rtol=0.0),
+        ComputeRequest(Given("p.json", causal_lower_right=True, kv_heads=2, rope="gptj", rope_theta=10.0, window=3,
+                             softcap=5.0, alibi=True)),
+        Given("p.json", causal=True, rope="neox"),
+        asked.RandomRequest(4, 8, causal_lower_right=True, sinks=True, padding=True),
     ):
         assert check_options(request) is None
 
@@ -128,3 +143,37 @@ def test_a_missing_required_matrix_option_is_named_as_an_option():
         check_options(ComputeRequest(Given(matrices={"x": "x.csv", "w_query": "w.csv", "w_key": "w.csv"})))
     assert caught.value.source is None
     assert caught.value.render(lambda field: f"<{field}>").startswith("missing <w_value> (the value weights")
+
+
+def test_the_overrides_given_are_named_as_problem_from_documents_keywords():
+    import inspect
+
+    from attncli.problem import problem_from_document
+
+    assert Given("p.json").overrides() == {}
+    # a 0 is given (and refused by the core), as a False flag is not
+    assert Given("p.json", window=0, softcap=0.0, kv_heads=0, alibi=False, causal=False).overrides() == {
+        "kv_heads": 0, "window": 0, "softcap": 0.0}
+    assert Given(heads=2, scale="none", causal=True, rope="gptj", rope_theta=5.0, alibi=True).overrides() == {
+        "heads": 2, "scale": "none", "causal": True, "rope": "gptj", "rope_theta": 5.0, "alibi": True}
+    keywords = [name for name, parameter in inspect.signature(problem_from_document).parameters.items()
+                if parameter.kind == parameter.KEYWORD_ONLY]
+    assert keywords == list(asked.OVERRIDES)
+
+
+def test_a_message_about_an_options_value_names_the_option():
+    def raised(message, given):
+        with pytest.raises(ProblemError) as caught, asked.naming_options(given):
+            raise ProblemError(message)
+        return caught.value.render(lambda field: "--" + field.replace("_", "-")), asked.about_option(caught.value)
+
+    assert raised("window is 0; it must be at least 1", {"window": 0}) == (
+        "--window is 0; it must be at least 1", True)
+    assert raised("rope.theta is -1.0; it must be a positive finite number", ["rope", "rope_theta"]) == (
+        "--rope-theta is -1.0; it must be a positive finite number", True)
+    # a message about another key, or about a key no option gave, is left alone
+    assert raised("window is 0; it must be at least 1", {"softcap": 2.0}) == (
+        "window is 0; it must be at least 1", False)
+    assert raised("windows are 0", {"window": 0}) == ("windows are 0", False)
+    assert raised("heads is 3 but w_query holds 2 heads", {"heads": 3}) == (
+        "heads is 3 but w_query holds 2 heads", False)
