@@ -272,8 +272,10 @@ def _biased_formula(sizes: Sizes) -> str:
 
 
 def _biased_how(sizes: Sizes) -> str:
-    parts = (["−slope_h·(query position − key position)"] if sizes.alibi or not sizes.exact else []) + (
-        ["the bias"] if sizes.bias or not sizes.exact else [])
+    # from sizes alone with neither named (the general form), both
+    either = not sizes.exact and not sizes.alibi and not sizes.bias
+    parts = (["−slope_h·(query position − key position)"] if sizes.alibi or either else []) + (
+        ["the bias"] if sizes.bias or either else [])
     return " and ".join(parts) + " added cell by cell"
 
 

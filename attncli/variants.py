@@ -137,6 +137,9 @@ def rope(value: Any, head_dim: int) -> Rope | None:
         raise ProblemError(f'rope.style is {describe(style) if not isinstance(style, str) else repr(style)}; '
                            f'use "neox" (halves, Llama) or "gptj" (adjacent pairs){hint}', key="rope")
     rotary_dim = value.get("rotary_dim")
+    if rotary_dim is None and head_dim % 2:
+        raise ProblemError(f"rope rotates pairs of dims but head_dim is {head_dim}, odd; give rope.rotary_dim, "
+                           f"an even number up to {head_dim - 1}, to rotate only the first dims", key="rope")
     rotary_dim = head_dim if rotary_dim is None else whole_number("rope.rotary_dim", rotary_dim, 2)
     if rotary_dim % 2 or rotary_dim > head_dim:
         raise ProblemError(f"rope.rotary_dim is {rotary_dim}; it must be even and at most head_dim {head_dim}",

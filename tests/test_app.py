@@ -280,7 +280,7 @@ def test_run_shapes_shows_the_variants_steps_from_sizes(capsysbinary):
     assert rows["k"]["axes"] == ["heads", "k_len", "head_dim"]
     error = problem_error(app.run_shapes, ShapesRequest(None, {"seq_len": 4, "d_model": 6, "heads": 2, "rope": "neox"}),
                           Shown())
-    assert error.source == "shapes" and error.message.startswith("rope.rotary_dim is 3; it must be even")
+    assert error.source == "shapes" and error.message.startswith("rope rotates pairs of dims but head_dim is 3, odd")
 
 
 def test_run_random_makes_every_variant(capsys):

@@ -96,4 +96,4 @@ def test_variants_are_checked_as_the_documents_keys_are(options, message):
 def test_a_rotation_needs_an_even_head_dim():
     with pytest.raises(ProblemError) as caught:
         random_document(5, 6, heads=2, rope="neox")
-    assert "rope.rotary_dim is 3; it must be even" in str(caught.value)
+    assert "rope rotates pairs of dims but head_dim is 3, odd" in str(caught.value)
