@@ -92,14 +92,8 @@ def keys_needed(problem: Problem, batch: int, head: int, start: int, stop: int) 
     """The keys ``k_start:k_stop`` that queries ``start:stop`` of this batch item and head may see:
     from the first to the last the mask allows any of them (a causal mask needs none past the
     block's last query; a window none before its first query's window). Every key when unmasked."""
-    k_len = problem.context.shape[1]
-    mask = problem.mask
-    if mask is None:
-        return 0, k_len
-    rows = mask[min(batch, mask.shape[0] - 1), min(head, mask.shape[1] - 1), start:stop]
-    seen = np.flatnonzero(np.logical_or.reduce(rows, axis=0))
-    # a block whose queries see no key still takes one (masked) key: its rows are then empty rows
-    return (int(seen[0]), int(seen[-1]) + 1) if len(seen) else (0, 1)
+    seen = problem.visibility
+    return (0, problem.context.shape[1]) if seen is None else seen.key_span(batch, head, start, stop)
 
 
 class Flow:
@@ -130,10 +124,11 @@ class Flow:
     @property
     def allowed(self) -> np.ndarray | None:
         """The mask, True = may attend: (batch | 1, heads | 1, q_len, k_len), or this block's part."""
-        mask = self.problem.mask
-        if mask is None or self.block is None:
-            return mask
-        return self.block.take(mask, ("batch", "heads", "q_len", "k_len"))
+        seen, block = self.problem.visibility, self.block
+        if seen is None or block is None:
+            return self.problem.mask
+        # the block's part only: a long sequence's whole mask is never made on the blocked path
+        return seen.part(block.batch, block.head, block.start, block.stop, block.k_start, block.k_stop)
 
     def take(self, array: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
         """``array`` (one named axis per dimension), or this block's part of it."""

@@ -20,7 +20,7 @@ from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL
 from attncli.pipeline import full_attention
 from attncli.problem import Problem
 from attncli.trace import Trace
-from attncli.variants import causal_mask
+from attncli.visibility import visibility
 
 # A user's logit this low where attncli has −∞ is a mask too (masked_fill(-1e9) is common): e^-1e4 is 0.
 MASKED_ENOUGH = -1e4
@@ -229,13 +229,14 @@ def variants(problem: Problem) -> Iterator[tuple[Mistake, dict[str, np.ndarray]]
         yield MISTAKES["scaled_twice"], traced(replace(problem, scale=factor * factor))
     if problem.scale == "sqrt" and d_model != problem.head_dim:
         yield MISTAKES["sqrt_d_model"], traced(replace(problem, scale=1.0 / math.sqrt(d_model)))
-    if problem.mask is not None:
-        yield MISTAKES["mask_inverted"], traced(replace(problem, mask=~problem.mask))
-        yield MISTAKES["mask_ignored"], traced(replace(problem, mask=None, mask_rule=None))
+    positions = problem.query_positions, problem.key_positions
+    if problem.visibility is not None:
+        inverted = visibility(~problem.mask, "array", None, None, None, *positions)
+        yield MISTAKES["mask_inverted"], traced(replace(problem, visibility=inverted))
+        yield MISTAKES["mask_ignored"], traced(replace(problem, visibility=None, mask_rule=None))
     else:
-        q_len, k_len = problem.x.shape[1], problem.context.shape[1]
-        causal = causal_mask(q_len, k_len)
-        yield MISTAKES["causal_not_asked"], traced(replace(problem, mask=causal, mask_rule="causal"))
+        causal = visibility(None, "causal", None, None, None, *positions)
+        yield MISTAKES["causal_not_asked"], traced(replace(problem, visibility=causal, mask_rule="causal"))
     transposed = _transposed_weights(problem)
     if transposed is not None:
         yield MISTAKES["weights_not_transposed"], traced(transposed)

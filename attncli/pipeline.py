@@ -231,8 +231,8 @@ def _blocked_attention(
     plan, meta = _layout(problem)
     steps = {name: Step(name, formula, arrays[name][index], axes)
              for name, (formula, index, axes) in plan.items() if name in arrays}
-    return Trace(steps=steps, meta=meta, warnings=_masked_row_warnings(problem), available=tuple(plan),
-                 mask=problem.mask)
+    # no mask: none of the blocked path's steps has a key axis, and a long sequence's mask is never made
+    return Trace(steps=steps, meta=meta, warnings=_masked_row_warnings(problem), available=tuple(plan))
 
 
 def _block_flow(problem: Problem, block: Block, shared: dict[str, np.ndarray], **arithmetic: Any) -> Flow:
@@ -314,9 +314,9 @@ def check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.nda
     finite = np.isfinite(array)
     if allowed is not None:
         finite |= ~allowed
-    elif problem.masked_rows == "nan" and problem.mask is not None and STEP_AXES[name][-2:] == ("q_len", "d_out"):
+    elif problem.masked_rows == "nan" and problem.visibility is not None and STEP_AXES[name][-2:] == ("q_len", "d_out"):
         # a query that sees no key has NaN outputs by the user's choice: not an overflow
-        blind = (~problem.mask.any(axis=3)).any(axis=1)[:, :, None]  # (batch | 1, q_len, 1)
+        blind = problem.visibility.blind().any(axis=1)[:, :, None]  # (batch | 1, q_len, 1)
         finite |= np.isnan(array) & (blind if block is None else block.take(blind, ("batch", "q_len", "d_out")))
     if finite.all():
         return
@@ -346,9 +346,9 @@ def formula(name: str, problem: Problem) -> str:
 def _masked_row_warnings(problem: Problem) -> tuple[str, ...]:
     """One warning naming the queries that see no key: per batch item and head, as ranges
     (``queries 0–511 of batch item 1``); past a few such places, how many more."""
-    if problem.mask is None:
+    if problem.visibility is None:
         return ()
-    blind = ~problem.mask.any(axis=-1)  # (batch | 1, heads | 1, q_len)
+    blind = problem.visibility.blind()  # (batch | 1, heads | 1, q_len)
     places = [(batch_index, head_index) for batch_index, head_index in np.argwhere(blind.any(axis=-1))]
     if not places:
         return ()
@@ -364,9 +364,9 @@ def _masked_row_warnings(problem: Problem) -> tuple[str, ...]:
             spans = [*spans[:3], "…", *spans[-2:]]
         name = ("query " if len(queries) == 1 else "queries ") + ", ".join(spans)
         if problem.batched:
-            name += f" of batch item {batch_index}" if problem.mask.shape[0] > 1 else " of every batch item"
+            name += f" of batch item {batch_index}" if blind.shape[0] > 1 else " of every batch item"
         if problem.heads > 1:
-            name += f", head {head_index}" if problem.mask.shape[1] > 1 else ", every head"
+            name += f", head {head_index}" if blind.shape[1] > 1 else ", every head"
         names.append(name)
     more = f" and {len(places) - shown_places} more places" if len(places) > shown_places else ""
     single = len(places) == 1 and blind[places[0]].sum() == 1

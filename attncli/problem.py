@@ -19,6 +19,7 @@ from attncli.errors import ProblemError, option
 from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, REQUIRED_ROLES, VARIANT_KEYS
 from attncli.numbers import as_array, counted, index_text
 from attncli.variants import QKNorm, Rope
+from attncli.visibility import Visibility, visibility
 from attncli.wording import closest, describe, head_counts
 
 SCALE_RULES = ("sqrt", "none")
@@ -36,8 +37,9 @@ class Problem:
     - ``w_query``, ``w_key``: (d_model | d_context, heads*head_dim);
       ``w_value``: (d_context, heads*head_dim_v); biases (width,) or None.
     - ``w_out``: (heads*head_dim_v, d_out) or None; ``b_out``: (d_out,) or None.
-    - ``mask``: bool (batch | 1, heads | 1, q_len, k_len), True = may attend, or None: every
-      rule that hides keys at once (the ``mask`` key, the window, the padding, −∞ bias cells).
+    - ``visibility``: every rule that hides keys (the ``mask`` key, the window, the padding, −∞
+      bias cells), or None; ``mask`` (a property) is the whole mask it makes, bool (batch | 1,
+      heads | 1, q_len, k_len), True = may attend.
     - ``scale``: "sqrt", "none" or a positive float that multiplies the scores.
     - ``mask_rule``: the ``mask`` key's rule: None, "causal", "causal_lower_right" or "array".
     - ``kv_heads``: key/value heads (``heads`` unless grouped); w_key, w_value are kv_heads wide.
@@ -60,7 +62,7 @@ class Problem:
     b_out: np.ndarray | None
     heads: int
     scale: str | float
-    mask: np.ndarray | None
+    visibility: Visibility | None
     mask_rule: str | None
     batched: bool
     cross: bool
@@ -79,6 +81,12 @@ class Problem:
     def __post_init__(self) -> None:
         if not self.kv_heads:
             object.__setattr__(self, "kv_heads", self.heads)
+
+    @functools.cached_property
+    def mask(self) -> np.ndarray | None:
+        """The whole mask, bool (batch | 1, heads | 1, q_len, k_len), True = may attend, or None;
+        made when first asked for (the blocked path asks ``visibility`` for its parts instead)."""
+        return None if self.visibility is None else self.visibility.full()
 
     @functools.cached_property
     def query_positions(self) -> np.ndarray:
@@ -215,7 +223,7 @@ def problem_from_document(
     # per-head key/value weights may hold fewer heads (grouped-query): heads come from the query's
     query_counts = per_head_counts if document.get("kv_heads") is None and "w_query" not in per_head_counts else {
         key: count for key, count in per_head_counts.items() if key == "w_query"}
-    heads = _resolve_heads(document.get("heads") if heads is None else heads, query_counts)
+    heads = variants.heads(document.get("heads") if heads is None else heads, query_counts)
     kv_heads = variants.kv_heads(document.get("kv_heads"), heads, per_head_counts)
 
     _check_rows(weights["w_query"], "w_query", x3, "x")
@@ -257,14 +265,14 @@ def problem_from_document(
     scale_value = parse_scale(document.get("scale", "sqrt") if scale is None else scale)
     batch, q_len, k_len = x3.shape[0], x3.shape[1], context3.shape[1]
     mask_value = "causal" if causal else document.get("mask")
-    mask, mask_rule = variants.mask(mask_value, batch, heads, q_len, k_len)
+    mask_array, mask_rule = variants.mask(mask_value, batch, heads, q_len, k_len)
     head_dim = q_width // heads
     given_positions = variants.positions(document.get("positions"), q_len, k_len)
     query_positions, key_positions = given_positions or variants.default_positions(q_len, k_len)
     window = variants.window(document.get("window"))
     padding = variants.padding(document.get("padding"), batch, k_len)
     bias = variants.bias(document.get("bias"), batch, heads, q_len, k_len)
-    mask = variants.allowed_keys(mask, mask_rule, window, padding, bias, query_positions, key_positions)
+    seen = visibility(mask_array, mask_rule, window, padding, bias, query_positions, key_positions)
 
     return Problem(
         x=x3,
@@ -279,7 +287,7 @@ def problem_from_document(
         b_out=b_out,
         heads=heads,
         scale=scale_value,
-        mask=mask,
+        visibility=seen,
         mask_rule=mask_rule,
         batched=batched,
         cross=cross,
@@ -338,27 +346,6 @@ def _reject_unknown_keys(document: dict) -> None:
         classic = tuple(name for name in KNOWN_KEYS if name not in VARIANT_KEYS)
         hint = closest(key, classic, 0.75) or closest(key, VARIANT_KEYS, 0.75) or closest(key, classic)
         raise ProblemError(f"unknown key {key!r}{others}{hint}")
-
-
-def _resolve_heads(value: Any, per_head_counts: dict[str, int]) -> int:
-    if value is not None:
-        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        if isinstance(value, bool) or not whole:
-            raise ProblemError(f"heads is {describe(value)}; it must be a whole number of at least 1")
-        if value < 1:
-            raise ProblemError(f"heads is {int(value)}; it must be at least 1")
-        value = int(value)
-    counts = set(per_head_counts.values())
-    if len(counts) > 1:
-        listed = ", ".join(f"{key} holds {count}" for key, count in per_head_counts.items())
-        raise ProblemError(f"the per-head weights disagree on the number of heads: {listed}")
-    if counts:
-        (count,) = counts
-        if value is not None and value != count:
-            key = next(iter(per_head_counts))
-            raise ProblemError(f"heads is {value} but {key} holds {count} heads")
-        return count
-    return 1 if value is None else value
 
 
 def _check_rows(weight: np.ndarray, name: str, source: np.ndarray, source_name: str) -> None:

@@ -107,7 +107,7 @@ def layout_key(problem: Problem) -> tuple:
     w_out = problem.w_out
     return (problem.x.shape, problem.context.shape if problem.cross else None, problem.heads,
             problem.w_query.shape[1], problem.w_key.shape[1], problem.w_value.shape[1],
-            None if w_out is None else w_out.shape[1], problem.scale, problem.mask is None, problem.mask_rule,
+            None if w_out is None else w_out.shape[1], problem.scale, problem.visibility is None, problem.mask_rule,
             problem.b_query is None, problem.b_key is None, problem.b_value is None, problem.b_out is None,
             problem.batched, problem.cross, problem.x.dtype.char, problem.kv_heads,
             None if problem.rope is None else (problem.rope.style, problem.rope.rotary_dim, problem.rope.theta),
@@ -131,7 +131,7 @@ def sizes_of(problem: Problem) -> Sizes:
         problem.w_value.shape[1] // problem.kv_heads,
         None if w_out is None else w_out.shape[1],
         factor != 1.0,
-        problem.mask is not None,
+        problem.visibility is not None,
         problem.scale,
         factor,
         frozenset(name for name, bias in (("b_query", problem.b_query), ("b_key", problem.b_key),

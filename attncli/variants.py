@@ -62,6 +62,28 @@ def positive_number(key: str, value: Any) -> float:
     return number
 
 
+def heads(value: Any, per_head_counts: dict[str, int]) -> int:
+    """The heads: ``value`` (a whole number of at least 1) or what per-head weights hold, which must agree."""
+    if value is not None:
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not whole:
+            raise ProblemError(f"heads is {describe(value)}; it must be a whole number of at least 1")
+        if value < 1:
+            raise ProblemError(f"heads is {int(value)}; it must be at least 1")
+        value = int(value)
+    counts = set(per_head_counts.values())
+    if len(counts) > 1:
+        listed = ", ".join(f"{key} holds {count}" for key, count in per_head_counts.items())
+        raise ProblemError(f"the per-head weights disagree on the number of heads: {listed}")
+    if counts:
+        (count,) = counts
+        if value is not None and value != count:
+            key = next(iter(per_head_counts))
+            raise ProblemError(f"heads is {value} but {key} holds {count} heads")
+        return count
+    return 1 if value is None else value
+
+
 def kv_heads(value: Any, heads: int, per_head_counts: dict[str, int]) -> int:
     """Key/value heads: a divisor of ``heads``, ``heads`` by default. Per-head key/value weights
     (kv_heads, d, head_dim) must hold that many: fewer than the query's only with kv_heads given,
@@ -335,46 +357,16 @@ def masked_rows(value: Any) -> str:
     return value
 
 
-def allowed_keys(mask: np.ndarray | None, rule: str | None, window_size: int | None,
-                 padding_keys: np.ndarray | None, bias_array: np.ndarray | None,
-                 query_positions: np.ndarray, key_positions: np.ndarray) -> np.ndarray | None:
-    """Every rule that hides keys at once, bool (batch | 1, heads | 1, q_len, k_len), True = may
-    attend: the ``mask`` (array or causal rule, already built), the ``window`` (query at position p
-    sees keys p-W < j ≤ p), the ``padding`` and the −∞ cells of the ``bias``. None when none hides."""
-    allowed = mask
-    if window_size is not None:
-        distance = query_positions[:, None] - key_positions[None, :]
-        near = ((distance >= 0) & (distance < window_size))[None, None]
-        allowed = near if allowed is None else allowed & near
-    if padding_keys is not None:
-        real = padding_keys[:, None, None, :]
-        allowed = real if allowed is None else allowed & real
-    if bias_array is not None and np.isneginf(bias_array).any():
-        finite = ~np.isneginf(bias_array)
-        allowed = finite if allowed is None else allowed & finite
-    if allowed is not None and allowed.ndim == 4 and allowed.shape[2:] != (len(query_positions), len(key_positions)):
-        allowed = np.broadcast_to(allowed, allowed.shape[:2] + (len(query_positions), len(key_positions)))
-    return allowed
-
-
-def causal_mask(q_len: int, k_len: int) -> np.ndarray:
-    """Query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does:
-    bool (1, 1, q_len, k_len), True = may attend."""
-    return np.tri(q_len, k_len, dtype=bool)[None, None]
-
-
 def mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[np.ndarray | None, str | None]:
-    """The mask as bool (batch | 1, heads | 1, q_len, k_len), True = may attend, and its rule."""
+    """The mask array as bool (batch | 1, heads | 1, q_len, k_len), True = may attend, and its rule:
+    (None, "causal" | "causal_lower_right") for a rule, which visibility.py applies part by part."""
     if value is None:
         return None, None
     if isinstance(value, str):
         rule = value.strip().lower()
-        if rule == "causal":
-            # query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does
-            return causal_mask(q_len, k_len), "causal"
-        if rule == "causal_lower_right":
-            # query i sees keys 0..i + k_len - q_len: the last query sees every key (flash-attn's alignment)
-            return np.tri(q_len, k_len, k_len - q_len, dtype=bool)[None, None], rule
+        if rule in MASK_RULES:
+            # causal: top-left, as SDPA's is_causal; causal_lower_right: the last query sees every key
+            return None, rule
         raise ProblemError(f"mask is {value!r}; use \"causal\", \"causal_lower_right\" or an array of 0/1 "
                            f"(1 = may attend){closest(value, MASK_RULES)}", key="mask")
     shape = nested_shape("mask", value, [], (bool, int, float))

@@ -17,7 +17,7 @@ LAYERS = [
     {"errors", "keys", "wording", "formats", "machine"},
     {"sources", "numbers"},
     {"readers", "torchnames", "delimited"},
-    {"variants"},
+    {"variants", "visibility"},
     {"problem", "generate"},
     {"sizes", "blas"},
     {"arithmetic", "flow"},

@@ -95,44 +95,10 @@ def test_rope_refuses(value, message):
     assert message_of(variants.rope, value, 4) == message
 
 
-def test_allowed_keys_folds_window_padding_and_minus_infinity_bias_into_one_mask():
-    query, key = variants.default_positions(4, 4)
-    padding = variants.padding([1, 0, 1, 1], 1, 4)  # key 1 is padding
-    bias = np.zeros((1, 1, 4, 4))
-    bias[0, 0, 3, 3] = -np.inf  # query 3 may not see key 3
-    allowed = variants.allowed_keys(None, None, 2, padding, bias, query, key)
-    # a window of 2: the query at p sees keys p-1 and p
-    expected = [[1, 0, 0, 0],
-                [1, 0, 0, 0],
-                [0, 0, 1, 0],
-                [0, 0, 1, 0]]
-    assert allowed.shape == (1, 1, 4, 4) and allowed.dtype == bool
-    np.testing.assert_array_equal(allowed[0, 0], np.array(expected, dtype=bool))
-
-
-def test_allowed_keys_keeps_a_batch_of_padding_and_hides_nothing_without_rules():
-    query, key = variants.default_positions(3, 3)
-    assert variants.allowed_keys(None, None, None, None, np.zeros((1, 1, 3, 3)), query, key) is None
-    padding = variants.padding([[1, 1, 1], [1, 1, 0]], 2, 3)
-    allowed = variants.allowed_keys(variants.causal_mask(3, 3), "causal", None, padding, None, query, key)
-    assert allowed.shape == (2, 1, 3, 3)
-    np.testing.assert_array_equal(allowed[0, 0], np.tri(3, dtype=bool))
-    np.testing.assert_array_equal(allowed[1, 0], [[1, 0, 0], [1, 1, 0], [1, 1, 0]])
-
-
-def test_the_window_counts_positions_not_indices():
-    query, key = np.array([10, 11]), np.array([7, 8, 9, 10, 11])
-    allowed = variants.allowed_keys(None, None, 3, None, None, query, key)
-    np.testing.assert_array_equal(allowed[0, 0], [[0, 1, 1, 1, 0], [0, 0, 1, 1, 1]])
-
-
-def test_causal_lower_right_aligns_the_last_query_with_the_last_key():
-    allowed, rule = variants.mask("causal_lower_right", 1, 1, 2, 4)
-    assert rule == "causal_lower_right" and allowed.shape == (1, 1, 2, 4)
-    np.testing.assert_array_equal(allowed[0, 0], [[1, 1, 1, 0], [1, 1, 1, 1]])
-    top_left, rule = variants.mask("causal", 1, 1, 2, 4)  # SDPA's is_causal counts from the top left
-    assert rule == "causal"
-    np.testing.assert_array_equal(top_left[0, 0], [[1, 0, 0, 0], [1, 1, 0, 0]])
+def test_a_causal_rule_is_kept_as_a_rule_and_an_array_as_an_array():
+    assert variants.mask("causal_lower_right", 1, 1, 2, 4) == (None, "causal_lower_right")
+    allowed, rule = variants.mask([[1, 0], [1, 1]], 1, 1, 2, 2)
+    assert rule == "array" and allowed.shape == (1, 1, 2, 2)
 
 
 def test_kv_heads_defaults_to_the_heads_and_must_divide_them():
