@@ -59,8 +59,11 @@ def problem_of(document: dict[str, Any], given: Given) -> Problem:
     from attncli.problem import problem_from_document
 
     overrides = given.overrides()
-    with naming_options(overrides):
-        problem = problem_from_document(document, **overrides)
+    if overrides:
+        with naming_options(overrides):
+            problem = problem_from_document(document, **overrides)
+    else:  # once per problem of a stream: no context to enter
+        problem = problem_from_document(document)
     return problem if given.dtype == "float64" else problem.astype(given.dtype)
 
 

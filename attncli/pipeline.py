@@ -21,7 +21,7 @@ from attncli.errors import ProblemError
 from attncli.flow import RIGHT, Block, Flow, Slip, keys_needed, share_values_with_ones
 from attncli.problem import Problem
 from attncli.sizes import Sizes, layout_key, sizes_of
-from attncli.stages import STAGE, STAGES, STEP_AXES
+from attncli.stages import STAGE, STAGES, STEP_AXES, Stage
 from attncli.trace import Step, Trace, TraceMeta, kept_axes, present_axes, present_shape
 
 # Steps that need no full score matrix (none has both a query and a key axis): asked for alone,
@@ -88,12 +88,12 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
     The Trace drops the batch axis when x had none and the heads axis when heads == 1.
     Raises ProblemError when a step overflows its dtype.
     """
-    plan, meta = _layout(problem)
+    plan, meta, running = _layout(problem)
     flow = Flow(problem, slip)
     # Overflow is checked step by step below and reported by name, so numpy's warnings are noise.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         made, arrays = flow.made, flow.arrays
-        for stage in STAGES:
+        for stage in running:
             # Flow.put, written out: this loop runs once per problem of a JSON Lines stream
             name = stage.name
             array = made[name] = arrays[stage.transforms or name] = stage.run(flow)
@@ -105,21 +105,26 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
     # asked-for steps this problem lacks stay out, so Trace.select can say so
     available = tuple(plan) if wanted is not None else ()
     return Trace(steps=steps, meta=meta, warnings=_masked_row_warnings(problem), available=available,
-                 mask=problem.mask)
+                 mask=None if problem.visibility is None else problem.mask)
 
 
+Plan = dict[str, tuple[str, tuple, tuple[str, ...]]]
 # A stream of problems of one layout (JSON Lines) plans its steps once, by sizes.layout_key.
-_LAYOUTS: dict[tuple, tuple[dict[str, tuple[str, tuple, tuple[str, ...]]], TraceMeta]] = {}
+_LAYOUTS: dict[tuple, tuple[Plan, TraceMeta, tuple[Stage, ...]]] = {}
 
 
-def _layout(problem: Problem) -> tuple[dict[str, tuple[str, tuple, tuple[str, ...]]], TraceMeta]:
-    """The problem's steps (see _steps_plan) and its TraceMeta, made once per layout."""
+def _layout(problem: Problem) -> tuple[Plan, TraceMeta, tuple[Stage, ...]]:
+    """The problem's steps (see _steps_plan), its TraceMeta and the stages it runs, made once per
+    layout. A stage that transforms a slot and that the problem lacks (a rotation without RoPE)
+    would hand its slot on unchanged: it is not run."""
     key = layout_key(problem)
     layout = _LAYOUTS.get(key)
     if layout is None:
         if len(_LAYOUTS) > 256:
             _LAYOUTS.clear()
-        layout = _LAYOUTS[key] = (_steps_plan(sizes_of(problem)), TraceMeta.of(problem))
+        sizes = sizes_of(problem)
+        running = tuple(stage for stage in STAGES if stage.transforms is None or stage.present(sizes))
+        layout = _LAYOUTS[key] = (_steps_plan(sizes), TraceMeta.of(problem), running)
     return layout
 
 
@@ -228,7 +233,7 @@ def _blocked_attention(
                 check_finite(stage.name, array, problem)
                 if stage.name in wanted:
                     arrays[stage.name] = array
-    plan, meta = _layout(problem)
+    plan, meta, _ = _layout(problem)
     steps = {name: Step(name, formula, arrays[name][index], axes)
              for name, (formula, index, axes) in plan.items() if name in arrays}
     # no mask: none of the blocked path's steps has a key axis, and a long sequence's mask is never made

@@ -19,10 +19,11 @@ from attncli.errors import ProblemError, option
 from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, REQUIRED_ROLES, VARIANT_KEYS
 from attncli.numbers import as_array, counted, index_text
 from attncli.variants import QKNorm, Rope
-from attncli.visibility import Visibility, visibility
+from attncli.visibility import Visibility, parse_mask, visibility
 from attncli.wording import closest, describe, head_counts
 
 SCALE_RULES = ("sqrt", "none")
+VARIANT_KEY_SET = frozenset(VARIANT_KEYS)
 
 @dataclass(frozen=True)
 class Problem:
@@ -181,9 +182,11 @@ def problem_from_document(
         raise ProblemError(f"two masks: give {option('causal')} or {option('causal_lower_right')}, not both" if both
                            else f"{option('rope_theta')} is the theta of {option('rope')}: give it too")
     rope_key = None if rope is None else {"style": rope, **({} if rope_theta is None else {"theta": rope_theta})}
-    document = {**document, **{key: value for key, value in (
+    overrides = {key: value for key, value in (
         ("kv_heads", kv_heads), ("rope", rope_key), ("window", window), ("softcap", softcap), ("alibi", alibi or None),
-        ("mask", "causal_lower_right" if causal_lower_right else None)) if value is not None}}
+        ("mask", "causal_lower_right" if causal_lower_right else None)) if value is not None}
+    if overrides:
+        document = {**document, **overrides}
     _reject_unknown_keys(document)
     for key in REQUIRED_KEYS:
         if key not in document:
@@ -265,14 +268,13 @@ def problem_from_document(
     scale_value = parse_scale(document.get("scale", "sqrt") if scale is None else scale)
     batch, q_len, k_len = x3.shape[0], x3.shape[1], context3.shape[1]
     mask_value = "causal" if causal else document.get("mask")
-    mask_array, mask_rule = variants.mask(mask_value, batch, heads, q_len, k_len)
-    head_dim = q_width // heads
-    given_positions = variants.positions(document.get("positions"), q_len, k_len)
-    query_positions, key_positions = given_positions or variants.default_positions(q_len, k_len)
-    window = variants.window(document.get("window"))
-    padding = variants.padding(document.get("padding"), batch, k_len)
-    bias = variants.bias(document.get("bias"), batch, heads, q_len, k_len)
-    seen = visibility(mask_array, mask_rule, window, padding, bias, query_positions, key_positions)
+    mask_array, mask_rule = parse_mask(mask_value, batch, heads, q_len, k_len)
+    # a classic document (no variant key) skips the variants' validation: a stream has many
+    modern = variants.fields(document, batch, heads, kv_heads, q_width // heads, q_len, k_len) if (
+        not VARIANT_KEY_SET.isdisjoint(document)) else {}
+    seen = None if mask_rule is None and not modern else visibility(
+        mask_array, mask_rule, modern.get("window"), modern.get("padding"), modern.get("bias"),
+        *(modern.get("positions") or variants.default_positions(q_len, k_len)))
 
     return Problem(
         x=x3,
@@ -292,16 +294,7 @@ def problem_from_document(
         batched=batched,
         cross=cross,
         kv_heads=kv_heads,
-        positions=given_positions,
-        rope=variants.rope(document.get("rope"), head_dim),
-        qk_norm=variants.qk_norm(document.get("qk_norm"), heads, kv_heads, head_dim),
-        softcap=variants.softcap(document.get("softcap")),
-        alibi=variants.alibi(document.get("alibi"), heads),
-        bias=bias,
-        sinks=variants.sinks(document.get("sinks"), heads),
-        window=window,
-        padding=padding,
-        masked_rows=variants.masked_rows(document.get("masked_rows")),
+        **modern,
     )
 
 

@@ -16,7 +16,6 @@ from attncli.numbers import as_array, counted, float_array, index_text, nested_s
 from attncli.wording import closest, describe, head_counts
 
 ROPE_STYLES = ("neox", "gptj")
-MASK_RULES = ("causal", "causal_lower_right")
 MASKED_ROWS = ("zero", "nan")
 NORM_OVER = ("head", "all")
 
@@ -41,6 +40,23 @@ class QKNorm(NamedTuple):
     k_weight: np.ndarray
     eps: float
     over: str
+
+
+def fields(document: dict, batch: int, heads: int, kv_heads: int, head_dim: int, q_len: int, k_len: int
+           ) -> dict[str, Any]:
+    """The Problem's fields for the variants' keys of ``document``, each validated."""
+    return {
+        "positions": positions(document.get("positions"), q_len, k_len),
+        "window": window(document.get("window")),
+        "padding": padding(document.get("padding"), batch, k_len),
+        "bias": bias(document.get("bias"), batch, heads, q_len, k_len),
+        "rope": rope(document.get("rope"), head_dim),
+        "qk_norm": qk_norm(document.get("qk_norm"), heads, kv_heads, head_dim),
+        "softcap": softcap(document.get("softcap")),
+        "alibi": alibi(document.get("alibi"), heads),
+        "sinks": sinks(document.get("sinks"), heads),
+        "masked_rows": masked_rows(document.get("masked_rows")),
+    }
 
 
 def whole_number(key: str, value: Any, least: int) -> int:
@@ -355,35 +371,3 @@ def masked_rows(value: Any) -> str:
         raise ProblemError(f'masked_rows is {value!r}; use "zero" (weights and output 0, as SDPA) or "nan" '
                            f"(as nn.MultiheadAttention){hint}", key="masked_rows")
     return value
-
-
-def mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[np.ndarray | None, str | None]:
-    """The mask array as bool (batch | 1, heads | 1, q_len, k_len), True = may attend, and its rule:
-    (None, "causal" | "causal_lower_right") for a rule, which visibility.py applies part by part."""
-    if value is None:
-        return None, None
-    if isinstance(value, str):
-        rule = value.strip().lower()
-        if rule in MASK_RULES:
-            # causal: top-left, as SDPA's is_causal; causal_lower_right: the last query sees every key
-            return None, rule
-        raise ProblemError(f"mask is {value!r}; use \"causal\", \"causal_lower_right\" or an array of 0/1 "
-                           f"(1 = may attend){closest(value, MASK_RULES)}", key="mask")
-    shape = nested_shape("mask", value, [], (bool, int, float))
-    if len(shape) not in (2, 3, 4):
-        raise ProblemError(f"mask must be 2-D (q_len, k_len), 3-D (batch, q_len, k_len) or 4-D "
-                           f"(batch, heads, q_len, k_len), got shape {shape_text(shape)}", {"mask": shape})
-    array = float_array("mask", value)
-    bad = np.argwhere((array != 0) & (array != 1))
-    if len(bad):
-        where = tuple(int(i) for i in bad[0])
-        raise ProblemError(f"mask{index_text(list(where))} is {float(array[where]):g}; "
-                           "a mask holds 0/1 or false/true (1 = may attend)", key="mask")
-    allowed = array.astype(bool)
-    allowed = allowed[None, None] if allowed.ndim == 2 else allowed[:, None] if allowed.ndim == 3 else allowed
-    if not (allowed.shape[0] in (1, batch) and allowed.shape[1] in (1, heads) and allowed.shape[2:] == (q_len, k_len)):
-        expected, names = {2: ((q_len, k_len), "q_len, k_len"), 3: ((batch, q_len, k_len), "batch, q_len, k_len"),
-                           4: ((batch, heads, q_len, k_len), "batch, heads, q_len, k_len")}[len(shape)]
-        raise ProblemError(f"mask has shape {shape_text(shape)} but the scores need {shape_text(expected)} ({names})",
-                           {"mask": shape})
-    return allowed, "array"

@@ -9,9 +9,13 @@ Pure numpy: no I/O.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from attncli.errors import ProblemError
+from attncli.numbers import float_array, index_text, nested_shape, shape_text
+from attncli.wording import closest
 
 # the causal rules: query i sees keys j <= i + offset(q_len, k_len)
 CAUSAL_OFFSETS = {"causal": lambda q_len, k_len: 0, "causal_lower_right": lambda q_len, k_len: k_len - q_len}
@@ -144,3 +148,35 @@ def causal_mask(q_len: int, k_len: int) -> np.ndarray:
     """Query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does:
     bool (1, 1, q_len, k_len), True = may attend."""
     return np.tri(q_len, k_len, dtype=bool)[None, None]
+
+
+def parse_mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[np.ndarray | None, str | None]:
+    """The mask array as bool (batch | 1, heads | 1, q_len, k_len), True = may attend, and its rule:
+    (None, "causal" | "causal_lower_right") for a rule, which visibility.py applies part by part."""
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        rule = value.strip().lower()
+        if rule in CAUSAL_OFFSETS:
+            # causal: top-left, as SDPA's is_causal; causal_lower_right: the last query sees every key
+            return None, rule
+        raise ProblemError(f"mask is {value!r}; use \"causal\", \"causal_lower_right\" or an array of 0/1 "
+                           f"(1 = may attend){closest(value, tuple(CAUSAL_OFFSETS))}", key="mask")
+    shape = nested_shape("mask", value, [], (bool, int, float))
+    if len(shape) not in (2, 3, 4):
+        raise ProblemError(f"mask must be 2-D (q_len, k_len), 3-D (batch, q_len, k_len) or 4-D "
+                           f"(batch, heads, q_len, k_len), got shape {shape_text(shape)}", {"mask": shape})
+    array = float_array("mask", value)
+    bad = np.argwhere((array != 0) & (array != 1))
+    if len(bad):
+        where = tuple(int(i) for i in bad[0])
+        raise ProblemError(f"mask{index_text(list(where))} is {float(array[where]):g}; "
+                           "a mask holds 0/1 or false/true (1 = may attend)", key="mask")
+    allowed = array.astype(bool)
+    allowed = allowed[None, None] if allowed.ndim == 2 else allowed[:, None] if allowed.ndim == 3 else allowed
+    if not (allowed.shape[0] in (1, batch) and allowed.shape[1] in (1, heads) and allowed.shape[2:] == (q_len, k_len)):
+        expected, names = {2: ((q_len, k_len), "q_len, k_len"), 3: ((batch, q_len, k_len), "batch, q_len, k_len"),
+                           4: ((batch, heads, q_len, k_len), "batch, heads, q_len, k_len")}[len(shape)]
+        raise ProblemError(f"mask has shape {shape_text(shape)} but the scores need {shape_text(expected)} ({names})",
+                           {"mask": shape})
+    return allowed, "array"

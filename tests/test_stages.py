@@ -118,6 +118,7 @@ def test_a_new_stage_is_one_entry_in_the_list(monkeypatch):
     with_new_stage = (STAGES[0], negated, *STAGES[1:])
     monkeypatch.setattr(stages, "STAGES", with_new_stage)
     monkeypatch.setattr(pipeline, "STAGES", with_new_stage)
+    monkeypatch.setattr(pipeline, "_LAYOUTS", {})  # the stages a layout runs are kept with it
     full = pipeline.full_attention(problem)
     monkeypatch.setattr(pipeline, "BLOCKED_MIN_CELLS", 0)
     monkeypatch.setattr(pipeline, "BLOCK_ROWS", 7)

@@ -9,6 +9,7 @@ import pytest
 
 from attncli import variants
 from attncli.errors import ProblemError
+from attncli.visibility import parse_mask
 
 
 def message_of(function, *args) -> str:
@@ -96,8 +97,8 @@ def test_rope_refuses(value, message):
 
 
 def test_a_causal_rule_is_kept_as_a_rule_and_an_array_as_an_array():
-    assert variants.mask("causal_lower_right", 1, 1, 2, 4) == (None, "causal_lower_right")
-    allowed, rule = variants.mask([[1, 0], [1, 1]], 1, 1, 2, 2)
+    assert parse_mask("causal_lower_right", 1, 1, 2, 4) == (None, "causal_lower_right")
+    allowed, rule = parse_mask([[1, 0], [1, 1]], 1, 1, 2, 2)
     assert rule == "array" and allowed.shape == (1, 1, 2, 2)
 
 
