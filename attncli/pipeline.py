@@ -43,7 +43,7 @@ def attention(
 ) -> Trace:
     """Run the stages on a validated Problem and return the Trace of ``steps`` (None: all).
 
-    When no step asked for is a score matrix (scores, logits, softmax) and the problem has at
+    When no step asked for is a score matrix (scores, logits, capped, biased, softmax) and the problem has at
     least BLOCKED_MIN_CELLS scores, they are made a block of queries at a time on ``workers``
     threads (memory O(block × k_len) per worker, not O(batch × heads × q_len × k_len)) and
     ``progress(done, total)`` is called as blocks finish; the numbers agree with the full
@@ -155,9 +155,13 @@ def _blocked_attention(
     arrays: dict[str, np.ndarray] = {}
     block_stages = [stage for stage in STAGES if stage.unit == "block"]
     assembled = block_stages[-1]  # what each block contributes to: its head's columns of its rows
+    # a per-query step asked for (q, q_rotated…) is made whole, with every block stage before it (the
+    # rotation reads the norm's Q); none of these has a key axis (LIGHT_STEPS)
+    asked = [index for index, stage in enumerate(block_stages) if stage.name in wanted and stage is not assembled]
+    made_whole = {stage.name for stage in block_stages[:max(asked) + 1]} if asked else set()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for stage in STAGES:
-            if stage.unit == "problem" or (stage.unit == "block" and stage.name in wanted and stage is not assembled):
+            if stage.unit == "problem" or stage.name in made_whole:
                 # each head's rows contiguous: the blocks read them head by head
                 array = whole.put(stage.name, stage.slot, np.ascontiguousarray(stage.run(whole)))
                 check_finite(stage.name, array, problem)

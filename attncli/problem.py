@@ -115,25 +115,32 @@ class Problem:
 
     def astype(self, dtype: Any) -> Problem:
         """The same problem with every array in ``dtype`` (float32 to match a framework's float32 numbers)."""
-        names = ("x", "context", "w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out",
-                 "bias", "sinks", "alibi")
+        arrays = {name: getattr(self, name) for name in ("x", "context", "w_query", "w_key", "w_value", "b_query",
+                  "b_key", "b_value", "w_out", "b_out", "bias", "sinks", "alibi") if getattr(self, name) is not None}
+        if self.qk_norm is not None:
+            arrays.update({"qk_norm.q_weight": self.qk_norm.q_weight, "qk_norm.k_weight": self.qk_norm.k_weight})
+        if self.softcap is not None:
+            arrays["softcap"] = np.array(self.softcap)
         changed = {}
         with np.errstate(over="ignore"):  # a value beyond the new dtype's range is refused below, by name
-            for name in names:
-                if getattr(self, name) is not None:
-                    changed[name] = getattr(self, name).astype(dtype)
-                    if not np.isfinite(np.where(np.isneginf(getattr(self, name)), 0, changed[name])).all():
-                        where = [int(i) for i in np.argwhere(~np.isfinite(changed[name]))[0]]
-                        if name in ("x", "context") and not self.batched:
-                            where = where[1:]  # the batch axis the document did not have
-                        largest = f"{float(np.finfo(dtype).max):.1e}".replace("e+", "e")
-                        raise ProblemError(f"{name}{index_text(where)} is beyond {np.dtype(dtype).name}'s "
-                                           f"range (±{largest}); compute in float64", key=name)
+            for name, array in arrays.items():
+                changed[name] = array.astype(dtype)
+                beyond = ~np.isfinite(changed[name]) & ~np.isneginf(array)  # −∞ (a bias's, a sink's) stays −∞
+                if beyond.any():
+                    where = [int(i) for i in np.argwhere(beyond)[0]]
+                    if name == "bias":  # without the batch and heads axes a bias is broadcast along
+                        where = [i for axis, i in enumerate(where) if axis > 1 or array.shape[axis] > 1]
+                    elif name in ("x", "context") and not self.batched:
+                        where = where[1:]  # the batch axis the document did not have
+                    largest = f"{float(np.finfo(dtype).max):.1e}".replace("e+", "e")
+                    raise ProblemError(f"{name}{index_text(where)} is beyond {np.dtype(dtype).name}'s "
+                                       f"range (±{largest}); compute in float64", key=name.split(".")[0])
         if self.context is self.x:
             changed["context"] = changed["x"]  # self-attention stays one array
         if self.qk_norm is not None:
-            changed["qk_norm"] = self.qk_norm._replace(q_weight=self.qk_norm.q_weight.astype(dtype),
-                                                       k_weight=self.qk_norm.k_weight.astype(dtype))
+            changed["qk_norm"] = self.qk_norm._replace(q_weight=changed.pop("qk_norm.q_weight"),
+                                                       k_weight=changed.pop("qk_norm.k_weight"))
+        changed.pop("softcap", None)  # a number: the capped stage computes in the logits' dtype
         return dataclasses.replace(self, **changed)
 
     @property
@@ -178,10 +185,19 @@ def problem_from_document(
     # PyTorch's names are translated first: what follows validates attncli's own
     if torchnames.uses_pytorch_names(document):
         document = torchnames.from_pytorch_names(document if heads is None else {**document, "heads": heads})
-    if (both := causal and causal_lower_right) or (rope_theta is not None and rope is None):
-        raise ProblemError(f"two masks: give {option('causal')} or {option('causal_lower_right')}, not both" if both
-                           else f"{option('rope_theta')} is the theta of {option('rope')}: give it too")
-    rope_key = None if rope is None else {"style": rope, **({} if rope_theta is None else {"theta": rope_theta})}
+    if causal and causal_lower_right:
+        raise ProblemError(f"two masks: give {option('causal')} or {option('causal_lower_right')}, not both")
+    # --rope sets the style and --rope-theta the theta of the document's rope (the rest kept), or make one
+    rope_key = document.get("rope") if document.get("rope") not in (None, False) else None
+    rope_key = rope_key if isinstance(rope_key, dict) or rope_key is None else {"style": rope_key}
+    if rope is not None:
+        rope_key = {**(rope_key or {}), "style": rope}
+    if rope_theta is not None:
+        if rope_key is None:
+            raise ProblemError(f"{option('rope_theta')} is the theta of a rotation: give {option('rope')} too "
+                               "(the document has no rope)")
+        rope_key = {**{key: value for key, value in rope_key.items() if key != "inv_freq"}, "theta": rope_theta}
+    rope_key = rope_key if rope is not None or rope_theta is not None else None
     overrides = {key: value for key, value in (
         ("kv_heads", kv_heads), ("rope", rope_key), ("window", window), ("softcap", softcap), ("alibi", alibi or None),
         ("mask", "causal_lower_right" if causal_lower_right else None)) if value is not None}
@@ -234,14 +250,18 @@ def problem_from_document(
     _check_rows(weights["w_value"], "w_value", context3, context_name)
     _check_divisible(weights["w_query"], "w_query", heads)
     q_width, k_width = weights["w_query"].shape[1], weights["w_key"].shape[1]
-    if q_width // heads * kv_heads != k_width:
-        grouped = f" (kv_heads × head_dim = {kv_heads} × {q_width // heads})" if kv_heads != heads else ""
-        raise ProblemError(
-            f"w_query has {counted(q_width, 'column')} but w_key has {k_width}"
-            + (f"; with {kv_heads} key/value heads of {heads} it needs {q_width // heads * kv_heads}{grouped}"
-               if kv_heads != heads else ": queries and keys must have the same width to be multiplied"),
-            {"w_query": weights["w_query"].shape, "w_key": weights["w_key"].shape},
-        )
+    head_dim = q_width // heads
+    if head_dim * kv_heads != k_width:
+        if kv_heads != heads:
+            message = (f"w_key has {counted(k_width, 'column')} but kv_heads {kv_heads} × head_dim {head_dim} = "
+                       f"{head_dim * kv_heads} are needed")
+        else:
+            grouping = k_width // head_dim if k_width % head_dim == 0 else 0
+            message = (f"w_query has {counted(q_width, 'column')} but w_key has {k_width}: queries and keys must have "
+                       "the same width to be multiplied" + (
+                           f", or give kv_heads: {grouping} for grouped-query attention"
+                           if grouping and heads % grouping == 0 else ""))
+        raise ProblemError(message, {"w_key": weights["w_key"].shape, "w_query": weights["w_query"].shape})
     _check_divisible(weights["w_value"], "w_value", kv_heads)
 
     biases = {
@@ -337,7 +357,7 @@ def _reject_unknown_keys(document: dict) -> None:
         others = f" (and {', '.join(map(repr, unknown[1:]))})" if len(unknown) > 1 else ""
         # the variants' short names (rope, bias…) are near many words: suggest one only when close
         classic = tuple(name for name in KNOWN_KEYS if name not in VARIANT_KEYS)
-        hint = closest(key, classic, 0.75) or closest(key, VARIANT_KEYS, 0.75) or closest(key, classic)
+        hint = closest(key, KNOWN_KEYS, 0.75) or closest(key, classic)
         raise ProblemError(f"unknown key {key!r}{others}{hint}")
 
 

@@ -59,7 +59,8 @@ OVERRIDES = ("heads", "scale", "causal", "causal_lower_right", "kv_heads", "rope
              "softcap", "alibi")
 # Options whose values the core checks as it checks the document's keys, and the key its messages
 # about them begin with (--window 0: "window is 0; …"): see naming_options
-CHECKED_AS_KEYS = {"kv_heads": "kv_heads", "rope_theta": "rope.theta", "window": "window", "softcap": "softcap"}
+CHECKED_AS_KEYS = {"kv_heads": "kv_heads", "rope_theta": "rope.theta", "window": "window", "softcap": "softcap",
+                   "rope": "rope"}
 
 
 @contextlib.contextmanager
@@ -164,8 +165,6 @@ def check_options(request: ComputeRequest | ShapesRequest | CheckRequest | Rando
 
 def _check_given(given: Given) -> None:
     _one_mask_rule(given.causal, given.causal_lower_right)
-    if given.rope_theta is not None and given.rope is None:
-        raise UsageError("it is the theta of --rope: give --rope neox|gptj too", "--rope-theta")
 
 
 def _one_mask_rule(causal: bool, causal_lower_right: bool) -> None:

@@ -74,7 +74,7 @@ def positive_number(key: str, value: Any) -> float:
         raise ProblemError(f"{key} is {describe(value)}; it must be a positive number", key=key)
     number = float(value)
     if not math.isfinite(number) or number <= 0:
-        raise ProblemError(f"{key} is {value!r}; it must be a positive finite number", key=key)
+        raise ProblemError(f"{key} is {number:g}; it must be a positive finite number", key=key)
     return number
 
 
@@ -355,8 +355,13 @@ def padding(value: Any, batch: int, k_len: int) -> np.ndarray | None:
     return full.astype(bool)
 
 
+# Positions lie within ±2^53: a window wider than 2^54 sees as much as one of 2^54, and its
+# arithmetic (position − window) stays inside int64.
+_WIDEST_WINDOW = 2**54
+
+
 def window(value: Any) -> int | None:
-    return None if value is None else whole_number("window", value, 1)
+    return None if value is None else min(whole_number("window", value, 1), _WIDEST_WINDOW)
 
 
 def softcap(value: Any) -> float | None:

@@ -19,6 +19,11 @@ def _usual_spellings() -> dict[str, str]:
         spellings.update(dict.fromkeys((f"b{letter}", f"{letter}bias", f"{letter}projbias", f"b{name}",
                                         f"{name}bias"), bias))
     spellings.update({"query": "w_query", "key": "w_key", "value": "w_value"})
+    # Hugging Face's config names for the variants' keys
+    spellings.update({"numkeyvalueheads": "kv_heads", "kvheads": "kv_heads", "slidingwindow": "window",
+                      "windowsize": "window", "ropetheta": "rope", "ropescaling": "rope", "rotary": "rope",
+                      "attnlogitsoftcapping": "softcap", "attentionmask": "padding", "positionids": "positions",
+                      "attentionsinks": "sinks", "sink": "sinks", "qknorm": "qk_norm"})
     return spellings
 
 

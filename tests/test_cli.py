@@ -264,9 +264,11 @@ def test_the_options_replace_the_documents_keys(tmp_path):
     replaced = computed(path, "--rope", "gptj", "--window", "4", "--softcap", "3", "--alibi",
                         "--causal-lower-right")
     expected = computed(write(tmp_path, "expected.json", json.dumps(
-        {**document, "rope": "gptj", "window": 4, "softcap": 3, "alibi": True, "mask": "causal_lower_right"})))
+        {**document, "rope": {"style": "gptj", "theta": 50}, "window": 4, "softcap": 3, "alibi": True,
+         "mask": "causal_lower_right"})))
     assert replaced == expected
-    assert replaced["meta"]["rope"] == {"style": "gptj", "theta": 10000.0, "rotary_dim": 2}
+    # --rope sets the style: the document's theta is kept
+    assert replaced["meta"]["rope"] == {"style": "gptj", "theta": 50.0, "rotary_dim": 2}
 
 
 def test_causal_lower_right_aligns_the_last_query_with_the_last_key(tmp_path):
@@ -292,9 +294,9 @@ def test_explain_and_check_take_the_variant_options_too(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--window", "0"], "--window is 0; it must be at least 1"),
     (["--window", "-3"], "--window is -3; it must be at least 1"),
-    (["--softcap", "0"], "--softcap is 0.0; it must be a positive finite number"),
+    (["--softcap", "0"], "--softcap is 0; it must be a positive finite number"),
     (["--softcap", "inf"], "--softcap is inf; it must be a positive finite number"),
-    (["--rope", "neox", "--rope-theta", "-1"], "--rope-theta is -1.0; it must be a positive finite number"),
+    (["--rope", "neox", "--rope-theta", "-1"], "--rope-theta is -1; it must be a positive finite number"),
     (["--kv-heads", "0"], "--kv-heads is 0; it must be at least 1"),
     (["--kv-heads", "3"], "--kv-heads is 3, which does not divide heads 4 (kv_heads that would: 1, 2, 4)"),
 ])
@@ -316,7 +318,6 @@ def test_a_bad_variant_key_in_the_document_is_named_as_the_key(tmp_path):
 @pytest.mark.parametrize("args, hint, message", [
     (["--causal", "--causal-lower-right"], "--causal-lower-right",
      "--causal (top-left) is given too: give one of the two masks"),
-    (["--rope-theta", "500"], "--rope-theta", "it is the theta of --rope: give --rope neox|gptj too"),
 ])
 def test_variant_options_that_do_not_go_together(args, hint, message):
     for command in (["compute", "p.json"], ["explain", "p.json", "--query", "0"], ["check", "p.json", "-e", "e.json"]):
@@ -365,7 +366,7 @@ def test_random_documents_with_every_variant_compute(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--kv-heads", "3"], "random: --kv-heads is 3, which does not divide heads 4 (kv_heads that would: 1, 2, 4)"),
     (["--window", "0"], "random: --window is 0; it must be at least 1"),
-    (["--softcap", "-2"], "random: --softcap is -2.0; it must be a positive finite number"),
+    (["--softcap", "-2"], "random: --softcap is -2; it must be a positive finite number"),
 ])
 def test_random_checks_the_variants_as_the_document_keys_are(args, message):
     assert_one_line_error(run("random", "--seq-len", 5, "--d-model", 8, "--heads", 4, *args), message)
@@ -390,7 +391,7 @@ def test_shapes_shows_the_variants_steps():
 @pytest.mark.parametrize("args, message", [
     (["--kv-heads", "3"], "shapes: --kv-heads is 3, which does not divide heads 4 (kv_heads that would: 1, 2, 4)"),
     (["--window", "0"], "shapes: --window is 0; it must be at least 1"),
-    (["--softcap", "0"], "shapes: --softcap is 0.0; it must be a positive finite number"),
+    (["--softcap", "0"], "shapes: --softcap is 0; it must be a positive finite number"),
 ])
 def test_shapes_checks_the_variants(args, message):
     assert_one_line_error(run("shapes", "--seq-len", 6, "--d-model", 16, "--heads", 4, *args), message)
@@ -600,3 +601,14 @@ def test_large_tables_elide_the_middle_unless_full(tmp_path):
     full = run("compute", path, "--step", "scores", "--full")
     assert len([line for line in full.stdout.splitlines() if line.startswith("│")]) == 30
     assert "…" not in full.stdout and f"{scores[15, 15]:.4f}" in full.stdout
+
+
+def test_rope_theta_alone_sets_the_theta_of_the_documents_rope():
+    result = run("compute", SAMPLES / "llama_style.json", "--rope-theta", "100", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["meta"]["rope"]["theta"] == 100.0
+    # (with head_dim 2 the one pair turns at theta^0 = 1 radian a position, whatever theta: same numbers)
+    plain = json.loads(run("compute", SAMPLES / "llama_style.json", "--format", "json").stdout)
+    assert plain["meta"]["rope"]["theta"] == 10000.0 and plain["output"] == json.loads(result.stdout)["output"]
+    assert_one_line_error(run("compute", SAMPLES / "classic.json", "--rope-theta", "100"),
+                          "--rope-theta is the theta of a rotation: give --rope too (the document has no rope)")

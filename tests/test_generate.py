@@ -84,7 +84,7 @@ def test_a_document_with_every_variant_validates_and_computes():
     ({"kv_heads": 3}, "kv_heads is 3, which does not divide heads 4 (kv_heads that would: 1, 2, 4)"),
     ({"kv_heads": 0}, "kv_heads is 0; it must be at least 1"),
     ({"window": 0}, "window is 0; it must be at least 1"),
-    ({"softcap": 0.0}, "softcap is 0.0; it must be a positive finite number"),
+    ({"softcap": 0.0}, "softcap is 0; it must be a positive finite number"),
     ({"causal": True, "causal_lower_right": True}, "causal and causal_lower_right are two masks: give one"),
 ])
 def test_variants_are_checked_as_the_documents_keys_are(options, message):

@@ -95,3 +95,18 @@ def test_the_warning_says_what_a_blind_query_gets(sinks, said):
     trace = attention(problem_from_document(document))
     assert trace.warnings == (f"every key is masked for query 0, every head: its weights are {said} and its "
                               f"per-head output is {said}",)
+
+
+@pytest.mark.parametrize("wanted", [["q_rotated"], ["q_normed"], ["q", "q_rotated"], ["q_normed", "output"],
+                                    ["k_rotated", "q_rotated", "output"]])
+def test_the_blocked_path_makes_the_per_query_steps_asked_for_from_the_stages_before_them(wanted, monkeypatch):
+    document = llama_like(seq_len=40, qk_norm={"q_weight": [1.5, 0.5, 2.0, 1.0], "k_weight": [0.5] * 4})
+    problem = problem_from_document(document)
+    full = attention(problem)
+    monkeypatch.setattr(pipeline, "BLOCKED_MIN_CELLS", 0)
+    monkeypatch.setattr(pipeline, "BLOCK_ROWS", 7)
+    assert pipeline.blocked_path(problem, wanted)
+    trace = attention(problem, wanted)
+    assert list(trace.steps) == [name for name in full.steps if name in wanted]
+    for name in wanted:
+        np.testing.assert_allclose(trace.steps[name].array, full.steps[name].array, rtol=1e-12, atol=1e-14)

@@ -153,3 +153,24 @@ def test_a_value_beyond_float32_is_refused_by_name_when_computing_in_float32():
     assert caught.value.message == "x[0][1] is beyond float32's range (±3.4e38); compute in float64"
     assert problem_from_document({"x": [[1.0, 2.0]], "w_query": [[1], [1]], "w_key": [[1], [1]],
                                   "w_value": [[1], [1]]}).astype("float32").x.tolist() == [[[1.0, 2.0]]]
+
+
+def test_float32_names_the_cell_of_a_variant_beyond_its_range_and_keeps_minus_infinity():
+    base = {"x": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], **{name: [[1.0, 0.0], [0.0, 1.0]]
+                                                         for name in ("w_query", "w_key", "w_value")}}
+    cases = [({"bias": [[None, 1, 1e300], [0, 0, 0], [0, 0, 0]]}, "bias[0][2]"), ({"sinks": [1e300]}, "sinks[0]"),
+             ({"qk_norm": {"q_weight": [1, 1e300], "k_weight": [1, 1]}}, "qk_norm.q_weight[1]"),
+             ({"softcap": 1e300}, "softcap")]
+    for keys, name in cases:
+        with pytest.raises(ProblemError) as caught:
+            problem_from_document({**base, **keys}).astype(np.float32)
+        assert caught.value.message == f"{name} is beyond float32's range (±3.4e38); compute in float64"
+    kept = problem_from_document({**base, "sinks": [None]}).astype(np.float32)
+    assert kept.sinks.dtype == np.float32 and np.isneginf(kept.sinks[0])
+
+
+def test_a_window_wider_than_any_positions_span_is_unlimited():
+    base = {"x": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], **{name: [[1.0, 0.0], [0.0, 1.0]]
+                                                         for name in ("w_query", "w_key", "w_value")}}
+    huge = problem_from_document({**base, "window": 1e19})
+    np.testing.assert_array_equal(huge.mask, problem_from_document({**base, "mask": "causal"}).mask)

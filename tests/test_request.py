@@ -63,9 +63,6 @@ def usage_error(request) -> tuple[str, str]:
      "--causal (top-left) is given too: give one of the two masks", "--causal-lower-right"),
     (asked.RandomRequest(4, 8, causal=True, causal_lower_right=True),
      "--causal (top-left) is given too: give one of the two masks", "--causal-lower-right"),
-    (ComputeRequest(Given("p.json", rope_theta=500.0)), "it is the theta of --rope: give --rope neox|gptj too",
-     "--rope-theta"),
-    (Given("p.json", rope_theta=500.0), "it is the theta of --rope: give --rope neox|gptj too", "--rope-theta"),
 ])
 def test_options_that_do_not_go_together(request_, message, flag):
     assert usage_error(request_) == (message, flag)
