@@ -166,7 +166,8 @@ def explain_query(
     allowed = np.ones(k_len, dtype=bool) if masked is None else ~_full(trace, "scores", masked)[batch, head, query]
     capped, biased = row("capped"), row("biased")
     softmax_input = next(found for found in (biased, capped, row("logits"), scores) if found is not None)
-    sink = None if problem.sinks is None else float(problem.sinks[head])
+    # a sink of −∞ is no sink: nothing joins the denominator
+    sink = None if problem.sinks is None or np.isneginf(problem.sinks[head]) else float(problem.sinks[head])
     # as the softmax stage shifts: by the row's largest logit, or the sink when that is larger
     shift = row_shift(softmax_input[None], any_masked=True)
     if sink is not None:

@@ -239,10 +239,8 @@ def problem_from_document(
             # (heads, d_in, head_dim) -> (d_in, heads*head_dim), head h in the h-th block
             weight = weight.transpose(1, 0, 2).reshape(weight.shape[1], -1)
         weights[key] = weight
-    # per-head key/value weights may hold fewer heads (grouped-query): heads come from the query's
-    query_counts = per_head_counts if document.get("kv_heads") is None and "w_query" not in per_head_counts else {
-        key: count for key, count in per_head_counts.items() if key == "w_query"}
-    heads = variants.heads(document.get("heads") if heads is None else heads, query_counts)
+    heads = variants.heads(document.get("heads") if heads is None else heads, per_head_counts,
+                           grouped=document.get("kv_heads") is not None)
     kv_heads = variants.kv_heads(document.get("kv_heads"), heads, per_head_counts)
 
     _check_rows(weights["w_query"], "w_query", x3, "x")

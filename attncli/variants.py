@@ -78,8 +78,13 @@ def positive_number(key: str, value: Any) -> float:
     return number
 
 
-def heads(value: Any, per_head_counts: dict[str, int]) -> int:
-    """The heads: ``value`` (a whole number of at least 1) or what per-head weights hold, which must agree."""
+def heads(value: Any, per_head_counts: dict[str, int], grouped: bool = False) -> int:
+    """The heads: ``value`` (a whole number of at least 1) or what per-head weights hold, which must
+    agree. Per-head key/value weights may hold fewer (grouped-query attention, ``grouped`` or with
+    the heads given, or a per-head w_query): then the query's count alone decides, and kv_heads
+    checks theirs."""
+    if grouped or value is not None or "w_query" in per_head_counts:
+        per_head_counts = {key: count for key, count in per_head_counts.items() if key == "w_query"}
     if value is not None:
         whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
         if isinstance(value, bool) or not whole:
@@ -95,7 +100,7 @@ def heads(value: Any, per_head_counts: dict[str, int]) -> int:
         (count,) = counts
         if value is not None and value != count:
             key = next(iter(per_head_counts))
-            raise ProblemError(f"heads is {value} but {key} holds {count} heads")
+            raise ProblemError(f"heads is {value} but {key} holds {counted(count, 'head')}")
         return count
     return 1 if value is None else value
 
@@ -175,6 +180,8 @@ def rope(value: Any, head_dim: int) -> Rope | None:
         raise ProblemError(f'rope.style is {describe(style) if not isinstance(style, str) else repr(style)}; '
                            f'use "neox" (halves, Llama) or "gptj" (adjacent pairs){hint}', key="rope")
     rotary_dim = value.get("rotary_dim")
+    if head_dim < 2:
+        raise ProblemError(f"rope rotates pairs of dims but head_dim is {head_dim}: it needs at least 2", key="rope")
     if rotary_dim is None and head_dim % 2:
         raise ProblemError(f"rope rotates pairs of dims but head_dim is {head_dim}, odd; give rope.rotary_dim, "
                            f"an even number up to {head_dim - 1}, to rotate only the first dims", key="rope")
@@ -371,6 +378,7 @@ def softcap(value: Any) -> float | None:
 def masked_rows(value: Any) -> str:
     if value is None:
         return "zero"
+    value = value.strip().lower() if isinstance(value, str) else value
     if value not in MASKED_ROWS:
         hint = closest(value, MASKED_ROWS) if isinstance(value, str) else ""
         raise ProblemError(f'masked_rows is {value!r}; use "zero" (weights and output 0, as SDPA) or "nan" '

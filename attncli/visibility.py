@@ -144,12 +144,6 @@ def visibility(array: np.ndarray | None, rule: str | None, window: int | None, p
     return Visibility(array, offset, window, padding, query_positions, key_positions)
 
 
-def causal_mask(q_len: int, k_len: int) -> np.ndarray:
-    """Query i sees keys 0..i, counted from the top-left corner as PyTorch's is_causal does:
-    bool (1, 1, q_len, k_len), True = may attend."""
-    return np.tri(q_len, k_len, dtype=bool)[None, None]
-
-
 def parse_mask(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> tuple[np.ndarray | None, str | None]:
     """The mask array as bool (batch | 1, heads | 1, q_len, k_len), True = may attend, and its rule:
     (None, "causal" | "causal_lower_right") for a rule, which visibility.py applies part by part."""
