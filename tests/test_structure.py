@@ -16,7 +16,7 @@ LAYERS = [
     # names, wording, the registries and the error type: numpy-free, used everywhere
     {"errors", "keys", "wording", "formats", "machine"},
     {"sources", "numbers"},
-    {"readers", "torchnames", "delimited"},
+    {"readers", "torchnames", "delimited", "safetensors", "families"},
     {"variants", "visibility"},
     {"problem", "generate"},
     {"sizes", "blas"},
