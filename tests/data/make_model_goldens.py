@@ -397,6 +397,95 @@ def visible(mask: torch.Tensor | None, batch: int, q_len: int):
     return result.tolist()
 
 
+# ---------------------------------------------------------------- independent check
+
+
+def numpy_reference(model, family, layer, x, visible_mask) -> np.ndarray:
+    """The layer written out in numpy float64 from the loaded weights (a check of the patched run).
+
+    inv_freq for scaled RoPE is the model's own (recomputed in float64); the default one is
+    computed here. x: (batch, seq, hidden); visible_mask: (batch, q, k) booleans or None.
+    """
+    state = {name: tensor.detach().numpy() for name, tensor in model.state_dict().items()}
+    config = model.config
+    batch, seq, hidden = x.shape
+    if family == "gpt2":
+        prefix = f"transformer.h.{layer}.attn."
+        heads = kv_heads = config.n_head
+        head_dim = hidden // heads
+        qkv = x @ state[prefix + "c_attn.weight"] + state[prefix + "c_attn.bias"]
+        q, k, v = np.split(qkv, 3, axis=-1)
+        out_w, out_b = state[prefix + "c_proj.weight"], state[prefix + "c_proj.bias"]
+    elif family == "bert":
+        prefix = f"bert.encoder.layer.{layer}.attention."
+        heads = kv_heads = config.num_attention_heads
+        head_dim = hidden // heads
+
+        def linear(name):
+            return x @ state[prefix + name + ".weight"].T + state[prefix + name + ".bias"]
+
+        q, k, v = linear("self.query"), linear("self.key"), linear("self.value")
+        out_w, out_b = state[prefix + "output.dense.weight"].T, state[prefix + "output.dense.bias"]
+    else:
+        prefix = f"model.layers.{layer}.self_attn."
+        heads, kv_heads, head_dim = (config.num_attention_heads, config.num_key_value_heads,
+                                     config.head_dim)
+
+        def linear(name):
+            result = x @ state[prefix + name + ".weight"].T
+            return result + state.get(prefix + name + ".bias", 0.0)
+
+        q, k, v = linear("q_proj"), linear("k_proj"), linear("v_proj")
+        out_w = state[prefix + "o_proj.weight"].T
+        out_b = state.get(prefix + "o_proj.bias", 0.0)
+    q = q.reshape(batch, seq, heads, head_dim).transpose(0, 2, 1, 3)
+    k = k.reshape(batch, seq, kv_heads, head_dim).transpose(0, 2, 1, 3)
+    v = v.reshape(batch, seq, kv_heads, head_dim).transpose(0, 2, 1, 3)
+    if family == "qwen3":
+        def rms(t, weight):
+            return t / np.sqrt(np.mean(t * t, axis=-1, keepdims=True) + config.rms_norm_eps) * weight
+
+        q, k = rms(q, state[prefix + "q_norm.weight"]), rms(k, state[prefix + "k_norm.weight"])
+    if family not in ("gpt2", "bert"):
+        rotary = model.model.rotary_emb
+        if rotary.rope_type == "default":
+            theta = config.rope_parameters["rope_theta"]
+            inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2) / head_dim)
+        else:
+            inv_freq = rotary.inv_freq.numpy()
+        angles = np.arange(seq)[:, None] * inv_freq[None, :]
+        angles = np.concatenate([angles, angles], axis=-1)
+        cos, sin = np.cos(angles) * rotary.attention_scaling, np.sin(angles) * rotary.attention_scaling
+
+        def rotate(t):
+            half = head_dim // 2
+            return t * cos + np.concatenate([-t[..., half:], t[..., :half]], axis=-1) * sin
+
+        q, k = rotate(q), rotate(k)
+    k = np.repeat(k, heads // kv_heads, axis=1)
+    v = np.repeat(v, heads // kv_heads, axis=1)
+    if family == "gemma2":
+        scale = config.query_pre_attn_scalar ** -0.5
+    else:
+        scale = head_dim ** -0.5
+    scores = q @ k.transpose(0, 1, 3, 2) * scale
+    if family == "gemma2":
+        cap = config.attn_logit_softcapping
+        scores = np.tanh(scores / cap) * cap
+    if visible_mask is not None:
+        scores = np.where(visible_mask[:, None], scores, -np.inf)
+    if family == "gpt_oss":
+        sinks = np.broadcast_to(state[prefix + "sinks"][None, :, None, None], (batch, heads, seq, 1))
+        scores = np.concatenate([scores, sinks], axis=-1)
+    scores = scores - scores.max(axis=-1, keepdims=True)
+    weights = np.exp(scores)
+    weights = weights / weights.sum(axis=-1, keepdims=True)
+    if family == "gpt_oss":
+        weights = weights[..., :-1]
+    context = (weights @ v).transpose(0, 2, 1, 3).reshape(batch, seq, heads * head_dim)
+    return context @ out_w + out_b
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -482,6 +571,11 @@ def main() -> None:
             batch, q_len = len(ids), len(ids[0])
             notes = notes_for(golden_model, family, layer)
             notes["visible"] = visible(golden[layer]["mask"], batch, q_len)
+            reference = numpy_reference(
+                golden_model, family, layer, golden[layer]["input"].numpy(),
+                None if notes["visible"] is None else np.array(notes["visible"]))
+            reference_error = np.abs(reference - out.numpy()).max() / np.abs(out.numpy()).max()
+            assert reference_error < 1e-13, (folder, layer, reference_error)
             if not batched and notes["visible"] is not None:
                 notes["visible"] = notes["visible"][0]
             if folder == "llama_bf16":
@@ -505,7 +599,8 @@ def main() -> None:
             case["as_shipped_max_abs_difference"] = difference
             case["notes"] = notes
             cases.append(case)
-            print(f"{case['name']}: as shipped differs by {difference:.2e}")
+            print(f"{case['name']}: as shipped differs by {difference:.2e}; "
+                  f"numpy reference by {reference_error:.2e} (relative to max |output|)")
 
     folders = sorted({folder for _, folder in runs})
     document = dict(
