@@ -37,7 +37,13 @@ golden `output` they run in float64:
   yarn), i.e. in float64. (position_ids go through `.float()`, exact for small integers.)
 GPT-2 and BERT have no float32 step (GPT-2's reorder_and_upcast_attn is off).
 `output_as_shipped` is the unpatched model's attention module run on the same `input` (its
-pre-hook substitutes the golden input), for a looser check (~1e-7 relative).
+pre-hook substitutes the golden input), for a looser check (~1e-7 relative). Each golden output is
+also checked here against a numpy float64 write-out of the layer (numpy_reference).
+
+nn.MultiheadAttention (models/mha_goldens.json, models/mha/<case>.safetensors): float64 modules
+in eval mode with random biases, their state_dict saved with safetensors.torch.save_file, inputs
+under forward's names (query, key, value), and what forward returns with need_weights=True,
+average_attn_weights=True (and the per-head weights with average_attn_weights=False).
 """
 
 from __future__ import annotations
@@ -486,6 +492,137 @@ def numpy_reference(model, family, layer, x, visible_mask) -> np.ndarray:
     return context @ out_w + out_b
 
 
+# ---------------------------------------------------------------- nn.MultiheadAttention
+
+MHA_DIR = MODELS / "mha"
+MHA_OUT = MODELS / "mha_goldens.json"
+
+
+def mha_case(name, embed_dim=8, num_heads=2, batch_first=False, kdim=None, vdim=None,
+             add_bias_kv=False, add_zero_attn=False, l_len=4, s_len=5, batch=2,
+             attn_mask=None, key_padding_mask=None, self_attention=False):
+    return dict(name=name, module=dict(embed_dim=embed_dim, num_heads=num_heads,
+                                       batch_first=batch_first, kdim=kdim, vdim=vdim,
+                                       add_bias_kv=add_bias_kv, add_zero_attn=add_zero_attn,
+                                       bias=True),
+                l_len=l_len, s_len=s_len, batch=batch, attn_mask=attn_mask,
+                key_padding_mask=key_padding_mask, self_attention=self_attention)
+
+
+# masks chosen so that no row is fully blocked (PyTorch gives NaN there)
+BOOL_MASK = [[False, True, True, True, True], [False, False, True, True, True],
+             [False, False, False, True, True], [True, False, False, False, True]]
+FLOAT_MASK = [[0.0, -1.5, 0.25, -np.inf, 0.0], [0.5, 0.0, -np.inf, -2.0, 1.0],
+              [-0.75, 0.0, 0.0, 0.0, -np.inf], [-np.inf, 0.3, -0.3, 0.0, 0.0]]
+PADDING = [[False, False, False, False, False], [False, False, False, True, True]]
+
+MHA_CASES = [
+    mha_case("seq_first", batch_first=False),
+    mha_case("batch_first", batch_first=True),
+    mha_case("self_attention_seq_first", batch_first=False, l_len=5, self_attention=True),
+    mha_case("kdim_vdim_seq_first", batch_first=False, kdim=6, vdim=5),
+    mha_case("kdim_vdim_batch_first", batch_first=True, kdim=6, vdim=3),
+    mha_case("bool_attn_mask", batch_first=True, attn_mask=BOOL_MASK),
+    mha_case("float_attn_mask", batch_first=True, attn_mask=FLOAT_MASK),
+    mha_case("key_padding_mask", batch_first=False, key_padding_mask=PADDING),
+    mha_case("add_bias_kv", batch_first=True, add_bias_kv=True),
+    mha_case("add_zero_attn", batch_first=True, add_zero_attn=True),
+    mha_case("everything", batch_first=False, kdim=6, vdim=5, add_bias_kv=True,
+             add_zero_attn=True, attn_mask=BOOL_MASK, key_padding_mask=PADDING),
+]
+
+
+def json_cells(array: np.ndarray):
+    """Nested lists; -inf written null (JSON has no infinity)."""
+    if array.ndim == 0:
+        value = array.item()
+        if isinstance(value, float) and math.isinf(value):
+            assert value < 0
+            return None
+        return value
+    return [json_cells(row) for row in array]
+
+
+def make_mha() -> None:
+    from safetensors.torch import save_file
+
+    if MHA_DIR.exists():
+        shutil.rmtree(MHA_DIR)
+    MHA_DIR.mkdir()
+    cases = []
+    for number, c in enumerate(MHA_CASES):
+        torch.manual_seed(SEED + 100 + number)
+        module = torch.nn.MultiheadAttention(**c["module"], dtype=DTYPE).eval()
+        with torch.no_grad():
+            for name, param in module.named_parameters():
+                if name.endswith("bias") and name not in ("bias_k", "bias_v"):
+                    param.copy_(0.1 * torch.randn(param.shape, dtype=DTYPE))
+        e = c["module"]["embed_dim"]
+        kdim, vdim = c["module"]["kdim"] or e, c["module"]["vdim"] or e
+
+        def shaped(length, width):
+            if c["module"]["batch_first"]:
+                return torch.randn(c["batch"], length, width, dtype=DTYPE)
+            return torch.randn(length, c["batch"], width, dtype=DTYPE)
+
+        query = shaped(c["l_len"], e)
+        if c["self_attention"]:
+            key = value = query
+        else:
+            key, value = shaped(c["s_len"], kdim), shaped(c["s_len"], vdim)
+        kwargs = {}
+        if c["attn_mask"] is not None:
+            mask = np.array(c["attn_mask"])
+            kwargs["attn_mask"] = torch.tensor(mask, dtype=torch.bool if mask.dtype == bool else DTYPE)
+        if c["key_padding_mask"] is not None:
+            kwargs["key_padding_mask"] = torch.tensor(c["key_padding_mask"])
+        with torch.no_grad():
+            output, averaged = module(query, key, value, need_weights=True,
+                                      average_attn_weights=True, **kwargs)
+            output_again, per_head = module(query, key, value, need_weights=True,
+                                            average_attn_weights=False, **kwargs)
+        assert torch.equal(output, output_again)
+        assert torch.isfinite(output).all() and torch.isfinite(averaged).all()
+        torch.testing.assert_close(per_head.mean(dim=1), averaged, rtol=1e-14, atol=1e-15)
+        state = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
+        file = MHA_DIR / f"{c['name']}.safetensors"
+        save_file(state, file, metadata={"format": "pt"})
+        record = dict(name=c["name"], module=c["module"], state_dict=f"mha/{file.name}",
+                      tensors={name: list(tensor.shape) for name, tensor in state.items()},
+                      query=query.tolist())
+        if not c["self_attention"]:
+            record["key"], record["value"] = key.tolist(), value.tolist()
+        else:
+            record["key_value"] = "query (self-attention: query, key and value are one tensor)"
+        if "attn_mask" in kwargs:
+            record["attn_mask"] = json_cells(kwargs["attn_mask"].numpy())
+            record["attn_mask_meaning"] = ("bool: True = blocked" if kwargs["attn_mask"].dtype == torch.bool
+                                           else "float: added to the scores (null = -inf)")
+        if "key_padding_mask" in kwargs:
+            record["key_padding_mask"] = c["key_padding_mask"]
+            record["key_padding_mask_meaning"] = "(batch, s_len) bool: True = key ignored"
+        record["attn_output"] = output.tolist()
+        record["attn_output_weights"] = averaged.tolist()
+        record["attn_output_weights_per_head"] = per_head.tolist()
+        cases.append(record)
+    document = dict(
+        generator="tests/data/make_model_goldens.py",
+        torch=torch.__version__,
+        dtype="float64",
+        layout=("batch_first false: query (l_len, batch, embed_dim), key/value (s_len, batch, "
+                "kdim/vdim), attn_output likewise (l_len, batch, embed_dim); batch_first true: "
+                "batch first. attn_output_weights (batch, l_len, s_len') averaged over heads "
+                "(need_weights=True, average_attn_weights=True); _per_head (batch, heads, l_len, "
+                "s_len'); s_len' = s_len + 1 with add_bias_kv, + 1 more with add_zero_attn. "
+                "add_zero_attn leaves no trace in the state_dict: it is in `module` only."),
+        call="module(query, key, value, need_weights=True, average_attn_weights=True, "
+             "attn_mask=..., key_padding_mask=...), module in eval mode (dropout 0)",
+        cases=cases,
+    )
+    MHA_OUT.write_text(compact_json(document) + "\n")
+    print(f"wrote {MHA_OUT}")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -620,6 +757,7 @@ def main() -> None:
     )
     OUT.write_text(compact_json(document) + "\n")
     print(f"wrote {OUT}")
+    make_mha()
 
 
 if __name__ == "__main__":
