@@ -87,11 +87,16 @@ def rms_norm(values: np.ndarray, weight: np.ndarray, eps: float, axis: int | tup
     return values * (1.0 / np.sqrt(mean_square + np.asarray(eps, dtype=values.dtype))) * weight
 
 
-def rotary_angles(positions: np.ndarray, inv_freq: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin of position × frequency, (seq, rotary_dim / 2), computed in float64 and then
-    rounded to ``dtype`` (Hugging Face computes them in float32 even for a float64 model)."""
+def rotary_angles(positions: np.ndarray, inv_freq: np.ndarray, dtype: np.dtype,
+                  attention_factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of position × frequency, (seq, rotary_dim / 2), each × ``attention_factor``
+    (YaRN's), computed in float64 and then rounded to ``dtype`` (Hugging Face computes them in
+    float32 even for a float64 model)."""
     angles = positions.astype(np.float64)[:, None] * inv_freq[None, :]
-    return np.cos(angles).astype(dtype, copy=False), np.sin(angles).astype(dtype, copy=False)
+    cos, sin = np.cos(angles), np.sin(angles)
+    if attention_factor != 1.0:
+        cos, sin = cos * attention_factor, sin * attention_factor
+    return cos.astype(dtype, copy=False), sin.astype(dtype, copy=False)
 
 
 def rotate(values: np.ndarray, cos: np.ndarray, sin: np.ndarray, style: str) -> np.ndarray:

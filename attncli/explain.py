@@ -256,7 +256,7 @@ def _rotation(problem: Problem, trace: Trace, letter: str, batch: int, head: int
         return None
     before = _full(trace, f"{letter}_normed" if f"{letter}_normed" in trace.steps else letter)[batch, head, index]
     position = (problem.query_positions if letter == "q" else problem.key_positions)[index]
-    cos, sin = rotary_angles(np.array([position]), rope.inv_freq, before.dtype)
+    cos, sin = rotary_angles(np.array([position]), rope.inv_freq, before.dtype, rope.attention_factor)
     half = len(rope.inv_freq)
     pair = np.arange(half)
     pairs = np.stack([pair, pair + half] if rope.style == "neox" else [2 * pair, 2 * pair + 1], axis=1)

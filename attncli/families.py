@@ -56,10 +56,10 @@ def _required(config: dict, key: str, family: str) -> Any:
     return config[key]
 
 
-def rope_inv_freq(config: dict, head_dim: int) -> tuple[int, np.ndarray]:
-    """RoPE's rotary_dim and frequencies (rotary_dim / 2,) as Hugging Face computes them from the
-    configuration: ``default``, ``linear`` and ``llama3`` scaling, in float64. Another rope_type
-    is an error that names it."""
+def rope_inv_freq(config: dict, head_dim: int) -> tuple[int, np.ndarray, float]:
+    """RoPE's rotary_dim, frequencies (rotary_dim / 2,) and attention factor as Hugging Face
+    computes them from the configuration: ``default``, ``linear``, ``llama3`` and ``yarn`` scaling,
+    in float64. Another rope_type is an error that names it."""
     parameters = {**(config.get("rope_scaling") or {}), **(config.get("rope_parameters") or {})}
     theta = float(_setting(parameters, "rope_theta", default=_setting(config, "rope_theta", default=10000.0)))
     rotary_dim = int(head_dim * float(_setting(parameters, "partial_rotary_factor",
@@ -67,9 +67,11 @@ def rope_inv_freq(config: dict, head_dim: int) -> tuple[int, np.ndarray]:
     inv_freq = 1.0 / theta ** (np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim)
     rope_type = _setting(parameters, "rope_type", "type", default="default")
     if rope_type == "default":
-        return rotary_dim, inv_freq
+        return rotary_dim, inv_freq, 1.0
     if rope_type == "linear":
-        return rotary_dim, inv_freq / float(parameters["factor"])
+        return rotary_dim, inv_freq / float(parameters["factor"]), 1.0
+    if rope_type == "yarn":
+        return (rotary_dim, *_yarn(parameters, config, rotary_dim, theta))
     if rope_type == "llama3":
         factor, low, high = (float(parameters[key]) for key in ("factor", "low_freq_factor", "high_freq_factor"))
         original = float(parameters["original_max_position_embeddings"])
@@ -78,9 +80,38 @@ def rope_inv_freq(config: dict, head_dim: int) -> tuple[int, np.ndarray]:
         smooth = (original / wavelength - low) / (high - low)
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = ~(wavelength < original / high) & ~(wavelength > original / low)
-        return rotary_dim, np.where(medium, smoothed, scaled)
+        return rotary_dim, np.where(medium, smoothed, scaled), 1.0
     raise ProblemError(f"config.json's rope_type {rope_type!r} is not one attncli computes "
-                       "(default, linear, llama3)", key="config")
+                       "(default, linear, llama3, yarn)", key="config")
+
+
+def _yarn(parameters: dict, config: dict, dim: int, theta: float) -> tuple[np.ndarray, float]:
+    """YaRN (Peng et al.): each frequency between interpolated (÷ factor) and kept, by a linear ramp
+    over the dims between the corrections for beta_fast and beta_slow rotations, and the attention
+    factor 0.1·ln(factor) + 1 (or from mscale and mscale_all_dim), as Hugging Face computes them."""
+    original = float(parameters["original_max_position_embeddings"])
+    factor = parameters.get("factor")
+    factor = float(config["max_position_embeddings"]) / original if factor is None else float(factor)
+
+    def mscale(scale: float, weight: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * weight * math.log(scale) + 1.0
+
+    attention_factor = parameters.get("attention_factor")
+    if attention_factor is None:
+        weights = parameters.get("mscale"), parameters.get("mscale_all_dim")
+        attention_factor = mscale(factor, weights[0]) / mscale(factor, weights[1]) if all(weights) else mscale(factor)
+
+    def correction(rotations: float) -> float:
+        return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = correction(parameters.get("beta_fast") or 32), correction(parameters.get("beta_slow") or 1)
+    if parameters.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    high = high + 0.001 if low == high else high
+    kept = 1 - np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+    powers = theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    return (1.0 / (factor * powers)) * (1 - kept) + (1.0 / powers) * kept, float(attention_factor)
 
 
 def _linear(tensors: Tensors, name: str) -> np.ndarray:
@@ -115,12 +146,12 @@ def _decoder(config: dict, tensors: Tensors, layer: int, names: Callable[[str], 
     kv_heads = int(_setting(config, "num_key_value_heads", default=heads))
     hidden = int(_required(config, "hidden_size", family))
     head_dim = int(_setting(config, "head_dim", default=hidden // heads))
-    rotary_dim, inv_freq = rope_inv_freq(config, head_dim)
+    rotary_dim, inv_freq, attention_factor = rope_inv_freq(config, head_dim)
     document: dict[str, Any] = {
         "w_query": _linear(tensors, names("q_proj.weight")), "w_key": _linear(tensors, names("k_proj.weight")),
         "w_value": _linear(tensors, names("v_proj.weight")), "w_out": _linear(tensors, names("o_proj.weight")),
         "heads": heads, "kv_heads": kv_heads, "mask": "causal",
-        "rope": {"style": "neox", "rotary_dim": rotary_dim, "inv_freq": inv_freq},
+        "rope": {"style": "neox", "rotary_dim": rotary_dim, "inv_freq": inv_freq, "attention_factor": attention_factor},
     }
     for letter, key in (("q", "b_query"), ("k", "b_key"), ("v", "b_value"), ("o", "b_out")):
         bias = _optional(tensors, names(f"{letter}_proj.bias"))

@@ -152,7 +152,7 @@ def _rotation_stage(letter: str) -> Stage:
         if rope is None:
             return None
         positions = flow.query_positions() if letter == "q" else flow.key_positions()
-        cos, sin = rotary_angles(positions, rope.inv_freq, values.dtype)
+        cos, sin = rotary_angles(positions, rope.inv_freq, values.dtype, rope.attention_factor)
         return rotate(values, cos, sin, rope.style)
 
     def formula(sizes: Sizes) -> str:

@@ -23,12 +23,14 @@ NORM_OVER = ("head", "all")
 class Rope(NamedTuple):
     """Rotary embeddings: ``style`` "neox" (the two halves of the first ``rotary_dim`` dims, Hugging
     Face Llama's rotate_half) or "gptj" (adjacent pairs), and one frequency per pair, ``inv_freq``
-    (rotary_dim / 2,), float64. ``theta`` is None when the frequencies were given."""
+    (rotary_dim / 2,), float64. ``theta`` is None when the frequencies were given.
+    ``attention_factor`` multiplies cos and sin (YaRN's; 1 otherwise), as Hugging Face does."""
 
     style: str
     rotary_dim: int
     inv_freq: np.ndarray
     theta: float | None
+    attention_factor: float = 1.0
 
 
 class QKNorm(NamedTuple):
@@ -169,10 +171,10 @@ def rope(value: Any, head_dim: int) -> Rope | None:
     if not isinstance(value, dict):
         raise ProblemError(f'rope is {describe(value)}; use "neox", "gptj" or {{"style": …, "theta": …, '
                            '"rotary_dim": …}', key="rope")
-    unknown = set(value) - {"style", "theta", "rotary_dim", "inv_freq"}
+    known = ("style", "theta", "rotary_dim", "inv_freq", "attention_factor")
+    unknown = set(value) - set(known)
     if unknown:
         name = sorted(unknown)[0]
-        known = ("style", "theta", "rotary_dim", "inv_freq")
         raise ProblemError(f"rope has an unknown key {name!r}{closest(name, known)}", key="rope")
     style = value.get("style", "neox")
     if not isinstance(style, str) or style.strip().lower() not in ROPE_STYLES:
@@ -180,6 +182,8 @@ def rope(value: Any, head_dim: int) -> Rope | None:
         raise ProblemError(f'rope.style is {describe(style) if not isinstance(style, str) else repr(style)}; '
                            f'use "neox" (halves, Llama) or "gptj" (adjacent pairs){hint}', key="rope")
     rotary_dim = value.get("rotary_dim")
+    factor = 1.0 if value.get("attention_factor") is None else positive_number("rope.attention_factor",
+                                                                               value["attention_factor"])
     if head_dim < 2:
         raise ProblemError(f"rope rotates pairs of dims but head_dim is {head_dim}: it needs at least 2", key="rope")
     if rotary_dim is None and head_dim % 2:
@@ -197,11 +201,11 @@ def rope(value: Any, head_dim: int) -> Rope | None:
         if inv_freq.shape[0] != rotary_dim // 2:
             raise ProblemError(f"rope.inv_freq has {counted(inv_freq.shape[0], 'value')} but rotary_dim "
                                f"{rotary_dim} has {rotary_dim // 2} pairs", key="rope")
-        return Rope(style.strip().lower(), rotary_dim, inv_freq, None)
+        return Rope(style.strip().lower(), rotary_dim, inv_freq, None, factor)
     theta = 10000.0 if value.get("theta") is None else positive_number("rope.theta", value["theta"])
     # theta^(-2i/rotary_dim), as Hugging Face's default rotary initialisation (in float64 here)
     inv_freq = 1.0 / theta ** (np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim)
-    return Rope(style.strip().lower(), rotary_dim, inv_freq, theta)
+    return Rope(style.strip().lower(), rotary_dim, inv_freq, theta, factor)
 
 
 def qk_norm(value: Any, heads: int, kv_heads: int, head_dim: int) -> QKNorm | None:

@@ -125,17 +125,18 @@ def test_layers_are_found_under_any_prefix_and_by_names_without_a_config():
 
 
 def test_rope_scaling_linear_and_llama3_as_hugging_face_computes_them():
-    _, default = rope_inv_freq({"rope_theta": 10000.0}, 8)
+    _, default, factor = rope_inv_freq({"rope_theta": 10000.0}, 8)
+    assert factor == 1.0
     np.testing.assert_allclose(default, [1.0, 0.1, 0.01, 0.001], rtol=1e-15)
-    _, linear = rope_inv_freq({"rope_theta": 10000.0, "rope_scaling": {"rope_type": "linear", "factor": 4.0}}, 8)
+    _, linear, _ = rope_inv_freq({"rope_theta": 10000.0, "rope_scaling": {"rope_type": "linear", "factor": 4.0}}, 8)
     np.testing.assert_allclose(linear, default / 4, rtol=1e-15)
     llama3 = {"rope_theta": 10000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}
-    _, scaled = rope_inv_freq(llama3, 8)
+    _, scaled, _ = rope_inv_freq(llama3, 8)
     # wavelengths 2π/f: 6.3 (< 64/4: kept), 62.8 (between 16 and 64: smoothed), 628 and 6283 (> 64: ÷ 8)
     smooth = (64 / (2 * math.pi / 0.1) - 1) / 3
     np.testing.assert_allclose(scaled, [1.0, (1 - smooth) * 0.1 / 8 + smooth * 0.1, 0.01 / 8, 0.001 / 8], rtol=1e-15)
-    rotary, partial = rope_inv_freq({"partial_rotary_factor": 0.5}, 8)
+    rotary, partial, _ = rope_inv_freq({"partial_rotary_factor": 0.5}, 8)
     assert rotary == 4 and len(partial) == 2
 
 
@@ -144,7 +145,7 @@ LLAMA = {"model_type": "llama", "hidden_size": 8, "num_attention_heads": 4}
 
 @pytest.mark.parametrize(("config", "layer", "message"), [
     ({**LLAMA, "rope_scaling": {"rope_type": "dynamic"}}, 0,
-     "config.json's rope_type 'dynamic' is not one attncli computes (default, linear, llama3)"),
+     "config.json's rope_type 'dynamic' is not one attncli computes (default, linear, llama3, yarn)"),
     (LLAMA, 5, "there is no attention layer 5 (layers 0–1)"),
     ({"model_type": "llama", "hidden_size": 8}, 0,
      "config.json has no 'num_attention_heads', which a llama layer needs"),
