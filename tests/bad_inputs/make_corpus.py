@@ -7,6 +7,7 @@ run and the one-line error it must give. Rerun from the project root after chang
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,75 @@ VARIANT_CASES = {
 }
 
 
+# --- damaged safetensors files ---------------------------------------------------------------------
+# Read through attncli.safetensors.SafeTensorsFile by tests/test_safetensors.py; not in cases.json
+# until the CLI reads safetensors (today it would call .safetensors an unknown extension).
+
+SAFETENSORS_DTYPES = {"<f8": "F64", "<f4": "F32", "<f2": "F16", "<i8": "I64", "<i4": "I32", "|u1": "U8", "|b1": "BOOL"}
+
+
+def safetensors_bytes(tensors, metadata=None, changes=None, length=None):
+    """A safetensors file: ``tensors`` maps names to arrays (their dtype names the file's) or to
+    (dtype name, raw bytes, shape); ``changes`` overrides header entries' fields after the layout;
+    ``length`` overrides the header length written first."""
+    header, data = ({"__metadata__": metadata} if metadata is not None else {}), b""
+    for name, tensor in tensors.items():
+        if isinstance(tensor, tuple):
+            dtype, raw, shape = tensor
+        else:
+            little = tensor.astype(tensor.dtype.newbyteorder("<"))
+            dtype, raw, shape = SAFETENSORS_DTYPES[little.dtype.str], little.tobytes(), tensor.shape
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    for name, change in (changes or {}).items():
+        header[name] = {**header[name], **change}
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text) if length is None else length) + text + data
+
+
+TWO = {"a": np.arange(8, dtype="<f4"), "b": np.ones((4, 4), dtype="<f4")}  # a: bytes 0-32, b: 32-96
+GOOD_SAFETENSORS = safetensors_bytes(TWO)
+HEADER = GOOD_SAFETENSORS[8:-96]
+# name -> (the file's bytes, the message after "Error: FILE: ")
+SAFETENSORS_CASES = {
+    "truncated.safetensors": (GOOD_SAFETENSORS[:-40],
+                              "tensor 'b' claims bytes 32–96 but the data area holds only 56 (is the file truncated?)"),
+    "header_beyond_file.safetensors": (struct.pack("<Q", 4096) + GOOD_SAFETENSORS[8:],
+                                       f"header length 4096 is beyond the file's {len(GOOD_SAFETENSORS)} bytes"),
+    "header_100gb.safetensors": (struct.pack("<Q", 100 * 1024**3) + b"{}",
+                                 "header length 107374182400 is beyond the file's 10 bytes"),
+    "too_short.safetensors": (b"\x10\x00\x00", "is 3 bytes, too short for a safetensors file (8 bytes of header "
+                                                "length, then the header)"),
+    "offsets_out_of_range.safetensors": (safetensors_bytes(TWO, changes={"b": {"data_offsets": [64, 128]}}),
+                                         "tensor 'b' claims bytes 64–128 but the data area holds only 96 (is the "
+                                         "file truncated?)"),
+    "overlapping.safetensors": (safetensors_bytes(TWO, changes={"b": {"data_offsets": [16, 80]}}),
+                                "tensors 'a' and 'b' overlap (bytes 0–32 and 16–80)"),
+    "wrong_dtype_size.safetensors": (safetensors_bytes(TWO, changes={"b": {"dtype": "F16"}}),
+                                     "tensor 'b' claims bytes 32–96 but F16 × 4×4 needs 32"),
+    "wrong_shape_size.safetensors": (safetensors_bytes(TWO, changes={"b": {"shape": [4, 8]}}),
+                                     "tensor 'b' claims bytes 32–96 but F32 × 4×8 needs 128"),
+    "header_not_json.safetensors": (struct.pack("<Q", len(HEADER)) + HEADER.replace(b'"a"', b"'a'") + GOOD_SAFETENSORS[-96:],
+                                    "the header is not JSON: Expecting property name enclosed in double quotes at "
+                                    "byte 9"),
+    "header_not_utf8.safetensors": (struct.pack("<Q", len(HEADER)) + HEADER.replace(b'"a"', b'"\xff"') + GOOD_SAFETENSORS[-96:],
+                                    "the header is not JSON: byte 0xff at offset 10 is not UTF-8"),
+    "header_array.safetensors": (struct.pack("<Q", 2) + b"[]", "the header is an array, not a JSON object of tensors"),
+    "unknown_dtype.safetensors": (safetensors_bytes(TWO, changes={"a": {"dtype": "F4"}}),
+                                  "tensor 'a' has dtype 'F4', which attncli does not know; it reads F64, F32, F16 and "
+                                  "BF16"),
+    "negative_shape.safetensors": (safetensors_bytes(TWO, changes={"a": {"shape": [-8]}}),
+                                   "tensor 'a' has shape [-8]; a shape is a list of whole numbers"),
+    "metadata_number.safetensors": (safetensors_bytes(TWO, metadata={"format": 3}),
+                                    "__metadata__ must be an object of strings, got 'format': 3"),
+}
+
+
+def write_safetensors_cases() -> None:
+    for name, (content, _message) in SAFETENSORS_CASES.items():
+        (HERE / name).write_bytes(content)
+
+
 def main() -> None:
     cases = {}
     for name, (content, args, message) in {**JSON_CASES, **VARIANT_CASES}.items():
@@ -245,6 +315,7 @@ def main() -> None:
                                       "positive number; did you mean 'sqrt'?"}
         else:
             cases[name] = {"problem": "good.json", "args": args, "message": message, "usage": True}
+    write_safetensors_cases()
     (HERE / "cases.json").write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {len(cases)} cases to {HERE}")
 
