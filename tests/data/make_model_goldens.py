@@ -560,7 +560,7 @@ def make_mha() -> None:
         e = c["module"]["embed_dim"]
         kdim, vdim = c["module"]["kdim"] or e, c["module"]["vdim"] or e
 
-        def shaped(length, width):
+        def shaped(length, width, c=c):  # this case's layout, bound now
             if c["module"]["batch_first"]:
                 return torch.randn(c["batch"], length, width, dtype=DTYPE)
             return torch.randn(length, c["batch"], width, dtype=DTYPE)
