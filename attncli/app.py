@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from attncli import formats
 from attncli.errors import ProblemError, option
+from attncli.models import describe_layers, read_given
 from attncli.request import (
     CHECKED_AS_KEYS,
     CheckRequest,
@@ -68,14 +70,14 @@ def problem_of(document: dict[str, Any], given: Given) -> Problem:
 
 
 def load(given: Given) -> Loaded:
-    """Read and validate the problem ``given``; ProblemError naming the file at fault (none when
-    an option's value is)."""
-    from attncli.readers import Inputs, read_inputs, source_name
+    """Read and validate the problem ``given`` (a layer of a model too); ProblemError naming the
+    file at fault (none when an option's value is)."""
+    from attncli.readers import Inputs, source_name
 
     source = source_name(given.file) if given.file is not None else source_name(given.matrices["x"])
     inputs = Inputs({})
     try:
-        inputs = read_inputs(given.file, given.matrices)
+        inputs = read_given(given)  # a problem, or a model's layer (compute MODEL --layer N --x HIDDEN)
         problem = problem_of(inputs.document, given)
     except ProblemError as error:
         if not about_option(error):  # an option's value is at fault, not a file
@@ -200,6 +202,16 @@ def show(render: Callable[[Any], None], shown: Shown, inputs: Iterable[str] = ()
         write_files(pictures, inputs)
 
 
+def json_or_view(shown: Shown, exporter: str, viewer: str, *values: Any) -> None:
+    """JSON (attncli.export's ``exporter(*values)``) when ``shown`` asks, else the view ``viewer``."""
+    if shown.format == "json":
+        from attncli.writers import write_stdout
+
+        write_stdout(formats.load(f"attncli.export:{exporter}")(*values).encode())
+    else:
+        show(lambda console: formats.load(f"attncli.view:{viewer}")(*values, console), shown)
+
+
 # --- the commands ---------------------------------------------------------------------------------
 
 def run_compute(request: ComputeRequest, report: Report) -> bool:
@@ -306,15 +318,7 @@ def run_shapes(request: ShapesRequest, shown: Shown) -> None:
         if request.file is None:
             _check_variant_sizes(sizes)
         rows = shape_flow(sizes)
-    if shown.format == "json":
-        from attncli.export import shapes_to_json
-        from attncli.writers import write_stdout
-
-        write_stdout(shapes_to_json(rows).encode())
-        return
-    from attncli.view import print_shapes
-
-    show(lambda console: print_shapes(rows, console), shown)
+    json_or_view(shown, "shapes_to_json", "print_shapes", rows)
 
 
 def _check_variant_sizes(sizes: Sizes) -> None:
@@ -361,16 +365,13 @@ def run_check(request: CheckRequest, shown: Shown) -> bool:
         yours = read_expected(request.expected, request.step)
     with blaming(theirs, always=True):
         verdict = check_step(loaded.problem, trace, request.step, yours, request.atol, request.rtol)
-    if shown.format == "json":
-        from attncli.export import verdict_to_json
-        from attncli.writers import write_stdout
-
-        write_stdout(verdict_to_json(verdict).encode())
-    else:
-        from attncli.view import print_verdict
-
-        show(lambda console: print_verdict(verdict, console), shown)
+    json_or_view(shown, "verdict_to_json", "print_verdict", verdict)
     return verdict.agree
+
+
+def run_layers(path: str, shown: Shown) -> None:
+    """layers: the attention layers of a model and what attncli computes for each."""
+    json_or_view(shown, "layers_to_json", "print_layers", path, describe_layers(path))
 
 
 def run_random(request: RandomRequest) -> None:

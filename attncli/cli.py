@@ -20,8 +20,8 @@ from attncli import __version__
 from attncli import app as work
 from attncli import options as opt
 from attncli.errors import ProblemError
-from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL, FILE_KEYS
-from attncli.request import CheckRequest, ComputeRequest, Given, RandomRequest, ShapesRequest, Shown, UsageError
+from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL
+from attncli.request import CheckRequest, ComputeRequest, RandomRequest, ShapesRequest, Shown, UsageError, given_by
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1
@@ -160,18 +160,15 @@ def compute(
     heads: opt.Heads = None, scale: opt.Scale = None, causal: opt.Causal = False,
     causal_lower_right: opt.CausalLowerRight = False, kv_heads: opt.KvHeads = None, rope: opt.Rope = None,
     rope_theta: opt.RopeTheta = None, window: opt.Window = None, softcap: opt.Softcap = None,
-    alibi: opt.Alibi = False,
+    alibi: opt.Alibi = False, layer: opt.Layer = None, padding: opt.PaddingFile = None,
     step: opt.Steps = None, output_format: opt.TraceFormat = None, output: opt.Output = None,
     lines: opt.Lines = False, strict: opt.Strict = False, dtype: opt.Dtype = "float64", view: opt.View = "table",
     precision: opt.Precision = 4, full: opt.Full = False, no_color: opt.NoColor = False,
     export_svg: opt.ExportSvg = None, export_html: opt.ExportHtml = None,
 ) -> None:
     """Compute attention for FILE (or the matrices given as options) and show every step."""
-    paths = (x, context, w_query, w_key, w_value, b_query, b_key, b_value, w_out, b_out, mask)
-    matrices = {key: path for key, path in zip(FILE_KEYS, paths, strict=True) if path is not None}
     request = ComputeRequest(
-        Given(file, matrices, heads, scale, causal, dtype, causal_lower_right, kv_heads, rope, rope_theta, window,
-              softcap, alibi), step,
+        given_by(locals()), step,
         Shown(output_format, output, precision, full, no_color, view, export_svg, export_html), lines, strict,
     )
     if not work.run_compute(request, _report):
@@ -218,14 +215,11 @@ def explain(
     heads: opt.Heads = None, scale: opt.Scale = None, causal: opt.Causal = False,
     causal_lower_right: opt.CausalLowerRight = False, kv_heads: opt.KvHeads = None, rope: opt.Rope = None,
     rope_theta: opt.RopeTheta = None, window: opt.Window = None, softcap: opt.Softcap = None,
-    alibi: opt.Alibi = False,
-    precision: opt.Precision = 4,
-    no_color: opt.NoColor = False,
+    alibi: opt.Alibi = False, layer: opt.Layer = None, x: opt.X = None, padding: opt.PaddingFile = None,
+    precision: opt.Precision = 4, no_color: opt.NoColor = False,
 ) -> None:
     """Show the arithmetic behind one query's row: dot products, scale, mask, softmax, weighted sum."""
-    given = Given(file, heads=heads, scale=scale, causal=causal, causal_lower_right=causal_lower_right,
-                  kv_heads=kv_heads, rope=rope, rope_theta=rope_theta, window=window, softcap=softcap, alibi=alibi)
-    work.run_explain(given, query, key, head, batch, Shown(precision=precision, no_color=no_color))
+    work.run_explain(given_by(locals()), query, key, head, batch, Shown(precision=precision, no_color=no_color))
 
 
 @app.command(cls=PlainUsageCommand)
@@ -238,18 +232,22 @@ def check(
     heads: opt.Heads = None, scale: opt.Scale = None, causal: opt.Causal = False,
     causal_lower_right: opt.CausalLowerRight = False, kv_heads: opt.KvHeads = None, rope: opt.Rope = None,
     rope_theta: opt.RopeTheta = None, window: opt.Window = None, softcap: opt.Softcap = None,
-    alibi: opt.Alibi = False,
-    output_format: opt.CheckFormat = "table",
-    no_color: opt.NoColor = False,
+    alibi: opt.Alibi = False, layer: opt.Layer = None, x: opt.X = None, padding: opt.PaddingFile = None,
+    output_format: opt.CheckFormat = "table", no_color: opt.NoColor = False,
 ) -> None:
     """Check your numbers for one step against attncli's; name the common mistake they show.
 
     Exit 0 when they agree within the tolerance, 1 when they do not, 2 on bad input."""
-    given = Given(file, heads=heads, scale=scale, causal=causal, causal_lower_right=causal_lower_right,
-                  kv_heads=kv_heads, rope=rope, rope_theta=rope_theta, window=window, softcap=softcap, alibi=alibi)
-    request = CheckRequest(given, expected, step, atol, rtol)
+    request = CheckRequest(given_by(locals()), expected, step, atol, rtol)
     if not work.run_check(request, Shown(output_format, no_color=no_color)):
         raise typer.Exit(EXIT_MISMATCH)
+
+
+@app.command(cls=PlainUsageCommand)
+@_reported()
+def layers(model: opt.Model, output_format: opt.LayersFormat = "table", no_color: opt.NoColor = False) -> None:
+    """List a model's attention layers and what attncli computes for each (heads, RoPE, window…)."""
+    work.run_layers(model, Shown(output_format, no_color=no_color))
 
 
 @app.command("random")

@@ -96,6 +96,12 @@ def shapes_to_json(rows: list) -> str:
     return json.dumps({"steps": [dataclasses.asdict(row) for row in rows]}) + "\n"
 
 
+def layers_to_json(model: str, rows: list[dict[str, Any]]) -> str:
+    """A model's attention layers as one JSON object: ``model`` and ``layers``, one object per
+    layer (see app.describe_layers)."""
+    return json.dumps({"model": model, "layers": rows}, allow_nan=False) + "\n"
+
+
 def verdict_to_json(verdict: Any) -> str:
     """A check's verdict as one strict JSON object."""
     return json.dumps(verdict.as_dict(), allow_nan=False) + "\n"

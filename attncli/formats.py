@@ -17,10 +17,11 @@ from typing import Any, NamedTuple
 @dataclass(frozen=True)
 class InputFormat:
     """A kind of input file: its ``name``, the ``suffixes`` that mark it, the ``signature`` its
-    bytes begin with (b"" for none: a text format), what it ``holds`` ("problem", "matrix" or
-    "lines": many problems) and the ``function`` ("module:function") that reads it, given an
-    attncli.sources.Reading. A text format may say what its text ``starts`` with (after a BOM and
-    white space): how it is told apart on standard input, which has no suffix.
+    bytes begin with (b"" for none: a text format), what it ``holds`` ("problem", "matrix",
+    "lines": many problems, or "model": tensors of which one attention layer is a problem) and
+    the ``function`` ("module:function") that reads it, given an attncli.sources.Reading. A text
+    format may say what its text ``starts`` with (after a BOM and white space): how it is told
+    apart on standard input, which has no suffix.
 
     attncli.readers.choose_format picks the format of an input: a binary format its suffix names;
     else a signature its bytes begin with; else its suffix; else (standard input) how its text
@@ -59,6 +60,11 @@ INPUT_FORMATS = (
     # line is its problem); a stream of many is read line by line by attncli.readers.iter_json_lines.
     InputFormat("JSON Lines", (".jsonl",), b"", ("lines",), "attncli.readers:read_json"),
     InputFormat("NPZ", (".npz",), b"PK\x03\x04", ("problem",), "attncli.readers:read_npz"),
+    # A model: a .safetensors file, or a Hugging Face folder (config.json and model.safetensors or
+    # its shards); one attention layer of it is a problem (compute MODEL --layer N --x HIDDEN). Its
+    # reader takes the path (a folder is no stream of bytes); a PyTorch pickle is refused there.
+    InputFormat("safetensors", (".safetensors",), b"", ("model",), "attncli.safetensors:Checkpoint"),
+    InputFormat("PyTorch pickle", (".bin", ".pt", ".pth", ".ckpt"), b"", ("model",), "attncli.safetensors:Checkpoint"),
 )
 
 # The first is the default: what a terminal is shown.

@@ -109,9 +109,20 @@ RopeTheta = Annotated[
 Window = Annotated[int | None, typer.Option("--window", metavar="W", help=f"{_WINDOW}; overrides the document.")]
 Softcap = Annotated[float | None, typer.Option("--softcap", metavar="C", help=f"{_SOFTCAP}; overrides the document.")]
 Alibi = Annotated[bool, typer.Option("--alibi", help=f"{_ALIBI} (replaces the document's).")]
+_MODEL = "a model (.safetensors, or a folder with config.json) with --layer and --x"
 Problem = Annotated[
-    str, typer.Argument(metavar="FILE", help=f"A problem: {PROBLEM_SUFFIXES}, a folder, or - for standard input.",
-                        show_default=False),
+    str, typer.Argument(metavar="FILE", help=f"A problem: {PROBLEM_SUFFIXES}, a folder, {_MODEL}, or - for "
+                        "standard input.", show_default=False),
+]
+Layer = Annotated[
+    int | None, typer.Option("--layer", metavar="N", callback=whole_number(0),
+                             help="With a model for FILE: its attention layer N is the problem "
+                             "(see 'attncli layers')."),
+]
+PaddingFile = Annotated[
+    str | None, typer.Option("--padding", metavar="PATH",
+                             help=f"Which keys are real, 0/1 per key, (k_len) or (batch, k_len), as Hugging Face's "
+                             f"attention_mask: from a {MATRIX_SUFFIXES} file, or -."),
 ]
 
 # --- compute --------------------------------------------------------------------------------------
@@ -119,7 +130,7 @@ ComputeProblem = Annotated[
     str | None,
     typer.Argument(metavar="FILE", show_default=False,
                    help=f"A problem: {PROBLEM_SUFFIXES}, a folder of one file per matrix, "
-                   f"{listed(input_suffixes('lines'))} (one problem per line), or - for standard input."),
+                   f"{listed(input_suffixes('lines'))} (one problem per line), {_MODEL}, or - for standard input."),
 ]
 X = Annotated[str | None, _matrix("x")]
 Context = Annotated[str | None, _matrix("context")]
@@ -209,6 +220,18 @@ CheckFormat = Annotated[
     str, typer.Option("--format", "-f", metavar="table|json", callback=choice(TEXT_FORMATS),
                       autocompletion=completing(TEXT_FORMATS),
                       help="table (words) or json (the verdict as data)."),
+]
+
+# --- layers ---------------------------------------------------------------------------------------
+Model = Annotated[
+    str, typer.Argument(metavar="MODEL", show_default=False,
+                        help="A .safetensors file, or a folder with config.json and model.safetensors (or its "
+                        "shards and model.safetensors.index.json)."),
+]
+LayersFormat = Annotated[
+    str, typer.Option("--format", "-f", metavar="table|json", callback=choice(TEXT_FORMATS),
+                      autocompletion=completing(TEXT_FORMATS),
+                      help="table, or json (every digit, for pipelines)."),
 ]
 
 # --- random ---------------------------------------------------------------------------------------

@@ -187,6 +187,24 @@ def _at(path: str, read: Any) -> Any:
         raise
 
 
+# --- models ---------------------------------------------------------------------------------------
+
+def is_model(path: str) -> bool:
+    """Whether ``path`` names a model rather than a problem: a file of a model format in the
+    registry (.safetensors; a PyTorch pickle too, which the model reader refuses), or a folder
+    holding config.json or a .safetensors file (a problem folder holds one file per matrix)."""
+    if path == "-":
+        return False
+    candidate, suffixes = Path(path), formats.input_suffixes("model")
+    if candidate.is_dir():
+        try:
+            return (candidate / "config.json").is_file() or any(entry.suffix in suffixes
+                                                                for entry in candidate.iterdir())
+        except OSError:
+            return False  # unreadable: reading it as a problem folder says why
+    return candidate.suffix.lower() in suffixes
+
+
 # --- single matrices ------------------------------------------------------------------------------
 
 def read_matrix(path: str, stdin: BinaryIO | None = None, key: str = "", allow_object: bool = False,

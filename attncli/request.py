@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from attncli.errors import ProblemError, option
 from attncli.formats import input_suffixes, output_format
-from attncli.keys import REQUIRED_KEYS, REQUIRED_ROLES, STEP_NAMES
+from attncli.keys import FILE_KEYS, REQUIRED_KEYS, REQUIRED_ROLES, STEP_NAMES
 
 
 class UsageError(Exception):
@@ -30,9 +30,10 @@ class UsageError(Exception):
 
 
 class Given(NamedTuple):
-    """A problem as the user gave it: a ``file`` (``-``: standard input; a folder) and/or one file
-    per matrix (``matrices``: key -> path), the dtype to compute in, and the overrides: each
-    replaces a key of the document (see ``overrides``)."""
+    """A problem as the user gave it: a ``file`` (``-``: standard input; a folder; a model, whose
+    attention ``layer`` is the problem) and/or one file per matrix (``matrices``: key -> path; a
+    model's ``x`` comes from there), the dtype to compute in, and the overrides: each replaces a
+    key of the document (see ``overrides``)."""
 
     file: str | None = None
     matrices: Mapping[str, str] = MappingProxyType({})
@@ -47,11 +48,19 @@ class Given(NamedTuple):
     window: int | None = None
     softcap: float | None = None
     alibi: bool = False
+    layer: int | None = None  # with a model for ``file``: which of its attention layers
 
     def overrides(self) -> dict[str, Any]:
         """The overrides given (field -> value), named as problem_from_document's keywords."""
         # `is`: a 0 (--window 0) is given, and checked
         return {name: value for name in OVERRIDES if (value := getattr(self, name)) is not None and value is not False}
+
+
+def given_by(options: Mapping[str, Any]) -> Given:
+    """The problem a command's ``options`` (its parameters by name: ``file``, one path per matrix
+    key and ``padding``, Given's other fields) give; a matrix not given is None."""
+    matrices = {key: options[key] for key in (*FILE_KEYS, "padding") if options.get(key) is not None}
+    return Given(options["file"], matrices, **{name: options[name] for name in Given._fields[2:] if name in options})
 
 
 # Given's fields that replace a key of the problem document, in the order of the options
@@ -165,6 +174,8 @@ def check_options(request: ComputeRequest | ShapesRequest | CheckRequest | Rando
 
 def _check_given(given: Given) -> None:
     _one_mask_rule(given.causal, given.causal_lower_right)
+    if given.layer is not None and given.file is None:
+        raise UsageError("give the model as FILE: --layer picks one of its attention layers", "--layer")
 
 
 def _one_mask_rule(causal: bool, causal_lower_right: bool) -> None:
@@ -194,6 +205,8 @@ def _check_compute(request: ComputeRequest) -> None:
                          f"{step_suggestion(unknown[0])}", "--step")
     pictures = shown.export_svg is not None or shown.export_html is not None
     if is_lines(request):
+        if given.layer is not None:
+            raise UsageError("a layer of a model is one problem, not JSON Lines", "--layer")
         if given.matrices:
             raise UsageError("matrix options do not combine with JSON Lines", "--lines")
         if shown.format not in (None, "json"):

@@ -51,7 +51,7 @@ def test_bash_completes_rope_styles():
 
 
 def test_bash_completes_commands_and_options():
-    assert _bash("attncli ") == ["compute", "demo", "shapes", "explain", "check", "random"]
+    assert _bash("attncli ") == ["compute", "demo", "shapes", "explain", "check", "layers", "random"]
     assert _bash("attncli ch") == ["check"]
     assert "--step" in _bash("attncli compute --st")
     assert "--show-completion" in _bash("attncli --")

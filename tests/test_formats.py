@@ -23,13 +23,15 @@ X = CLASSIC["x"]
 
 def test_every_suffix_maps_to_one_reader():
     suffixes = [suffix for entry in formats.INPUT_FORMATS for suffix in entry.suffixes]
-    assert sorted(suffixes) == [".csv", ".json", ".jsonl", ".npy", ".npz", ".tsv", ".txt"]
+    assert sorted(suffixes) == [".bin", ".ckpt", ".csv", ".json", ".jsonl", ".npy", ".npz", ".pt", ".pth",
+                                ".safetensors", ".tsv", ".txt"]
     assert len(set(suffixes)) == len(suffixes)
     for entry in formats.INPUT_FORMATS:
         for suffix in entry.suffixes:
             assert formats.input_format(suffix) is entry
         assert callable(formats.load(entry.function))
-        assert entry.function.startswith("attncli.readers:")
+        # a model is opened by attncli.safetensors (which reads safetensors and refuses pickles)
+        assert entry.function.startswith("attncli.safetensors:" if "model" in entry.holds else "attncli.readers:")
     assert formats.input_format(".xlsx") is None
 
 
@@ -37,6 +39,7 @@ def test_what_each_kind_of_input_may_be():
     assert formats.input_suffixes("problem") == (".json", ".npz")
     assert formats.input_suffixes("matrix") == (".csv", ".tsv", ".json", ".npy", ".txt")
     assert formats.input_suffixes("lines") == (".jsonl",)
+    assert formats.input_suffixes("model") == (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 def test_signatures_are_what_numpy_writes():

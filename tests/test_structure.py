@@ -25,8 +25,9 @@ LAYERS = [
     {"trace"},
     {"pipeline"},
     {"shapes", "explain", "mistakes", "demo"},
-    {"export", "writers", "view.numbers", "view.console", "view.tables", "view.heatmap", "view.text", "view"},
-    {"stream", "request"},
+    {"export", "writers", "view.numbers", "view.console", "view.tables", "view.heatmap", "view.text", "view.layers",
+     "view"},
+    {"stream", "request", "models"},
     {"app"},
     {"options", "cli", "__main__", "__init__"},
 ]
