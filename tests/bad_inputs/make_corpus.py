@@ -181,8 +181,8 @@ VARIANT_CASES = {
 
 
 # --- damaged safetensors files ---------------------------------------------------------------------
-# Read through attncli.safetensors.SafeTensorsFile by tests/test_safetensors.py; not in cases.json
-# until the CLI reads safetensors (today it would call .safetensors an unknown extension).
+# Read through attncli.safetensors.SafeTensorsFile by tests/test_safetensors.py, and as a model by
+# the CLI (compute FILE --layer 0: the header is refused before a layer or x is looked for).
 
 SAFETENSORS_DTYPES = {"<f8": "F64", "<f4": "F32", "<f2": "F16", "<i8": "I64", "<i4": "I32", "|u1": "U8", "|b1": "BOOL"}
 
@@ -316,6 +316,8 @@ def main() -> None:
         else:
             cases[name] = {"problem": "good.json", "args": args, "message": message, "usage": True}
     write_safetensors_cases()
+    for name, (_content, message) in SAFETENSORS_CASES.items():
+        cases[name] = {"args": ["--layer", "0"], "message": message}
     (HERE / "cases.json").write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {len(cases)} cases to {HERE}")
 
