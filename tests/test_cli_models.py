@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLES
 from test_cli import assert_one_line_error, run
 
 MODELS = Path(__file__).resolve().parent / "data" / "models"
@@ -145,3 +146,12 @@ def test_x_of_the_wrong_width_names_the_model_and_the_widths(tmp_path):
     result = run("compute", MODELS / "llama", "--layer", 0, "--x", x)
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert "32" in result.stderr and "3 columns" in result.stderr
+
+
+def test_the_readme_sample_is_the_first_tokens_of_the_llama_golden():
+    """samples/llama_hidden.json: the first three tokens of the llama case's first item; causal, so
+    its output is the golden output's first three rows."""
+    case, sample = case_named("llama_layer1"), SAMPLES / "llama_hidden.json"
+    assert json.loads(sample.read_text()) == case["input"][0][:3]
+    result = run("compute", MODELS / "llama", "--layer", 1, "--x", sample, "--step", "output", "-f", "json")
+    np.testing.assert_allclose(json.loads(result.stdout)["output"], case["output"][0][:3], rtol=1e-12, atol=1e-13)
