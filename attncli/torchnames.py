@@ -3,23 +3,37 @@
 PyTorch stores a linear layer's weight as (out, in) and applies ``x·Wᵀ + b``;
 attncli stores (in, out) and applies ``x·W + b``. So each weight is transposed,
 and the packed ``in_proj_weight`` (3E, E) is cut into its query, key and value
-thirds. The result computes what the module computes with ``batch_first=True``.
-No torch needed: the arrays come from a state_dict saved with numpy.
+thirds. The inputs may be named as ``forward`` names them (``query``, ``key``, ``value``), in
+PyTorch's layout (``batch_first: false``, the module's default, is (seq, batch, E)), with PyTorch's
+masks in PyTorch's meaning (``attn_mask``: bool True = blocked, or float added; ``key_padding_mask``:
+True = padded). No torch needed: the arrays come from a state_dict saved with numpy.
 """
 
 from __future__ import annotations
 
+from numbers import Integral
+from typing import Any
+
 import numpy as np
 
 from attncli.errors import ProblemError, option
-from attncli.numbers import as_array
+from attncli.numbers import as_array, counted, nested_shape, shape_text
+from attncli.wording import describe
 
 PACKED = ("in_proj_weight", "in_proj_bias")
 SEPARATE = ("q_proj_weight", "k_proj_weight", "v_proj_weight")
 OUTPUT = ("out_proj.weight", "out_proj.bias")
 UNSUPPORTED = ("bias_k", "bias_v")
-TORCH_KEYS = PACKED + SEPARATE + OUTPUT + UNSUPPORTED
+# forward's inputs, its masks and the module's settings a document may carry
+FORWARD = ("query", "key", "value")
+MASKS = ("attn_mask", "key_padding_mask")
+SETTINGS = ("batch_first", "add_zero_attn")
+TORCH_KEYS = PACKED + SEPARATE + OUTPUT + UNSUPPORTED + FORWARD + MASKS + SETTINGS
 OURS = ("w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out")
+# a PyTorch name and the attncli keys it stands for: give one or the other
+SAME_ROLE = {"query": ("x",), "key": ("context",), "value": ("context",), "attn_mask": ("mask", "bias"),
+             "key_padding_mask": ("padding",)}
+WISH = "issue 12's wish"
 
 
 def uses_pytorch_names(document: dict) -> bool:
@@ -33,10 +47,24 @@ def from_pytorch_names(document: dict) -> dict:
     ``k_proj_weight`` (E, kdim), ``v_proj_weight`` (E, vdim); ``out_proj.weight`` (E, E) and
     ``out_proj.bias`` (E,); returns ``w_query`` (E, E), ``w_key`` (kdim, E), ``w_value`` (vdim, E),
     biases (E,), ``w_out`` (E, E), ``b_out`` (E,). Other keys pass through. ``heads`` is required.
+
+    ``query`` becomes ``x``; ``key`` becomes ``context`` unless it is the query (self-attention);
+    a ``value`` other than the key is joined to it as one context [key | value] whose other columns
+    the key and value weights take with zero rows, so K = key·W_K and V = value·W_V exactly.
+    ``batch_first: false`` transposes 3-D inputs from (seq, batch, E) to (batch, seq, E); the
+    output stays batch-first.
     """
     for key in UNSUPPORTED:
         if key in document:
             raise ProblemError(f"{key} (nn.MultiheadAttention's add_bias_kv) is not supported", key=key)
+    if document.get("add_zero_attn") not in (None, False):
+        raise ProblemError(f"add_zero_attn (nn.MultiheadAttention's extra zero key and value) is not supported yet "
+                           f"({WISH})", key="add_zero_attn")
+    for torch_name, ours in SAME_ROLE.items():
+        for name in ours:
+            if torch_name in document and name in document:
+                raise ProblemError(f"{torch_name} and {name} are both given: {torch_name} is PyTorch's name for what "
+                                   f"attncli calls {'/'.join(ours)}; give one", key=torch_name)
     mixed = [key for key in OURS if key in document]
     if mixed:
         raise ProblemError(
@@ -83,5 +111,107 @@ def from_pytorch_names(document: dict) -> dict:
         converted["w_out"] = as_array("out_proj.weight", document["out_proj.weight"], (2,)).T
     if "out_proj.bias" in document:
         converted["b_out"] = as_array("out_proj.bias", document["out_proj.bias"], (1,))
+    batch_first = _batch_first(document.get("batch_first", True))
+    _inputs(document, converted, batch_first)
+    _masks(document, converted)
     return converted
+
+
+def _batch_first(value: Any) -> bool:
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind == "b":
+        value = bool(value)
+    if not isinstance(value, bool | np.bool_):
+        raise ProblemError(f"batch_first is {describe(value)}; it is true (inputs (batch, seq, E)) or false "
+                           "(PyTorch's default: (seq, batch, E))", key="batch_first")
+    return bool(value)
+
+
+def _input(document: dict, name: str, batch_first: bool) -> np.ndarray:
+    array = as_array(name, document[name], (2, 3))
+    # (seq, batch, E) → (batch, seq, E); a 2-D input is unbatched (seq, E) in either layout
+    return array if batch_first or array.ndim == 2 else array.transpose(1, 0, 2)
+
+
+def _inputs(document: dict, converted: dict, batch_first: bool) -> None:
+    """x from query (or x), context from key and value (or context), all batch-first."""
+    for name in ("x", "context"):
+        if name in document and document[name] is not None:
+            converted[name] = _input(document, name, batch_first)
+    if "query" in document:
+        converted["x"] = _input(document, "query", batch_first)
+    if "key" not in document and "value" not in document:
+        return
+    if "x" not in converted:
+        raise ProblemError("key and value are given without query (forward's first input, attncli's x)", key="query")
+    query = converted["x"]
+    key = _input(document, "key", batch_first) if "key" in document else query
+    value = _input(document, "value", batch_first) if "value" in document else key
+    if key.ndim != query.ndim or value.ndim != query.ndim:
+        raise ProblemError("query, key and value must all have a batch axis or none",
+                           {"query": query.shape, "key": key.shape, "value": value.shape})
+    if key.shape[:-1] != value.shape[:-1]:
+        raise ProblemError(f"key has shape {shape_text(key.shape)} but value {shape_text(value.shape)}: "
+                           "nn.MultiheadAttention needs one value per key", {"key": key.shape, "value": value.shape})
+    if _same(key, value):
+        if not _same(key, query):
+            converted["context"] = key
+        return
+    # Keys and values from different tensors: one context [key | value], each weight zero on the other's columns
+    w_key, w_value = converted["w_key"], converted["w_value"]
+    for name, array, weight, torch_name in (("key", key, w_key, "k_proj_weight"),
+                                            ("value", value, w_value, "v_proj_weight")):
+        if array.shape[-1] != weight.shape[0]:
+            raise ProblemError(f"{name} has {counted(array.shape[-1], 'column')} but the {name} weights take "
+                               f"{weight.shape[0]} ({torch_name}'s columns)", {name: array.shape})
+    converted["context"] = np.concatenate([key, value], axis=-1)
+    converted["w_key"] = np.concatenate([w_key, np.zeros((value.shape[-1], w_key.shape[1]))])
+    converted["w_value"] = np.concatenate([np.zeros((key.shape[-1], w_value.shape[1])), w_value])
+
+
+def _same(first: np.ndarray, second: np.ndarray) -> bool:
+    return first is second or (first.shape == second.shape and np.array_equal(first, second))
+
+
+def _masks(document: dict, converted: dict) -> None:
+    """attn_mask (bool: True = blocked → mask; float: added → bias) and key_padding_mask (True = padded → padding)."""
+    heads = document["heads"]
+    if document.get("attn_mask") is not None:
+        value = document["attn_mask"]
+        boolean = _leaf_is_bool(value)
+        shape = nested_shape("attn_mask", value, [], (bool,) if boolean else (int, float, str, type(None)))
+        if len(shape) not in (2, 3):
+            raise ProblemError(f"attn_mask has shape {shape_text(shape)}; nn.MultiheadAttention takes (L, S) or "
+                               "(batch·heads, L, S)", {"attn_mask": shape})
+        array = np.array(value, dtype=bool) if boolean else value
+        if len(shape) == 3:
+            # (batch·heads, L, S): row b·heads + h is batch b's head h
+            if not isinstance(heads, Integral) or isinstance(heads, bool) or heads < 1 or shape[0] % heads:
+                raise ProblemError(f"attn_mask has {shape[0]} (L, S) matrices; a 3-D attn_mask holds batch·heads "
+                                   f"of them, and there are {heads} heads", {"attn_mask": shape})
+            heads = int(heads)
+            array = (array.reshape(-1, heads, *shape[1:]) if isinstance(array, np.ndarray) else
+                     [array[start:start + heads] for start in range(0, shape[0], heads)])
+        if boolean:
+            converted["mask"] = ~array  # PyTorch's True = blocked; attncli's 1 = may attend
+        else:
+            converted["bias"] = array  # added to the logits; null / -inf blocks
+    if document.get("key_padding_mask") is not None:
+        value = document["key_padding_mask"]
+        if not _leaf_is_bool(value):
+            raise ProblemError("key_padding_mask holds numbers; attncli takes it as true/false (True = a padded key, "
+                               f"ignored); a float key_padding_mask (added) is not supported yet ({WISH})",
+                               key="key_padding_mask")
+        nested_shape("key_padding_mask", value, [], (bool,))
+        converted["padding"] = ~np.array(value, dtype=bool)  # PyTorch's True = padded; attncli's 1 = a real key
+
+
+def _leaf_is_bool(value: Any) -> bool:
+    """Whether a nested list's first value (or an array's type) is boolean."""
+    for _ in range(5):
+        if isinstance(value, np.ndarray):
+            return value.dtype.kind == "b"
+        if not isinstance(value, list) or not value:
+            break
+        value = value[0]
+    return isinstance(value, bool | np.bool_)
 

@@ -47,7 +47,8 @@ def test_packed_weights_are_cut_in_thirds_and_transposed():
     np.testing.assert_array_equal(converted["b_value"], [0.8, 0.9, 1.0, 1.1])
     np.testing.assert_array_equal(converted["w_out"], OUT.T)
     np.testing.assert_array_equal(converted["b_out"], [1.0, 2.0, 3.0, 4.0])
-    assert converted["x"] == [[1.0] * E] and converted["heads"] == 2
+    np.testing.assert_array_equal(converted["x"], [[1.0] * E])
+    assert converted["heads"] == 2
 
 
 def test_separate_weights_may_have_other_widths():
@@ -93,3 +94,88 @@ def test_a_state_dict_given_wrong(document, message, key):
     error = error_of(document)
     assert error.message == message
     assert error.key == key
+
+
+# forward's names, PyTorch's layout and masks (the module's own numbers are in test_mha_goldens.py)
+QUERY = np.arange(2 * 3 * E, dtype=np.float64).reshape(2, 3, E) / 10  # (batch 2, seq 3, E)
+
+
+def test_query_key_value_become_x_and_one_context():
+    document = {"heads": 2, "in_proj_weight": PACKED.tolist(), "query": QUERY.tolist()}
+    np.testing.assert_array_equal(from_pytorch_names(document)["x"], QUERY)
+    assert "context" not in from_pytorch_names({**document, "key": QUERY, "value": QUERY})  # self-attention
+    converted = from_pytorch_names({**document, "key": QUERY[:, :2], "value": QUERY[:, :2]})
+    np.testing.assert_array_equal(converted["context"], QUERY[:, :2])
+    np.testing.assert_array_equal(converted["w_key"], PACKED[E:2 * E].T)
+    # keys and values from different tensors: one context [key | value], the weights zero on the other's columns
+    converted = from_pytorch_names({**document, "key": QUERY[:, :2], "value": -QUERY[:, :2]})
+    np.testing.assert_array_equal(converted["context"], np.concatenate([QUERY[:, :2], -QUERY[:, :2]], axis=-1))
+    np.testing.assert_array_equal(converted["context"] @ converted["w_key"], QUERY[:, :2] @ PACKED[E:2 * E].T)
+    np.testing.assert_array_equal(converted["context"] @ converted["w_value"], -QUERY[:, :2] @ PACKED[2 * E:].T)
+
+
+def test_batch_first_false_reads_seq_batch_embed():
+    document = {"heads": 2, "in_proj_weight": PACKED.tolist(), "batch_first": False,
+                "query": QUERY.transpose(1, 0, 2).tolist(), "key": QUERY[:, :2].transpose(1, 0, 2)}
+    converted = from_pytorch_names(document)
+    np.testing.assert_array_equal(converted["x"], QUERY)
+    np.testing.assert_array_equal(converted["context"], QUERY[:, :2])
+    unbatched = from_pytorch_names({**document, "query": QUERY[0].tolist(), "key": QUERY[0]})  # (seq, E) either way
+    np.testing.assert_array_equal(unbatched["x"], QUERY[0])
+    assert "context" not in unbatched
+    assert from_pytorch_names({**document, "batch_first": np.array(False)})["x"].shape == (2, 3, E)  # from an NPZ
+
+
+def test_masks_in_pytorch_meaning():
+    document = {"heads": 2, "in_proj_weight": PACKED.tolist(), "query": QUERY.tolist()}
+    blocked = [[False, True, True], [False, False, True], [False, False, False]]
+    np.testing.assert_array_equal(from_pytorch_names({**document, "attn_mask": blocked})["mask"], ~np.array(blocked))
+    # (batch·heads, L, S): batch b's head h is row b·heads + h
+    per_head = np.arange(4 * 3 * 3).reshape(4, 3, 3) % 2 == 0
+    np.testing.assert_array_equal(from_pytorch_names({**document, "attn_mask": per_head})["mask"],
+                                  ~per_head.reshape(2, 2, 3, 3))
+    converted = from_pytorch_names({**document, "attn_mask": per_head.tolist()})
+    np.testing.assert_array_equal(converted["mask"], ~per_head.reshape(2, 2, 3, 3))
+    added = [[0.0, None, 1.5]] * 3
+    assert from_pytorch_names({**document, "attn_mask": added})["bias"] == added
+    regrouped = from_pytorch_names({**document, "attn_mask": [added] * 4})["bias"]
+    assert np.shape(regrouped) == (2, 2, 3, 3)
+    padded = [[False, False, True], [False, True, True]]
+    np.testing.assert_array_equal(from_pytorch_names({**document, "key_padding_mask": padded})["padding"],
+                                  [[True, True, False], [True, False, False]])
+
+
+@pytest.mark.parametrize(("change", "message", "key"), [
+    ({"x": [[1.0] * E]},
+     "query and x are both given: query is PyTorch's name for what attncli calls x; give one", "query"),
+    ({"attn_mask": [[True]], "mask": "causal"},
+     "attn_mask and mask are both given: attn_mask is PyTorch's name for what attncli calls mask/bias; give one",
+     "attn_mask"),
+    ({"batch_first": "no"},
+     "batch_first is the string 'no'; it is true (inputs (batch, seq, E)) or false (PyTorch's default: "
+     "(seq, batch, E))", "batch_first"),
+    ({"key": QUERY, "value": QUERY[:, :2]},
+     "key has shape 2×3×4 but value 2×2×4: nn.MultiheadAttention needs one value per key", None),
+    ({"key": QUERY, "value": QUERY[..., :2]}, "value has 2 columns but the value weights take 4 "
+     "(v_proj_weight's columns)", None),
+    ({"attn_mask": np.zeros((3, 3, 3), dtype=bool)},
+     "attn_mask has 3 (L, S) matrices; a 3-D attn_mask holds batch·heads of them, and there are 2 heads", None),
+    ({"attn_mask": [True, False]},
+     "attn_mask has shape 2; nn.MultiheadAttention takes (L, S) or (batch·heads, L, S)", None),
+    ({"key_padding_mask": [[0.0, 1.0, 0.0]]},
+     "key_padding_mask holds numbers; attncli takes it as true/false (True = a padded key, ignored); a float "
+     "key_padding_mask (added) is not supported yet (issue 12's wish)", "key_padding_mask"),
+    ({"add_zero_attn": True},
+     "add_zero_attn (nn.MultiheadAttention's extra zero key and value) is not supported yet (issue 12's wish)",
+     "add_zero_attn"),
+])
+def test_forward_inputs_given_wrong(change, message, key):
+    error = error_of({"heads": 2, "in_proj_weight": PACKED.tolist(), "query": QUERY, **change})
+    assert error.message == message
+    if key:
+        assert error.key == key
+
+
+def test_key_without_query():
+    error = error_of({"heads": 2, "in_proj_weight": PACKED.tolist(), "key": QUERY})
+    assert error.message == "key and value are given without query (forward's first input, attncli's x)"
