@@ -82,9 +82,16 @@ def rms_norm(values: np.ndarray, weight: np.ndarray, eps: float, axis: int | tup
     head_dim values, or (-3, -1) for all heads of a (..., heads, seq, head_dim) array; or the
     ``mean_square`` given, when the other heads are elsewhere), in Hugging Face's order:
     (values · 1/sqrt(…)) · weight."""
+    return values * rms_factor(values, eps, axis, mean_square)[1] * weight
+
+
+def rms_factor(values: np.ndarray, eps: float, axis: int | tuple[int, ...] = -1,
+               mean_square: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """RMSNorm's mean of squares over ``axis`` (kept; or the one given) and its factor
+    1/sqrt(mean of squares + eps)."""
     if mean_square is None:
         mean_square = np.mean(np.square(values), axis=axis, keepdims=True)
-    return values * (1.0 / np.sqrt(mean_square + np.asarray(eps, dtype=values.dtype))) * weight
+    return mean_square, 1.0 / np.sqrt(mean_square + np.asarray(eps, dtype=values.dtype))
 
 
 def rotary_angles(positions: np.ndarray, inv_freq: np.ndarray, dtype: np.dtype,

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from attncli.arithmetic import alibi_term, exponentials, rotary_angles, row_shift
+from attncli.arithmetic import alibi_term, exponentials, rms_factor, rotary_angles, row_shift
 from attncli.errors import ProblemError, option
 from attncli.problem import Problem
 from attncli.stages import STEP_AXES, last_in_slot, masks_at
@@ -235,15 +235,14 @@ def _norm(problem: Problem, trace: Trace, letter: str, batch: int, head: int, in
     projected = _full(trace, letter)[batch, :, index]  # (heads | kv_heads, head_dim)
     weight = norm.q_weight if letter == "q" else norm.k_weight
     squared = projected[head] if norm.over == "head" else projected.reshape(-1)
-    mean_square = np.mean(np.square(squared))
-    factor = 1.0 / np.sqrt(mean_square + np.asarray(norm.eps, dtype=projected.dtype))
+    mean_square, factor = rms_factor(squared, norm.eps)
     return Norm(
         over=norm.over,
         before=projected[head],
         squared=squared,
-        mean_square=float(mean_square),
+        mean_square=float(mean_square[0]),
         eps=norm.eps,
-        factor=float(factor),
+        factor=float(factor[0]),
         weight=weight if norm.over == "head" else weight.reshape(-1, projected.shape[1])[head],
         after=_full(trace, f"{letter}_normed")[batch, head, index],
     )

@@ -56,16 +56,27 @@ def _required(config: dict, key: str, family: str) -> Any:
     return config[key]
 
 
+def _rope_parameters(config: dict) -> dict:
+    """RoPE's settings: transformers 5's rope_parameters over the older rope_scaling."""
+    return {**(config.get("rope_scaling") or {}), **(config.get("rope_parameters") or {})}
+
+
+def rope_setting(config: dict) -> tuple[str, float]:
+    """RoPE's type (``default`` when none is named) and theta, as config.json names them."""
+    parameters = _rope_parameters(config)
+    theta = float(_setting(parameters, "rope_theta", default=_setting(config, "rope_theta", default=10000.0)))
+    return _setting(parameters, "rope_type", "type", default="default"), theta
+
+
 def rope_inv_freq(config: dict, head_dim: int) -> tuple[int, np.ndarray, float]:
     """RoPE's rotary_dim, frequencies (rotary_dim / 2,) and attention factor as Hugging Face
     computes them from the configuration: ``default``, ``linear``, ``llama3`` and ``yarn`` scaling,
     in float64. Another rope_type is an error that names it."""
-    parameters = {**(config.get("rope_scaling") or {}), **(config.get("rope_parameters") or {})}
-    theta = float(_setting(parameters, "rope_theta", default=_setting(config, "rope_theta", default=10000.0)))
+    parameters = _rope_parameters(config)
+    rope_type, theta = rope_setting(config)
     rotary_dim = int(head_dim * float(_setting(parameters, "partial_rotary_factor",
                                                default=_setting(config, "partial_rotary_factor", default=1.0))))
     inv_freq = 1.0 / theta ** (np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim)
-    rope_type = _setting(parameters, "rope_type", "type", default="default")
     if rope_type == "default":
         return rotary_dim, inv_freq, 1.0
     if rope_type == "linear":

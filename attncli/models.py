@@ -121,11 +121,11 @@ def describe_layers(path: str) -> list[dict[str, Any]]:
     """What attncli computes for each attention layer of the model at ``path``, read from the
     document families.layer_document makes of it; RoPE's type and theta as config.json names them
     (the document holds the frequencies they give)."""
-    from attncli.families import layer_document
+    from attncli.families import layer_document, rope_setting
 
     model = open_model(path)
     config = model.checkpoint.config or {}
-    parameters = {**(config.get("rope_scaling") or {}), **(config.get("rope_parameters") or {})}
+    rope_type, theta = rope_setting(config)
     rows = []
     for layer in model.layers:
         with _naming(model.path):
@@ -139,8 +139,7 @@ def describe_layers(path: str) -> list[dict[str, Any]]:
             "scale": head_dim ** -0.5 if scale == "sqrt" else 1.0 if scale == "none" else float(scale),
             "rope": None if rope is None else {
                 "style": rope["style"], "rotary_dim": int(rope["rotary_dim"]),
-                "type": parameters.get("rope_type") or parameters.get("type") or "default",
-                "theta": float(parameters.get("rope_theta") or config.get("rope_theta") or 10000.0),
+                "type": rope_type, "theta": theta,
                 "attention_factor": float(rope.get("attention_factor", 1.0))},
             "window": document.get("window"), "softcap": document.get("softcap"), "sinks": "sinks" in document,
             "qk_norm": None if qk_norm is None else {"eps": float(qk_norm["eps"])},
