@@ -48,7 +48,6 @@ average_attn_weights=True (and the per-head weights with average_attn_weights=Fa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
@@ -56,6 +55,7 @@ import shutil
 import struct
 from pathlib import Path
 
+import float64_patch  # beside this script
 import numpy as np
 import torch
 import transformers
@@ -107,27 +107,9 @@ LLAMA_LIKE = dict(COMMON, num_key_value_heads=2, head_dim=8, tie_word_embeddings
 # ---------------------------------------------------------------- float64 patch
 
 
-class _TorchFloat32IsFloat64:
-    """`torch`, except that torch.float32 and torch.float name float64."""
-
-    float32 = torch.float64
-    float = torch.float64
-
-    def __getattr__(self, name):
-        return getattr(torch, name)
-
-
-@contextlib.contextmanager
 def float32_steps_in_float64(active: bool = True):
-    saved = [module.torch for module in PATCHED_MODULES]
-    if active:
-        for module in PATCHED_MODULES:
-            module.torch = _TorchFloat32IsFloat64()
-    try:
-        yield
-    finally:
-        for module, original in zip(PATCHED_MODULES, saved, strict=True):
-            module.torch = original
+    """Within: the float32 steps of PATCHED_MODULES run in float64 (float64_patch.py)."""
+    return float64_patch.float32_steps_in_float64(PATCHED_MODULES, active)
 
 
 def recompute_inv_freq(model) -> int:

@@ -46,12 +46,12 @@ unpatched (cos/sin from GPTNeoXRotaryEmbedding / GPTJRotaryEmbedding), for a loo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import float64_patch  # beside this script
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -77,28 +77,9 @@ PATCHED_MODULES = (modeling_qwen3, modeling_olmo2, modeling_gemma2)
 # ---------------------------------------------------------------- float64 patch
 
 
-class _TorchFloat32IsFloat64:
-    """`torch`, except that torch.float32 and torch.float name float64."""
-
-    float32 = torch.float64
-    float = torch.float64
-
-    def __getattr__(self, name):
-        return getattr(torch, name)
-
-
-@contextlib.contextmanager
 def float32_steps_in_float64(active: bool = True):
-    """Within: the float32 casts of Qwen3RMSNorm, Olmo2RMSNorm and Gemma 2's softmax are float64."""
-    saved = [module.torch for module in PATCHED_MODULES]
-    if active:
-        for module in PATCHED_MODULES:
-            module.torch = _TorchFloat32IsFloat64()
-    try:
-        yield
-    finally:
-        for module, original in zip(PATCHED_MODULES, saved, strict=True):
-            module.torch = original
+    """Within: the float32 steps of PATCHED_MODULES run in float64 (float64_patch.py)."""
+    return float64_patch.float32_steps_in_float64(PATCHED_MODULES, active)
 
 
 # ---------------------------------------------------------------- ALiBi slopes (Press et al.)
