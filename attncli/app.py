@@ -14,13 +14,10 @@ inside functions, so that option checks stay fast.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from attncli import formats
 from attncli.errors import ProblemError, option
 from attncli.models import describe_layers, read_given
 from attncli.request import (
@@ -36,11 +33,12 @@ from attncli.request import (
     is_lines,
     naming_options,
 )
+from attncli.results import blaming, emit, json_or_view, show
 
 if TYPE_CHECKING:
     from attncli.problem import Problem
     from attncli.sizes import Sizes
-    from attncli.trace import Step, Trace
+    from attncli.trace import Trace
 
 Report = Callable[[ProblemError], None]  # how an error that does not end the run is reported
 
@@ -133,83 +131,6 @@ def check_memory(problem: Problem, source: str, steps: list[str] | None = None) 
 
 def warn(source: str, warning: str) -> None:
     sys.stderr.write(f"Warning: {source}: {warning}\n")
-
-
-@contextlib.contextmanager
-def blaming(source: str, *, always: bool = False) -> Iterator[None]:
-    """ProblemErrors raised inside name ``source``: those that name no file, or all of them
-    (``always``: the core's errors about a problem as a whole, or about numbers read from one file)."""
-    try:
-        yield
-    except ProblemError as error:
-        error.source = source if always else error.source or source
-        raise
-
-
-# --- emit and show --------------------------------------------------------------------------------
-
-def emit(trace: Trace, steps: list[Step], shown: Shown, inputs: list[str]) -> None:
-    """The chosen steps on stdout, or in files, in the format ``shown`` asks for."""
-    from attncli.export import render
-    from attncli.writers import plan_output, write_files, write_stdout
-
-    with blaming("output"):
-        plan = plan_output(shown.format, shown.output, [step.name for step in steps])
-        if plan.folder:
-            write_files({plan.target / f"{step.name}.csv": render(trace, [step], "csv") for step in steps}, inputs,
-                        plan.target)
-            return
-        if plan.target is not None:
-            write_files({plan.target: render(trace, steps, plan.format, shown.precision, shown.full)}, inputs)
-            return
-    if plan.format == "table":
-        from attncli.view import print_trace
-
-        show(lambda console: print_trace(trace, steps, shown.precision, shown.full, console), shown)
-        return
-    write_stdout(render(trace, steps, plan.format))
-
-
-def show(render: Callable[[Any], None], shown: Shown, inputs: Iterable[str] = ()) -> None:
-    """Render a view on stdout and, when ``shown`` asks, the same again into SVG/HTML pictures at
-    the width shown. The picture paths are checked before anything is shown."""
-    from attncli.view import recording, stdout_console
-    from attncli.writers import check_folder_exists, refuse_inputs, stdout_guard, write_files
-
-    pictures_at = {}
-    with blaming("picture"):
-        for option, path in (("--export-svg", shown.export_svg), ("--export-html", shown.export_html)):
-            if path is None:
-                continue
-            if path == "" or path.endswith(("/", os.sep)) or Path(path).is_dir():
-                raise ProblemError("needs a file name, not a folder", source=option if path == "" else path)
-            pictures_at[option] = Path(path)
-            check_folder_exists(pictures_at[option])
-        refuse_inputs(pictures_at.values(), inputs)
-    console = stdout_console(shown.no_color)
-    with stdout_guard():
-        render(console)
-    if not pictures_at:
-        return
-    recorder = recording(console.width)
-    render(recorder)
-    pictures = {}
-    if "--export-svg" in pictures_at:
-        pictures[pictures_at["--export-svg"]] = recorder.export_svg(title="attncli", clear=False).encode()
-    if "--export-html" in pictures_at:
-        pictures[pictures_at["--export-html"]] = recorder.export_html(clear=False).encode()
-    with blaming("picture"):
-        write_files(pictures, inputs)
-
-
-def json_or_view(shown: Shown, exporter: str, viewer: str, *values: Any) -> None:
-    """JSON (attncli.export's ``exporter(*values)``) when ``shown`` asks, else the view ``viewer``."""
-    if shown.format == "json":
-        from attncli.writers import write_stdout
-
-        write_stdout(formats.load(f"attncli.export:{exporter}")(*values).encode())
-    else:
-        show(lambda console: formats.load(f"attncli.view:{viewer}")(*values, console), shown)
 
 
 # --- the commands ---------------------------------------------------------------------------------
@@ -352,14 +273,15 @@ def run_check(request: CheckRequest, shown: Shown) -> bool:
     """check: your numbers for one step against attncli's, and the mistake they show. True when
     they agree within the tolerances."""
     from attncli.mistakes import check_step
+    from attncli.pipeline import REQUESTED, problem_steps
     from attncli.readers import read_expected, source_name
 
     check_options(request)
     loaded = load(request.given)
-    trace = compute(loaded.problem, None, loaded.source)
+    trace = compute(loaded.problem, [request.step] if request.step in REQUESTED else None, loaded.source)
     if request.step not in trace.steps:
         raise ProblemError(f"step {request.step!r}: this problem has no such step; the steps are "
-                           f"{', '.join(trace.steps)}", source=loaded.source)
+                           f"{', '.join(problem_steps(loaded.problem))}", source=loaded.source)
     theirs = source_name(request.expected)
     with blaming(theirs):
         yours = read_expected(request.expected, request.step)

@@ -256,3 +256,9 @@ def weighted_values(weights: np.ndarray, values: np.ndarray, *, totals_appended:
 def output_projection(concat: np.ndarray, problem: Problem) -> np.ndarray:
     """concat·W_O + b_O (batch, q_len, d_out), or concat itself without W_O."""
     return concat if problem.w_out is None else project(concat, problem.w_out, problem.b_out)
+
+
+def head_mean(weights: np.ndarray) -> np.ndarray:
+    """The heads' weights averaged: (batch, heads, q_len, k_len) -> (batch, q_len, k_len), summed
+    over the heads and divided by their count, as PyTorch's ``mean(dim=1)``."""
+    return np.mean(weights, axis=1)

@@ -177,7 +177,7 @@ def explain_query(
     total = np.add.reduce(exps) + (0.0 if sink is None else sink_term)
     # this head's output row: its block of the heads side by side (concat, or the output without W_O)
     merged = trace.steps["concat" if "concat" in trace.steps else "output"].array
-    merged = merged if problem.batched else merged[None]
+    merged = merged.swapaxes(0, 1) if problem.seq_first else merged if problem.batched else merged[None]
     dim_v = v.shape[3]
     query_position = int(problem.query_positions[query])
     slope = None if problem.alibi is None else float(problem.alibi[head])

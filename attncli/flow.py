@@ -93,7 +93,7 @@ def keys_needed(problem: Problem, batch: int, head: int, start: int, stop: int) 
     from the first to the last the mask allows any of them (a causal mask needs none past the
     block's last query; a window none before its first query's window). Every key when unmasked."""
     seen = problem.visibility
-    return (0, problem.context.shape[1]) if seen is None else seen.key_span(batch, head, start, stop)
+    return (0, problem.k_len) if seen is None else seen.key_span(batch, head, start, stop)
 
 
 class Flow:

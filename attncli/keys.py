@@ -15,7 +15,9 @@ OPTION_KEYS = ("heads", "scale", "mask")
 # The variants of modern attention (grouped-query, rotary, windows, caps, sinks…): all optional.
 VARIANT_KEYS = (
     "kv_heads", "positions", "rope", "qk_norm", "softcap", "alibi", "bias", "padding", "window",
-    "sinks", "masked_rows",
+    "sinks", "masked_rows", "bias_k", "bias_v", "add_zero_attn",
+    # false reads 3-D inputs as (seq, batch, E) and gives the output so, as PyTorch's default
+    "batch_first",
 )
 # "about" lets a document describe itself (samples do); it is never computed with.
 KNOWN_KEYS = MATRIX_KEYS + OPTION_KEYS + VARIANT_KEYS + ("about",)
@@ -29,7 +31,7 @@ REQUIRED_ROLES = {
 }
 STEP_NAMES = (
     "q", "k", "v", "q_normed", "k_normed", "q_rotated", "k_rotated", "scores", "logits", "capped", "biased",
-    "softmax", "concat", "output",
+    "softmax", "averaged", "concat", "output",
 )
 # check's default tolerances: |yours - attncli| <= ATOL + RTOL·|attncli|, as numpy.isclose
 DEFAULT_ATOL = 1e-6

@@ -128,3 +128,51 @@ def refuse_non_finite(name: str, array: np.ndarray) -> None:
         what = "NaN" if np.isnan(array[where]) else "infinite (beyond ±1.8e308)"
         raise ProblemError(f"{name}{index_text(list(where))} is {what}; every value must be a finite number",
                            key=name)
+
+
+RANKS = {1: "1-D (heads,)", 2: "2-D (q_len, k_len)", 3: "3-D (batch, q_len, k_len)",
+         4: "4-D (batch, heads, q_len, k_len)"}
+MINUS_INFINITY = 'a finite number or −∞ (null or "-inf" in JSON, -inf in NPY)'
+
+
+def with_minus_infinity(key: str, value: Any, ranks: tuple[int, ...]) -> np.ndarray:
+    """A float array in which a cell may be −∞ (null or "-inf" in JSON, -inf in NPY); no NaN, no +∞."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise ProblemError(f"{key} holds values of type {value.dtype}, expected numbers", key=key)
+        shape = value.shape
+    else:
+        _refuse_other_strings(key, value, [])
+        shape = nested_shape(key, _replace_minus_infinity(value), [], (int, float))
+    if len(shape) not in ranks:
+        names = [RANKS[rank] for rank in ranks]
+        raise ProblemError(f"{key} must be a {', '.join(names[:-1]) + ' or ' if len(names) > 1 else ''}{names[-1]} "
+                           f"array, got {f'a {len(shape)}-D array of shape ' if shape else ''}{shape_text(shape)}",
+                           {key: shape})
+    array = value.astype(np.float64) if isinstance(value, np.ndarray) else np.array(
+        _replace_minus_infinity(value), dtype=np.float64)
+    if 0 in array.shape:
+        raise ProblemError(f"{key} is empty (shape {shape_text(array.shape)})", {key: array.shape})
+    bad = np.argwhere(np.isnan(array) | np.isposinf(array))
+    if len(bad):
+        where = [int(i) for i in bad[0]]
+        raise ProblemError(f"{key}{index_text(where)} is {'NaN' if np.isnan(array[tuple(where)]) else '+∞'}; each "
+                           f"value is {MINUS_INFINITY}", key=key)
+    return array
+
+
+def _refuse_other_strings(key: str, value: Any, path: list[int]) -> None:
+    """The first string cell that is not "-inf", named with what a cell may be."""
+    for i, item in enumerate(value if isinstance(value, list) and len(path) < 5 else []):
+        if isinstance(item, str) and item.strip().lower() not in ("-inf", "-infinity"):
+            raise ProblemError(f"{key}{index_text([*path, i])} is {describe(item)}; each value is {MINUS_INFINITY}",
+                               key=key)
+        _refuse_other_strings(key, item, [*path, i])
+
+
+def _replace_minus_infinity(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_replace_minus_infinity(item) for item in value]
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("-inf", "-infinity")):
+        return -math.inf
+    return value

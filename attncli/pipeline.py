@@ -21,9 +21,11 @@ from attncli.errors import ProblemError
 from attncli.flow import RIGHT, Block, Flow, Slip, keys_needed, share_values_with_ones
 from attncli.problem import Problem
 from attncli.sizes import Sizes, layout_key, sizes_of
-from attncli.stages import STAGE, STAGES, STEP_AXES, Stage
-from attncli.trace import Step, Trace, TraceMeta, kept_axes, present_axes, present_shape
+from attncli.stages import REQUESTED, STAGE, STAGES, STEP_AXES, Stage
+from attncli.trace import Step, Trace, TraceMeta, in_layout, kept_axes, present_axes, present_shape
 
+# Stages made only when named: after the others, from what they made
+REQUESTED_STAGES = tuple(stage for stage in STAGES if stage.requested)
 # Steps that need no full score matrix (none has both a query and a key axis): asked for alone,
 # the scores are made block by block.
 LIGHT_STEPS = frozenset(name for name, axes in STEP_AXES.items() if not {"q_len", "k_len"} <= set(axes))
@@ -62,7 +64,7 @@ def blocked_path(problem: Problem, steps: list[str] | tuple[str, ...] | None) ->
 
 def _blocked_pays(problem: Problem) -> bool:
     # small problems take the full path: the same last digits whichever steps are asked for
-    return problem.x.shape[0] * problem.heads * problem.x.shape[1] * problem.context.shape[1] >= BLOCKED_MIN_CELLS
+    return problem.x.shape[0] * problem.heads * problem.x.shape[1] * problem.k_len >= BLOCKED_MIN_CELLS
 
 
 def problem_steps(problem: Problem) -> tuple[str, ...]:
@@ -77,7 +79,7 @@ def full_trace_bytes(problem: Problem) -> int:
     sizes = sizes_of(problem)
     axis_sizes = sizes.axis_sizes()
     cells = {stage.name: math.prod(axis_sizes[axis] for axis in stage.axes) for stage in STAGES
-             if stage.shown and (stage.present(sizes) or stage.name in ("logits", "concat"))}
+             if stage.shown and not stage.requested and (stage.present(sizes) or stage.name in ("logits", "concat"))}
     return (sum(cells.values()) + cells["softmax"]) * problem.x.itemsize
 
 
@@ -100,12 +102,15 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
             if stage.checked and name in plan:
                 # a masked score may overflow: it is never used
                 check_finite(name, array, problem, flow.allowed if stage.checked == "allowed" else None)
-    steps = {name: Step(name, formula, flow.made[name][index], axes)
-             for name, (formula, index, axes) in plan.items() if wanted is None or name in wanted}
+        for stage in REQUESTED_STAGES if wanted else ():
+            if stage.name in wanted:
+                made[stage.name] = stage.run(flow)
+    steps = {name: Step(name, formula, flow.made[name][index], axes) for name, (formula, index, axes) in plan.items()
+             if (name in wanted if wanted is not None else name not in REQUESTED)}
     # asked-for steps this problem lacks stay out, so Trace.select can say so
     available = tuple(plan) if wanted is not None else ()
-    return Trace(steps=steps, meta=meta, warnings=_masked_row_warnings(problem), available=available,
-                 mask=None if problem.visibility is None else problem.mask)
+    return Trace(steps=in_layout(steps, problem.seq_first), meta=meta, warnings=_warnings(problem),
+                 available=available, mask=None if problem.visibility is None else problem.mask)
 
 
 Plan = dict[str, tuple[str, tuple, tuple[str, ...]]]
@@ -123,7 +128,8 @@ def _layout(problem: Problem) -> tuple[Plan, TraceMeta, tuple[Stage, ...]]:
         if len(_LAYOUTS) > 256:
             _LAYOUTS.clear()
         sizes = sizes_of(problem)
-        running = tuple(stage for stage in STAGES if stage.transforms is None or stage.present(sizes))
+        running = tuple(stage for stage in STAGES if not stage.requested and (
+            stage.transforms is None or stage.present(sizes)))
         layout = _LAYOUTS[key] = (_steps_plan(sizes), TraceMeta.of(problem), running)
     return layout
 
@@ -183,7 +189,7 @@ def _blocked_attention(
         axis_sizes = sizes.axis_sizes()
         merged = np.empty(tuple(axis_sizes[axis] for axis in assembled.axes), dtype=problem.x.dtype)
         batch, heads, q_len = problem.x.shape[0], problem.heads, problem.x.shape[1]
-        k_len = problem.context.shape[1]
+        k_len = problem.k_len
         block_rows = BLOCK_ROWS or max(16, BLOCK_BYTES // (k_len * problem.x.itemsize))
         blocks = []
         for b in range(batch):
@@ -232,7 +238,7 @@ def _blocked_attention(
         if assembled.name in wanted and assembled.present(sizes):
             arrays[assembled.name] = merged
         for stage in STAGES:
-            if stage.unit == "heads":
+            if stage.unit == "heads" and not stage.requested:  # a requested one has the scores: not light
                 array = after.put(stage.name, stage.slot, stage.run(after))
                 check_finite(stage.name, array, problem)
                 if stage.name in wanted:
@@ -241,7 +247,8 @@ def _blocked_attention(
     steps = {name: Step(name, formula, arrays[name][index], axes)
              for name, (formula, index, axes) in plan.items() if name in arrays}
     # no mask: none of the blocked path's steps has a key axis, and a long sequence's mask is never made
-    return Trace(steps=steps, meta=meta, warnings=_masked_row_warnings(problem), available=tuple(plan))
+    return Trace(steps=in_layout(steps, problem.seq_first), meta=meta, warnings=_warnings(problem),
+                 available=tuple(plan))
 
 
 def _block_flow(problem: Problem, block: Block, shared: dict[str, np.ndarray], **arithmetic: Any) -> Flow:
@@ -350,6 +357,11 @@ def _largest(dtype: np.dtype) -> str:
 def formula(name: str, problem: Problem) -> str:
     """The formula of step ``name`` for this problem, e.g. ``Q = x·W_Q + b_Q``."""
     return STAGE[name].formula(sizes_of(problem))
+
+
+def _warnings(problem: Problem) -> tuple[str, ...]:
+    """How the document was read (problem.notes), then the queries that see no key."""
+    return problem.notes + _masked_row_warnings(problem) if problem.notes else _masked_row_warnings(problem)
 
 
 def _masked_row_warnings(problem: Problem) -> tuple[str, ...]:

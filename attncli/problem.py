@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from attncli import torchnames, variants
+from attncli.appended import Appended, appended_rows, extended_rules
 from attncli.errors import ProblemError, option
 from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, REQUIRED_ROLES, VARIANT_KEYS
 from attncli.numbers import as_array, counted, index_text
-from attncli.variants import QKNorm, Rope
+from attncli.variants import QKNorm, Rope, parse_scale
 from attncli.visibility import Visibility, parse_mask, visibility
 from attncli.wording import closest, describe, head_counts
 
-SCALE_RULES = ("sqrt", "none")
 VARIANT_KEY_SET = frozenset(VARIANT_KEYS)
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class Problem:
     - ``rope``, ``qk_norm``: see variants.Rope and variants.QKNorm; ``softcap`` c or None;
       ``alibi`` slopes (heads,) or None; ``bias`` float (batch | 1, heads | 1, q_len, k_len) or
       None; ``sinks`` (heads,) or None; ``window`` W or None; ``padding`` bool (batch | 1, k_len)
-      or None (both already in ``mask``); ``masked_rows`` "zero" or "nan".
+      or None (both already in ``mask``); ``masked_rows`` "zero" or "nan"; ``appended``: rows
+      after K's and V's (nn.MultiheadAttention's add_bias_kv, add_zero_attn), see appended.py.
     """
 
     x: np.ndarray
@@ -78,6 +79,9 @@ class Problem:
     window: int | None = None
     padding: np.ndarray | None = None
     masked_rows: str = "zero"
+    appended: Appended | None = None
+    seq_first: bool = False  # the document's 3-D inputs were (seq, batch, E): its output is given so
+    notes: tuple[str, ...] = ()  # warnings about how the document was read
 
     def __post_init__(self) -> None:
         if not self.kv_heads:
@@ -100,8 +104,13 @@ class Problem:
         return self.positions[1] if self.positions else variants.default_positions(*self._lengths)[1]
 
     @property
+    def k_len(self) -> int:
+        """Keys: the source's rows, and the rows appended after the projections (add_bias_kv…)."""
+        return self.context.shape[1] + (0 if self.appended is None else self.appended.count)
+
+    @property
     def _lengths(self) -> tuple[int, int]:
-        return self.x.shape[1], self.context.shape[1]
+        return self.x.shape[1], self.k_len
 
     @property
     def groups(self) -> int:
@@ -183,7 +192,9 @@ def problem_from_document(
             f"expected a JSON object with x, w_query, w_key and w_value, got {describe(document)}"
         )
     # PyTorch's names are translated first: what follows validates attncli's own
+    notes: tuple[str, ...] = ()
     if torchnames.uses_pytorch_names(document):
+        notes = torchnames.layout_notes(document)
         document = torchnames.from_pytorch_names(document if heads is None else {**document, "heads": heads})
     if causal and causal_lower_right:
         raise ProblemError(f"two masks: give {option('causal')} or {option('causal_lower_right')}, not both")
@@ -208,12 +219,13 @@ def problem_from_document(
         if key not in document:
             raise ProblemError(f"missing {key} ({REQUIRED_ROLES[key]})")
 
-    x = as_array("x", document["x"], (2, 3))
+    seq_first = not torchnames.batch_first(document.get("batch_first", True))
+    x = _batch_first(as_array("x", document["x"], (2, 3)), seq_first)
     batched = x.ndim == 3
     x3 = x if batched else x[None]
     cross = document.get("context") is not None
     if cross:
-        context = as_array("context", document["context"], (2, 3))
+        context = _batch_first(as_array("context", document["context"], (2, 3)), seq_first)
         if context.ndim != x.ndim:
             raise ProblemError(
                 f"context has {context.ndim} axes but x has {x.ndim}: give both a batch axis or neither",
@@ -290,61 +302,17 @@ def problem_from_document(
     # a classic document (no variant key) skips the variants' validation: a stream has many
     modern = variants.fields(document, batch, heads, kv_heads, q_width // heads, q_len, k_len) if (
         not VARIANT_KEY_SET.isdisjoint(document)) else {}
+    extra = appended_rows(document, k_width, weights["w_value"].shape[1], mask_rule) if modern else None
+    if extra is not None:  # the masks cover the source's keys; the appended ones are seen by every query
+        mask_array, modern = extended_rules(mask_array, modern, extra.count)
+        k_len += extra.count
     seen = None if mask_rule is None and not modern else visibility(
         mask_array, mask_rule, modern.get("window"), modern.get("padding"), modern.get("bias"),
         *(modern.get("positions") or variants.default_positions(q_len, k_len)))
 
-    return Problem(
-        x=x3,
-        context=context3,
-        w_query=weights["w_query"],
-        w_key=weights["w_key"],
-        w_value=weights["w_value"],
-        b_query=biases["b_query"],
-        b_key=biases["b_key"],
-        b_value=biases["b_value"],
-        w_out=w_out,
-        b_out=b_out,
-        heads=heads,
-        scale=scale_value,
-        visibility=seen,
-        mask_rule=mask_rule,
-        batched=batched,
-        cross=cross,
-        kv_heads=kv_heads,
-        **modern,
-    )
-
-
-def parse_scale(value: Any) -> str | float:
-    """Return "sqrt", "none" or a positive finite float; a numeric string counts as a number."""
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in SCALE_RULES:
-            return word
-        try:
-            number = float(word)
-        except ValueError:
-            hint = closest(word, SCALE_RULES)
-            raise ProblemError(
-                f"scale is {value!r}; use \"sqrt\" (1/sqrt(head_dim)), \"none\" (1) "
-                f"or a positive number{hint}"
-            ) from None
-        if not math.isfinite(number) or number <= 0:
-            raise ProblemError(f"scale is {value.strip()!r}; it must be a positive finite number")
-        return number
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProblemError(
-            f"scale is {describe(value)}; use \"sqrt\", \"none\" or a positive number"
-        )
-    try:
-        factor = float(value)
-    except OverflowError:
-        factor = math.inf
-    if not math.isfinite(factor) or factor <= 0:
-        shown = "a number beyond ±1.8e308" if math.isinf(factor) else repr(value)
-        raise ProblemError(f"scale is {shown}; it must be a positive finite number")
-    return factor
+    return Problem(x=x3, context=context3, **weights, **biases, w_out=w_out, b_out=b_out, heads=heads,
+                   scale=scale_value, visibility=seen, mask_rule=mask_rule, batched=batched, cross=cross,
+                   kv_heads=kv_heads, appended=extra, seq_first=seq_first and batched, notes=notes, **modern)
 
 
 def _reject_unknown_keys(document: dict) -> None:
@@ -357,6 +325,11 @@ def _reject_unknown_keys(document: dict) -> None:
         classic = tuple(name for name in KNOWN_KEYS if name not in VARIANT_KEYS)
         hint = closest(key, KNOWN_KEYS, 0.75) or closest(key, classic)
         raise ProblemError(f"unknown key {key!r}{others}{hint}")
+
+
+def _batch_first(array: np.ndarray, seq_first: bool) -> np.ndarray:
+    # (seq, batch, E) → (batch, seq, E); a 2-D input is unbatched (seq, E) in either layout
+    return array.transpose(1, 0, 2) if seq_first and array.ndim == 3 else array
 
 
 def _check_rows(weight: np.ndarray, name: str, source: np.ndarray, source_name: str) -> None:

@@ -49,9 +49,10 @@ def shape_flow(sizes: Sizes) -> list[ShapeRow]:
 
     rows = [given("x", sizes.seq_len, sizes.d_model, "q_len")]
     if sizes.context_len:
-        rows.append(given("context", sizes.k_len, sizes.d_source, "k_len"))
+        # its rows are the keys, but for those appended after the projections
+        rows.append(given("context", sizes.context_len, sizes.d_source, "context_len" if sizes.appended else "k_len"))
     for stage in STAGES:
-        if stage.shown and stage.present(sizes):
+        if stage.shown and not stage.requested and stage.present(sizes):
             full_shape = tuple(axis_sizes[axis] for axis in stage.axes)
             rows.append(ShapeRow(stage.name, stage.formula(sizes),
                                  present_shape(full_shape, stage.name, sizes.batched, heads, sizes.key_heads),

@@ -42,6 +42,8 @@ class Sizes(NamedTuple):
     window: int | None = None
     padding: bool = False
     masked_rows: str = "zero"
+    # the rows appended after K's and V's projections: "bias_k" (add_bias_kv), "zero" (add_zero_attn)
+    appended: tuple[str, ...] = ()
 
     @property
     def key_heads(self) -> int:
@@ -69,7 +71,7 @@ class Sizes(NamedTuple):
 
     @property
     def k_len(self) -> int:
-        return self.context_len or self.seq_len
+        return (self.context_len or self.seq_len) + len(self.appended)
 
     @property
     def d_source(self) -> int:
@@ -113,7 +115,8 @@ def layout_key(problem: Problem) -> tuple:
             None if problem.rope is None else (problem.rope.style, problem.rope.rotary_dim, problem.rope.theta),
             None if problem.qk_norm is None else problem.qk_norm.over, problem.softcap,
             problem.alibi is None, problem.bias is None, problem.sinks is None, problem.window,
-            problem.padding is None, problem.masked_rows)
+            problem.padding is None, problem.masked_rows, None if problem.appended is None else problem.appended.names,
+            problem.seq_first)
 
 
 def sizes_of(problem: Problem) -> Sizes:
@@ -147,4 +150,5 @@ def sizes_of(problem: Problem) -> Sizes:
         problem.window,
         problem.padding is not None,
         problem.masked_rows,
+        () if problem.appended is None else problem.appended.names,
     )

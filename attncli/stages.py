@@ -26,10 +26,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from attncli.appended import joined
 from attncli.arithmetic import (
     add_alibi,
     dot_scores,
     exponentials,
+    head_mean,
     masked,
     masked_softmax,
     merge_heads,
@@ -46,6 +48,7 @@ from attncli.arithmetic import (
 )
 from attncli.flow import Flow
 from attncli.keys import STEP_NAMES
+from attncli.numbers import counted
 from attncli.sizes import Sizes
 
 # --- the stages, in order ----------------------------------------------------------------------------
@@ -59,7 +62,9 @@ class Stage(NamedTuple):
     on the blocked path: "problem" (made once, before the blocks: keys and values), "block" (made
     per block of queries of one head) or "heads" (made once from every block: it mixes heads).
     Later stages read what it made by its ``slot``: its name, or the slot of the array it
-    transforms (a rotation of Q would fill the slot ``q``, so the scores read the rotated Q)."""
+    transforms (a rotation of Q would fill the slot ``q``, so the scores read the rotated Q). A
+    ``requested`` stage is made only when a list of steps names it: it is not in a trace of every
+    step, nor in ``shapes``."""
 
     name: str
     axes: tuple[str, ...]
@@ -71,6 +76,7 @@ class Stage(NamedTuple):
     shown: bool = True
     unit: str = "block"
     transforms: str | None = None
+    requested: bool = False
 
     @property
     def slot(self) -> str:
@@ -83,11 +89,16 @@ def _projection_stage(name: str, source: str, weight: str, bias: str, length: st
 
     def run(flow: Flow) -> np.ndarray:
         inputs, weights, biases, heads = flow.projection(source, weight, bias, length, heads_axis)
-        return split_heads(project(inputs, weights, biases), heads, flow.slip.interleaved_heads)
+        projected, extra = project(inputs, weights, biases), flow.problem.appended
+        if extra is not None and name != "q":  # after the projection and its bias, as PyTorch appends them
+            projected = joined(projected, extra.keys if name == "k" else extra.values)
+        return split_heads(projected, heads, flow.slip.interleaved_heads)
 
     def formula(sizes: Sizes) -> str:
         bias_term = f" + b_{letter}" if bias in sizes.biases else ""
-        return f"{letter} = {'x' if name == 'q' else sizes.source}·W_{letter}{bias_term}"
+        product = f"{'x' if name == 'q' else sizes.source}·W_{letter}{bias_term}"
+        rows = [{"bias_k": f"bias_{name}", "zero": "0"}[row] for row in sizes.appended] if name != "q" else []
+        return f"{letter} = " + (f"[{product}; {'; '.join(rows)}]" if rows else product)
 
     def how(sizes: Sizes) -> str:
         d_in = sizes.d_model if name == "q" else sizes.d_source
@@ -95,6 +106,7 @@ def _projection_stage(name: str, source: str, weight: str, bias: str, length: st
         heads = sizes.heads if name == "q" else sizes.key_heads
         text = f"times W_{letter} ({d_in}×{heads * per_head})"
         kind = " key/value" if heads != sizes.heads else ""
+        text += f", {counted(len(sizes.appended), 'row')} appended" if sizes.appended and name != "q" else ""
         return text + (f", split into {heads}{kind} heads × {per_head}" if sizes.heads > 1 else "")
 
     return Stage(name, ("batch", heads_axis, length, dim), run, formula, how,
@@ -319,16 +331,12 @@ STAGES: tuple[Stage, ...] = (
     _rotation_stage("q"),
     _rotation_stage("k"),
     Stage(
-        "scores", ("batch", "heads", "q_len", "k_len"),
-        _scores,
-        lambda sizes: "scores = Q·Kᵀ",
+        "scores", STAGE_AXES_LOGITS, _scores, lambda sizes: "scores = Q·Kᵀ",
         lambda sizes: f"each query·each key{', per head' if sizes.heads > 1 else ''}: {sizes.dim} dims summed away",
         checked="allowed",
     ),
     Stage(
-        "logits", ("batch", "heads", "q_len", "k_len"),
-        _logits,
-        _logits_formula,
+        "logits", STAGE_AXES_LOGITS, _logits, _logits_formula,
         lambda sizes: " and ".join(word for word, flag in (
             ("scaled", sizes.scaled), ("masked", sizes.masked and masks_at(sizes) == "logits")) if flag)
         + " cell by cell",
@@ -344,18 +352,22 @@ STAGES: tuple[Stage, ...] = (
         present=lambda sizes: sizes.additive, checked="allowed", transforms="logits",
     ),
     Stage(
-        "softmax", ("batch", "heads", "q_len", "k_len"),
-        _softmax,
-        _softmax_formula,
+        "softmax", STAGE_AXES_LOGITS, _softmax, _softmax_formula,
         lambda sizes: "along k_len: each row sums to " + ("less than 1 (the sink takes the rest)" if sizes.sinks
                                                            else "1"),
         checked=None,
     ),
     Stage(
-        "weighted", ("batch", "heads", "q_len", "head_dim_v"),
-        _weighted,
-        lambda sizes: "softmax·V", _merge_how, checked=None, shown=False,
+        # nn.MultiheadAttention's weights with average_attn_weights=True (its default)
+        "averaged", ("batch", "q_len", "k_len"),
+        lambda flow: head_mean(flow.arrays["softmax"]),
+        lambda sizes: "averaged = mean of softmax over heads" if sizes.heads > 1 else "averaged = softmax",
+        lambda sizes: f"the {sizes.heads} heads' weights averaged cell by cell" if sizes.heads > 1 else
+        "one head: its weights",
+        checked=None, unit="heads", requested=True,
     ),
+    Stage("weighted", ("batch", "heads", "q_len", "head_dim_v"), _weighted, lambda sizes: "softmax·V", _merge_how,
+          checked=None, shown=False),
     Stage(
         "concat", ("batch", "q_len", "heads*head_dim_v"),
         lambda flow: merge_heads(flow.arrays["weighted"]),
@@ -363,14 +375,13 @@ STAGES: tuple[Stage, ...] = (
         # finite: each row was kept within the range of V's rows, which are finite
         present=lambda sizes: sizes.d_out is not None, checked=None,
     ),
-    Stage(
-        "output", ("batch", "q_len", "d_out"),
-        lambda flow: output_projection(flow.arrays["concat"], flow.problem),
-        _output_formula, _output_how, unit="heads",
-    ),
+    Stage("output", ("batch", "q_len", "d_out"), lambda flow: output_projection(flow.arrays["concat"], flow.problem),
+          _output_formula, _output_how, unit="heads"),
 )
 
 STAGE = {stage.name: stage for stage in STAGES}
+
+
 def last_in_slot(slot: str, names: Iterable[str]) -> str | None:
     """Of the stages named in ``names`` (a trace's steps), the last that fills ``slot``: the Q the
     scores were made from is the last stage in slot q (a rotation's, when there is one)."""
@@ -380,6 +391,8 @@ def last_in_slot(slot: str, names: Iterable[str]) -> str | None:
 
 # Axes that count heads: a Trace leaves each out when it counts a single head.
 HEAD_AXES = frozenset({"heads", "kv_heads"})
+# The steps made only when named (see Stage.requested).
+REQUESTED = frozenset(stage.name for stage in STAGES if stage.requested)
 # The steps a trace can show, in order: the stages that are shown.
 STEP_AXES = {stage.name: stage.axes for stage in STAGES if stage.shown}
 assert tuple(STEP_AXES) == STEP_NAMES, "keys.STEP_NAMES must list the shown stages in order"

@@ -17,23 +17,22 @@ from typing import Any
 import numpy as np
 
 from attncli.errors import ProblemError, option
-from attncli.numbers import as_array, counted, nested_shape, shape_text
+from attncli.numbers import as_array, counted, nested_shape, shape_text, with_minus_infinity
 from attncli.wording import describe
 
 PACKED = ("in_proj_weight", "in_proj_bias")
 SEPARATE = ("q_proj_weight", "k_proj_weight", "v_proj_weight")
 OUTPUT = ("out_proj.weight", "out_proj.bias")
-UNSUPPORTED = ("bias_k", "bias_v")
 # forward's inputs, its masks and the module's settings a document may carry
 FORWARD = ("query", "key", "value")
 MASKS = ("attn_mask", "key_padding_mask")
-SETTINGS = ("batch_first", "add_zero_attn")
-TORCH_KEYS = PACKED + SEPARATE + OUTPUT + UNSUPPORTED + FORWARD + MASKS + SETTINGS
+# add_bias_kv's bias_k, bias_v and add_zero_attn keep their names: attncli's are PyTorch's (appended.py)
+# batch_first is attncli's key too: it alone does not make a PyTorch document
+TORCH_KEYS = PACKED + SEPARATE + OUTPUT + FORWARD + MASKS
 OURS = ("w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out")
 # a PyTorch name and the attncli keys it stands for: give one or the other
 SAME_ROLE = {"query": ("x",), "key": ("context",), "value": ("context",), "attn_mask": ("mask", "bias"),
              "key_padding_mask": ("padding",)}
-WISH = "issue 12's wish"
 
 
 def uses_pytorch_names(document: dict) -> bool:
@@ -51,15 +50,9 @@ def from_pytorch_names(document: dict) -> dict:
     ``query`` becomes ``x``; ``key`` becomes ``context`` unless it is the query (self-attention);
     a ``value`` other than the key is joined to it as one context [key | value] whose other columns
     the key and value weights take with zero rows, so K = key·W_K and V = value·W_V exactly.
-    ``batch_first: false`` transposes 3-D inputs from (seq, batch, E) to (batch, seq, E); the
-    output stays batch-first.
+    ``batch_first`` passes through (problem.py reads 3-D inputs and gives the output in its layout),
+    or is inferred from the masks' shapes when the document does not say it.
     """
-    for key in UNSUPPORTED:
-        if key in document:
-            raise ProblemError(f"{key} (nn.MultiheadAttention's add_bias_kv) is not supported", key=key)
-    if document.get("add_zero_attn") not in (None, False):
-        raise ProblemError(f"add_zero_attn (nn.MultiheadAttention's extra zero key and value) is not supported yet "
-                           f"({WISH})", key="add_zero_attn")
     for torch_name, ours in SAME_ROLE.items():
         for name in ours:
             if torch_name in document and name in document:
@@ -111,13 +104,16 @@ def from_pytorch_names(document: dict) -> dict:
         converted["w_out"] = as_array("out_proj.weight", document["out_proj.weight"], (2,)).T
     if "out_proj.bias" in document:
         converted["b_out"] = as_array("out_proj.bias", document["out_proj.bias"], (1,))
-    batch_first = _batch_first(document.get("batch_first", True))
-    _inputs(document, converted, batch_first)
+    _inputs(document, converted)
     _masks(document, converted)
+    layout = inferred_batch_first(document)
+    if layout is not None:
+        converted["batch_first"] = layout
     return converted
 
 
-def _batch_first(value: Any) -> bool:
+def batch_first(value: Any) -> bool:
+    """``batch_first`` as a bool: True, inputs (batch, seq, E); False, (seq, batch, E)."""
     if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind == "b":
         value = bool(value)
     if not isinstance(value, bool | np.bool_):
@@ -126,26 +122,57 @@ def _batch_first(value: Any) -> bool:
     return bool(value)
 
 
-def _input(document: dict, name: str, batch_first: bool) -> np.ndarray:
-    array = as_array(name, document[name], (2, 3))
-    # (seq, batch, E) → (batch, seq, E); a 2-D input is unbatched (seq, E) in either layout
-    return array if batch_first or array.ndim == 2 else array.transpose(1, 0, 2)
+def inferred_batch_first(document: dict) -> bool | None:
+    """The layout of a PyTorch document's 3-D inputs: as its ``batch_first`` says, else as the other
+    inputs' shapes tell (a key of another length, key_padding_mask (batch, S), a 3-D attn_mask
+    (batch·heads, L, S)), else None."""
+    if "batch_first" in document:
+        return batch_first(document["batch_first"])
+    query_shape = np.shape(document.get("query", document.get("x")))
+    if len(query_shape) != 3 or query_shape[0] == query_shape[1]:
+        return None
+    for name in ("key", "value", "context"):  # the batch is the axis the keys share with the queries
+        key_shape = np.shape(document.get(name))
+        if len(key_shape) == 3 and (key_shape[0] == query_shape[0]) != (key_shape[1] == query_shape[1]):
+            return key_shape[0] == query_shape[0]
+    padding_shape, mask_shape = np.shape(document.get("key_padding_mask")), np.shape(document.get("attn_mask"))
+    if len(padding_shape) == 2 and padding_shape[0] in query_shape[:2]:
+        return padding_shape[0] == query_shape[0]
+    if len(mask_shape) == 3 and mask_shape[1] in query_shape[:2]:  # L, the query length
+        return mask_shape[1] == query_shape[1]
+    return None
 
 
-def _inputs(document: dict, converted: dict, batch_first: bool) -> None:
-    """x from query (or x), context from key and value (or context), all batch-first."""
+def layout_notes(document: dict) -> tuple[str, ...]:
+    """A warning when a PyTorch document's 3-D inputs could be either layout and nothing says which."""
+    query = "query" if "query" in document else "x"
+    shape = np.shape(document.get(query))
+    if len(shape) != 3 or inferred_batch_first(document) is not None or shape[0] == shape[1]:
+        return ()
+    return (f"{query} {shape_text(shape)} is read batch-first, (batch, seq, E) = ({shape[0]}, {shape[1]}, {shape[2]}); "
+            "nn.MultiheadAttention's default is batch_first=False, (seq, batch, E): say batch_first: true or "
+            "false in the file",)
+
+
+def _input(document: dict, name: str) -> np.ndarray:
+    # in the document's layout: problem.py makes (seq, batch, E) batch-first, for x and context alike
+    return as_array(name, document[name], (2, 3))
+
+
+def _inputs(document: dict, converted: dict) -> None:
+    """x from query (or x), context from key and value (or context)."""
     for name in ("x", "context"):
         if name in document and document[name] is not None:
-            converted[name] = _input(document, name, batch_first)
+            converted[name] = _input(document, name)
     if "query" in document:
-        converted["x"] = _input(document, "query", batch_first)
+        converted["x"] = _input(document, "query")
     if "key" not in document and "value" not in document:
         return
     if "x" not in converted:
         raise ProblemError("key and value are given without query (forward's first input, attncli's x)", key="query")
     query = converted["x"]
-    key = _input(document, "key", batch_first) if "key" in document else query
-    value = _input(document, "value", batch_first) if "value" in document else key
+    key = _input(document, "key") if "key" in document else query
+    value = _input(document, "value") if "value" in document else key
     if key.ndim != query.ndim or value.ndim != query.ndim:
         raise ProblemError("query, key and value must all have a batch axis or none",
                            {"query": query.shape, "key": key.shape, "value": value.shape})
@@ -197,12 +224,34 @@ def _masks(document: dict, converted: dict) -> None:
             converted["bias"] = array  # added to the logits; null / -inf blocks
     if document.get("key_padding_mask") is not None:
         value = document["key_padding_mask"]
-        if not _leaf_is_bool(value):
-            raise ProblemError("key_padding_mask holds numbers; attncli takes it as true/false (True = a padded key, "
-                               f"ignored); a float key_padding_mask (added) is not supported yet ({WISH})",
-                               key="key_padding_mask")
-        nested_shape("key_padding_mask", value, [], (bool,))
-        converted["padding"] = ~np.array(value, dtype=bool)  # PyTorch's True = padded; attncli's 1 = a real key
+        if _leaf_is_bool(value):
+            nested_shape("key_padding_mask", value, [], (bool,))
+            converted["padding"] = ~np.array(value, dtype=bool)  # PyTorch's True = padded; attncli's 1 = a real key
+        else:
+            shape = np.shape(converted.get("x"))  # in the document's layout: L is first when batch_first is false
+            q_len = 1 if not shape else shape[0] if len(shape) == 3 and inferred_batch_first(document) is False \
+                else shape[-2]
+            converted["bias"] = _padding_added(value, converted.get("bias"), q_len)
+
+
+def _padding_added(value: Any, bias: Any, q_len: int) -> np.ndarray:
+    """A float key_padding_mask (batch, S) or (S,), added to every query's logits of its keys, as
+    PyTorch adds it to the attn_mask: the bias (batch | 1, 1, q_len, S), the float attn_mask's added."""
+    shape = nested_shape("key_padding_mask", value, [], (int, float, str, type(None)))
+    if len(shape) not in (1, 2):
+        raise ProblemError(f"key_padding_mask has shape {shape_text(shape)}; nn.MultiheadAttention takes (batch, S), "
+                           "or (S) unbatched", {"key_padding_mask": shape})
+    added = with_minus_infinity("key_padding_mask", value, (1, 2))
+    added = np.broadcast_to(added.reshape(-1, 1, 1, shape[-1]), (added.size // shape[-1], 1, q_len, shape[-1]))
+    if bias is None:
+        return added
+    attn_mask = with_minus_infinity("attn_mask", bias, (2, 3, 4))
+    attn_mask = attn_mask.reshape((1, 1) + attn_mask.shape) if attn_mask.ndim == 2 else attn_mask
+    if attn_mask.shape[-1] != added.shape[-1]:
+        raise ProblemError(f"key_padding_mask has {counted(added.shape[-1], 'key')} but attn_mask "
+                           f"{attn_mask.shape[-1]}", {"key_padding_mask": shape, "attn_mask": attn_mask.shape})
+    with np.errstate(invalid="ignore"):
+        return attn_mask + added
 
 
 def _leaf_is_bool(value: Any) -> bool:

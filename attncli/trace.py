@@ -44,6 +44,17 @@ def present_shape(full_shape: tuple[int, ...], name: str, batched: bool, heads: 
     return tuple(size for axis, size in zip(STEP_AXES[name], full_shape, strict=True) if axis in axes)
 
 
+def in_layout(steps: dict[str, Step], seq_first: bool) -> dict[str, Step]:
+    """``steps`` as the document's layout has them: with ``seq_first`` (PyTorch's batch_first=False)
+    the steps shaped as x, (batch, q_len, width) (the output and the joined heads), are given
+    (q_len, batch, width); the weights averaged stay (batch, q_len, k_len), as PyTorch returns them."""
+    if not seq_first:
+        return steps
+    return {name: step._replace(array=step.array.swapaxes(0, 1), axes=(step.axes[1], step.axes[0], *step.axes[2:]))
+            if step.axes[:2] == ("batch", "q_len") and step.axes[2] != "k_len" else step
+            for name, step in steps.items()}
+
+
 class Step(NamedTuple):
     """One intermediate: its ``name``, the ``formula`` that made it, the ``array``
     and the name of each of its ``axes`` (as many as ``array.ndim``)."""
@@ -73,7 +84,8 @@ class TraceMeta(NamedTuple):
     than ``heads``), ``rope`` (style, theta, rotary_dim; theta None when the document gave the
     frequencies), ``qk_norm`` (what it normalises over), ``softcap``, ``alibi``, ``bias``,
     ``window``, ``padding``, ``sinks`` and ``masked_rows`` ("nan" when a query that sees no key
-    gets NaN).
+    gets NaN), ``appended``: the rows after K's and V's ("bias_k", "zero"; see appended.py), and
+    ``seq_first``: the output given (q_len, batch, d_out), as the document's inputs were.
 
     A stream of problems (JSON Lines) makes it once per sizes.layout_key: it may hold only what
     that key holds (ALiBi's slopes and the positions are not in it, so they are not here)."""
@@ -97,6 +109,8 @@ class TraceMeta(NamedTuple):
     padding: bool = False
     sinks: bool = False
     masked_rows: str = "zero"
+    appended: tuple[str, ...] = ()
+    seq_first: bool = False
 
     @classmethod
     def of(cls, problem: Problem) -> TraceMeta:
@@ -121,6 +135,8 @@ class TraceMeta(NamedTuple):
             padding=problem.padding is not None,
             sinks=problem.sinks is not None,
             masked_rows=problem.masked_rows,
+            appended=() if problem.appended is None else problem.appended.names,
+            seq_first=problem.seq_first,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -144,7 +160,8 @@ class TraceMeta(NamedTuple):
             meta["rope"] = {"style": style, "theta": theta, "rotary_dim": rotary_dim}
         variants = {"softcap": self.softcap, "alibi": self.alibi or None, "bias": self.bias or None,
                     "window": self.window, "padding": self.padding or None, "sinks": self.sinks or None,
-                    "masked_rows": None if self.masked_rows == "zero" else self.masked_rows}
+                    "masked_rows": None if self.masked_rows == "zero" else self.masked_rows,
+                    "appended": list(self.appended) or None, "batch_first": False if self.seq_first else None}
         meta.update((key, value) for key, value in variants.items() if value is not None)
         meta["dtype"] = self.dtype
         return meta
@@ -172,8 +189,10 @@ class Trace(NamedTuple):
         full_axes = STEP_AXES[step.name]
         if self.mask is None or full_axes[-2:] != ("q_len", "k_len"):
             return None
+        # a step over every head (the heads' mean) is masked where every head is
+        allowed = self.mask if "heads" in full_axes else self.mask.any(axis=1)
         index = tuple(slice(None) if axis in step.axes else 0 for axis in full_axes)
-        return np.broadcast_to(~self.mask[index], step.shape)
+        return np.broadcast_to(~allowed[index], step.shape)
 
     def select(self, names: Iterable[str] | None) -> list[Step]:
         """The named steps in pipeline order (all of them for None or empty).

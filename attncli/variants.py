@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from attncli.errors import ProblemError
-from attncli.numbers import as_array, counted, float_array, index_text, nested_shape, shape_text
+from attncli.numbers import as_array, counted, float_array, index_text, nested_shape, shape_text, with_minus_infinity
 from attncli.wording import closest, describe, head_counts
 
 ROPE_STYLES = ("neox", "gptj")
@@ -268,59 +268,11 @@ def alibi_slopes(heads: int) -> np.ndarray:
     return np.array(powers(below) + powers(2 * below)[0::2][: heads - below])
 
 
-RANKS = {1: "1-D (heads,)", 2: "2-D (q_len, k_len)", 3: "3-D (batch, q_len, k_len)",
-         4: "4-D (batch, heads, q_len, k_len)"}
-MINUS_INFINITY = 'a finite number or −∞ (null or "-inf" in JSON, -inf in NPY)'
-
-
-def _with_minus_infinity(key: str, value: Any, ranks: tuple[int, ...]) -> np.ndarray:
-    """A float array in which a cell may be −∞ (null or "-inf" in JSON, -inf in NPY); no NaN, no +∞."""
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in "iuf":
-            raise ProblemError(f"{key} holds values of type {value.dtype}, expected numbers", key=key)
-        shape = value.shape
-    else:
-        _refuse_other_strings(key, value, [])
-        shape = nested_shape(key, _replace_minus_infinity(value), [], (int, float))
-    if len(shape) not in ranks:
-        names = [RANKS[rank] for rank in ranks]
-        raise ProblemError(f"{key} must be a {', '.join(names[:-1]) + ' or ' if len(names) > 1 else ''}{names[-1]} "
-                           f"array, got {f'a {len(shape)}-D array of shape ' if shape else ''}{shape_text(shape)}",
-                           {key: shape})
-    array = value.astype(np.float64) if isinstance(value, np.ndarray) else np.array(
-        _replace_minus_infinity(value), dtype=np.float64)
-    if 0 in array.shape:
-        raise ProblemError(f"{key} is empty (shape {shape_text(array.shape)})", {key: array.shape})
-    bad = np.argwhere(np.isnan(array) | np.isposinf(array))
-    if len(bad):
-        where = [int(i) for i in bad[0]]
-        raise ProblemError(f"{key}{index_text(where)} is {'NaN' if np.isnan(array[tuple(where)]) else '+∞'}; each "
-                           f"value is {MINUS_INFINITY}", key=key)
-    return array
-
-
-def _refuse_other_strings(key: str, value: Any, path: list[int]) -> None:
-    """The first string cell that is not "-inf", named with what a cell may be."""
-    for i, item in enumerate(value if isinstance(value, list) and len(path) < 5 else []):
-        if isinstance(item, str) and item.strip().lower() not in ("-inf", "-infinity"):
-            raise ProblemError(f"{key}{index_text([*path, i])} is {describe(item)}; each value is {MINUS_INFINITY}",
-                               key=key)
-        _refuse_other_strings(key, item, [*path, i])
-
-
-def _replace_minus_infinity(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_replace_minus_infinity(item) for item in value]
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("-inf", "-infinity")):
-        return -math.inf
-    return value
-
-
 def bias(value: Any, batch: int, heads: int, q_len: int, k_len: int) -> np.ndarray | None:
     """The additive bias as float (batch | 1, heads | 1, q_len, k_len); −∞ cells allowed."""
     if value is None:
         return None
-    array = _with_minus_infinity("bias", value, (2, 3, 4))
+    array = with_minus_infinity("bias", value, (2, 3, 4))
     shape = array.shape
     full = array.reshape((1,) * (4 - array.ndim) + shape) if array.ndim != 3 else array[:, None]
     if not (full.shape[0] in (1, batch) and full.shape[1] in (1, heads) and full.shape[2:] == (q_len, k_len)):
@@ -335,7 +287,7 @@ def sinks(value: Any, heads: int) -> np.ndarray | None:
     """One sink logit per head (heads,); −∞ (no sink) allowed."""
     if value is None:
         return None
-    array = _with_minus_infinity("sinks", value, (1,))
+    array = with_minus_infinity("sinks", value, (1,))
     if array.shape[0] != heads:
         raise ProblemError(f"sinks has {counted(array.shape[0], 'value')} but there are {heads} heads",
                            {"sinks": array.shape})
@@ -388,3 +340,37 @@ def masked_rows(value: Any) -> str:
         raise ProblemError(f'masked_rows is {value!r}; use "zero" (weights and output 0, as SDPA) or "nan" '
                            f"(as nn.MultiheadAttention){hint}", key="masked_rows")
     return value
+
+
+SCALE_RULES = ("sqrt", "none")
+
+
+def parse_scale(value: Any) -> str | float:
+    """Return "sqrt", "none" or a positive finite float; a numeric string counts as a number."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in SCALE_RULES:
+            return word
+        try:
+            number = float(word)
+        except ValueError:
+            hint = closest(word, SCALE_RULES)
+            raise ProblemError(
+                f"scale is {value!r}; use \"sqrt\" (1/sqrt(head_dim)), \"none\" (1) "
+                f"or a positive number{hint}"
+            ) from None
+        if not math.isfinite(number) or number <= 0:
+            raise ProblemError(f"scale is {value.strip()!r}; it must be a positive finite number")
+        return number
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProblemError(
+            f"scale is {describe(value)}; use \"sqrt\", \"none\" or a positive number"
+        )
+    try:
+        factor = float(value)
+    except OverflowError:
+        factor = math.inf
+    if not math.isfinite(factor) or factor <= 0:
+        shown = "a number beyond ±1.8e308" if math.isinf(factor) else repr(value)
+        raise ProblemError(f"scale is {shown}; it must be a positive finite number")
+    return factor

@@ -223,7 +223,8 @@ def test_run_check_says_whether_the_numbers_agree(tmp_path, capsysbinary):
     assert app.run_check(CheckRequest(Given(str(CLASSIC)), str(wrong), "output", 1e-6, 1e-5), Shown("json")) is False
     error = problem_error(app.run_check, CheckRequest(Given(str(CLASSIC)), str(right), "concat", 0, 0), Shown())
     assert (error.source, error.message) == (
-        str(CLASSIC), "step 'concat': this problem has no such step; the steps are q, k, v, scores, softmax, output")
+        str(CLASSIC),
+        "step 'concat': this problem has no such step; the steps are q, k, v, scores, softmax, averaged, output")
 
 
 def test_run_shapes_from_sizes_and_from_a_file(capsysbinary):

@@ -477,12 +477,12 @@ def test_unknown_step_lists_the_steps():
     assert_one_line_error(
         run("compute", SAMPLES / "classic.json", "--step", "logits"),
         f"{SAMPLES / 'classic.json'}: step 'logits': this problem has no such step; "
-        "the steps are q, k, v, scores, softmax, output",
+        "the steps are q, k, v, scores, softmax, averaged, output",
     )
     assert_one_line_error(
         run("compute", SAMPLES / "classic.json", "--step", "attn"),
         "Invalid value for --step: 'attn' is not a step; the steps are q, k, v, q_normed, k_normed, q_rotated, "
-        "k_rotated, scores, logits, capped, biased, softmax, concat, output; did you mean 'softmax'? "
+        "k_rotated, scores, logits, capped, biased, softmax, averaged, concat, output; did you mean 'softmax'? "
         "(see 'attncli compute --help')",
     )
 

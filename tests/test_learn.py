@@ -256,7 +256,7 @@ def test_check_bad_input_exits_2(tmp_path):
                           f"{tmp_path / 'none.json'}: no such file")
     assert_one_line_error(run("check", SAMPLES / "classic.json", "-e", wrong_shape, "-s", "logits"),
                           f"{SAMPLES / 'classic.json'}: step 'logits': this problem has no such step; "
-                          "the steps are q, k, v, scores, softmax, output")
+                          "the steps are q, k, v, scores, softmax, averaged, output")
 
 
 # --- heatmaps and pictures -------------------------------------------------------------------------

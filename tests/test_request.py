@@ -28,7 +28,7 @@ def usage_error(request) -> tuple[str, str]:
      "give a problem FILE, or the matrices with --x, --w-query, --w-key and --w-value", "FILE"),
     (ComputeRequest(FILE, ["q", "attn"]),
      "'attn' is not a step; the steps are q, k, v, q_normed, k_normed, q_rotated, k_rotated, scores, logits, "
-     "capped, biased, softmax, concat, output; did you mean 'softmax'?",
+     "capped, biased, softmax, averaged, concat, output; did you mean 'softmax'?",
      "--step"),
     (ComputeRequest(Given("in.jsonl", {"x": "x.csv"})), "matrix options do not combine with JSON Lines", "--lines"),
     (ComputeRequest(FILE, lines=True, shown=Shown("csv")), "JSON Lines are written as JSON lines", "--format"),

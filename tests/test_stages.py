@@ -16,8 +16,8 @@ from attncli.stages import STAGE, STAGES, STEP_AXES
 def test_the_shown_stages_are_the_step_names_in_order():
     assert tuple(stage.name for stage in STAGES if stage.shown) == STEP_NAMES
     assert [stage.name for stage in STAGES] == ["q", "k", "v", "q_normed", "k_normed", "q_rotated", "k_rotated",
-                                                "scores", "logits", "capped", "biased", "softmax", "weighted",
-                                                "concat", "output"]
+                                                "scores", "logits", "capped", "biased", "softmax", "averaged",
+                                                "weighted", "concat", "output"]
     assert STAGE == {stage.name: stage for stage in STAGES}
 
 
@@ -35,6 +35,7 @@ def test_each_stage_names_the_axes_of_its_array():
         "capped": ("batch", "heads", "q_len", "k_len"),
         "biased": ("batch", "heads", "q_len", "k_len"),
         "softmax": ("batch", "heads", "q_len", "k_len"),
+        "averaged": ("batch", "q_len", "k_len"),
         "concat": ("batch", "q_len", "heads*head_dim_v"),
         "output": ("batch", "q_len", "d_out"),
     }
@@ -45,28 +46,37 @@ def test_the_blocked_path_makes_keys_and_values_once_and_the_output_from_every_h
     assert {stage.name: stage.unit for stage in STAGES} == {
         "q": "block", "k": "problem", "v": "problem", "q_normed": "block", "k_normed": "problem",
         "q_rotated": "block", "k_rotated": "problem", "scores": "block", "logits": "block", "capped": "block",
-        "biased": "block", "softmax": "block", "weighted": "block", "concat": "block", "output": "heads"}
+        "biased": "block", "softmax": "block", "averaged": "heads", "weighted": "block", "concat": "block",
+        "output": "heads"}
 
 
 def test_which_values_are_checked_for_overflow():
     assert {stage.name: stage.checked for stage in STAGES} == {
         "q": "all", "k": "all", "v": "all", "q_normed": "all", "k_normed": "all", "q_rotated": "all",
         "k_rotated": "all", "scores": "allowed", "logits": "allowed", "capped": "allowed", "biased": "allowed",
-        "softmax": None, "weighted": None, "concat": None, "output": "all"}
+        "softmax": None, "averaged": None, "weighted": None, "concat": None, "output": "all"}
 
 
 @pytest.mark.parametrize(("sizes", "present"), [
-    (Sizes(seq_len=3, d_model=4), ["q", "k", "v", "scores", "logits", "softmax", "weighted", "output"]),
-    (Sizes(seq_len=3, d_model=4, scaled=False), ["q", "k", "v", "scores", "softmax", "weighted", "output"]),
+    (Sizes(seq_len=3, d_model=4), ["q", "k", "v", "scores", "logits", "softmax", "averaged", "weighted", "output"]),
+    (Sizes(seq_len=3, d_model=4, scaled=False), ["q", "k", "v", "scores", "softmax", "averaged", "weighted", "output"]),
     (Sizes(seq_len=3, d_model=4, scaled=False, masked=True, d_out=2),
-     ["q", "k", "v", "scores", "logits", "softmax", "weighted", "concat", "output"]),
+     ["q", "k", "v", "scores", "logits", "softmax", "averaged", "weighted", "concat", "output"]),
 ])
 def test_logits_are_there_when_scaled_or_masked_and_concat_with_w_out(sizes, present):
     assert [stage.name for stage in STAGES if stage.present(sizes)] == present
 
 
 def formulas(sizes):
-    return {stage.name: stage.formula(sizes) for stage in STAGES if stage.shown and stage.present(sizes)}
+    """The formulas of the steps a trace of every step shows (not those made only when named)."""
+    return {stage.name: stage.formula(sizes) for stage in STAGES
+            if stage.shown and not stage.requested and stage.present(sizes)}
+
+
+def test_the_heads_mean_is_made_only_when_named():
+    assert [stage.name for stage in STAGES if stage.requested] == ["averaged"]
+    assert STAGE["averaged"].formula(Sizes(seq_len=3, d_model=4, heads=2)) == "averaged = mean of softmax over heads"
+    assert STAGE["averaged"].formula(Sizes(seq_len=3, d_model=4)) == "averaged = softmax"
 
 
 def test_formulas_in_their_general_form_for_sizes_alone():

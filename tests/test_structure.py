@@ -17,7 +17,7 @@ LAYERS = [
     {"errors", "keys", "wording", "formats", "machine"},
     {"sources", "numbers"},
     {"readers", "torchnames", "delimited", "safetensors", "families"},
-    {"variants", "visibility"},
+    {"variants", "visibility", "appended"},
     {"problem", "generate"},
     {"sizes", "blas"},
     {"arithmetic", "flow"},
@@ -27,7 +27,7 @@ LAYERS = [
     {"shapes", "explain", "mistakes", "demo"},
     {"export", "writers", "view.numbers", "view.console", "view.tables", "view.heatmap", "view.text", "view.layers",
      "view"},
-    {"stream", "request", "models"},
+    {"stream", "request", "models", "results"},
     {"app"},
     {"options", "cli", "__main__", "__init__"},
 ]

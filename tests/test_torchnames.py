@@ -29,7 +29,8 @@ def error_of(document) -> ProblemError:
 def test_which_documents_use_pytorch_names():
     assert uses_pytorch_names({"in_proj_weight": [[1]]})
     assert uses_pytorch_names({"out_proj.weight": [[1]], "x": [[1]]})
-    assert uses_pytorch_names({"bias_k": [1]})
+    # add_bias_kv's and add_zero_attn's names are attncli's too: they alone do not make a PyTorch document
+    assert not uses_pytorch_names({"bias_k": [1], "bias_v": [1], "add_zero_attn": True})
     assert not uses_pytorch_names({"x": [[1]], "w_query": [[1]], "heads": 2})
 
 
@@ -73,8 +74,6 @@ def test_heads_is_required_and_named_as_a_field():
 
 
 @pytest.mark.parametrize(("document", "message", "key"), [
-    ({"heads": 1, "in_proj_weight": PACKED.tolist(), "bias_k": [1]},
-     "bias_k (nn.MultiheadAttention's add_bias_kv) is not supported", "bias_k"),
     ({"heads": 1, "in_proj_weight": PACKED.tolist(), "w_query": [[1]]},
      "w_query is given beside PyTorch's names (in_proj_weight, …): use one naming or the other", "w_query"),
     ({"heads": 1, "in_proj_weight": PACKED.tolist(), "q_proj_weight": [[1]]},
@@ -114,16 +113,22 @@ def test_query_key_value_become_x_and_one_context():
     np.testing.assert_array_equal(converted["context"] @ converted["w_value"], -QUERY[:, :2] @ PACKED[2 * E:].T)
 
 
-def test_batch_first_false_reads_seq_batch_embed():
+def test_batch_first_passes_through_and_is_inferred_from_the_shapes():
+    """The inputs keep the document's layout (problem.py makes them batch-first); batch_first is
+    kept, or inferred when the shapes tell it (a key of another length, a key_padding_mask)."""
     document = {"heads": 2, "in_proj_weight": PACKED.tolist(), "batch_first": False,
                 "query": QUERY.transpose(1, 0, 2).tolist(), "key": QUERY[:, :2].transpose(1, 0, 2)}
     converted = from_pytorch_names(document)
-    np.testing.assert_array_equal(converted["x"], QUERY)
-    np.testing.assert_array_equal(converted["context"], QUERY[:, :2])
-    unbatched = from_pytorch_names({**document, "query": QUERY[0].tolist(), "key": QUERY[0]})  # (seq, E) either way
-    np.testing.assert_array_equal(unbatched["x"], QUERY[0])
-    assert "context" not in unbatched
-    assert from_pytorch_names({**document, "batch_first": np.array(False)})["x"].shape == (2, 3, E)  # from an NPZ
+    np.testing.assert_array_equal(converted["x"], QUERY.transpose(1, 0, 2))
+    np.testing.assert_array_equal(converted["context"], QUERY[:, :2].transpose(1, 0, 2))
+    assert converted["batch_first"] is False
+    assert from_pytorch_names({**document, "batch_first": np.array(False)})["batch_first"] is False  # from an NPZ
+    untold = {key: value for key, value in document.items() if key != "batch_first"}
+    assert from_pytorch_names(untold)["batch_first"] is False  # key (2, 2, E) shares axis 1 with query (3, 2, E)
+    alone = {key: value for key, value in untold.items() if key != "key"}
+    assert "batch_first" not in from_pytorch_names(alone)
+    padded = from_pytorch_names({**alone, "key_padding_mask": np.zeros((2, 3), dtype=bool)})  # (batch 2, S 3)
+    assert padded["batch_first"] is False
 
 
 def test_masks_in_pytorch_meaning():
@@ -162,12 +167,13 @@ def test_masks_in_pytorch_meaning():
      "attn_mask has 3 (L, S) matrices; a 3-D attn_mask holds batch·heads of them, and there are 2 heads", None),
     ({"attn_mask": [True, False]},
      "attn_mask has shape 2; nn.MultiheadAttention takes (L, S) or (batch·heads, L, S)", None),
-    ({"key_padding_mask": [[0.0, 1.0, 0.0]]},
-     "key_padding_mask holds numbers; attncli takes it as true/false (True = a padded key, ignored); a float "
-     "key_padding_mask (added) is not supported yet (issue 12's wish)", "key_padding_mask"),
-    ({"add_zero_attn": True},
-     "add_zero_attn (nn.MultiheadAttention's extra zero key and value) is not supported yet (issue 12's wish)",
-     "add_zero_attn"),
+    ({"key_padding_mask": [[[0.0, 1.0, 0.0]]]},
+     "key_padding_mask has shape 1×1×3; nn.MultiheadAttention takes (batch, S), or (S) unbatched", None),
+    ({"key_padding_mask": [[0.0, "x", 0.0]]},
+     "key_padding_mask[0][1] is the string 'x'; each value is a finite number or −∞ (null or \"-inf\" in JSON, "
+     "-inf in NPY)", "key_padding_mask"),
+    ({"key_padding_mask": [[0.0, 1.0]], "attn_mask": [[0.0, 0.0, 0.0]] * 3},
+     "key_padding_mask has 2 keys but attn_mask 3", None),
 ])
 def test_forward_inputs_given_wrong(change, message, key):
     error = error_of({"heads": 2, "in_proj_weight": PACKED.tolist(), "query": QUERY, **change})

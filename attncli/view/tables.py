@@ -221,13 +221,17 @@ def short_rows(weights: np.ndarray) -> tuple[float, float] | None:
     return (float(short.min()), float(short.max())) if short.size else None
 
 
+# the attention weights, shown as a heatmap: each head's, and their mean over the heads
+WEIGHT_STEPS = ("softmax", "averaged")
+
+
 def masked_cells(trace: Trace, step: Step) -> np.ndarray | None:
     """Where the softmax ``step`` is masked (its shape; True = masked), from the problem's mask the
     trace carries; None for another step (a masked logit shows −∞ itself) or no mask."""
-    return trace.masked(step) if step.name == "softmax" else None
+    return trace.masked(step) if step.name in WEIGHT_STEPS else None
 
 
-_POSITION_WORD = {"batch": "batch", "heads": "head", "kv_heads": "kv head"}
+_POSITION_WORD = {"batch": "batch", "heads": "head", "kv_heads": "kv head", "q_len": "query"}
 
 
 def table_position(axes: tuple[str, ...], index: tuple[int, ...]) -> str:
@@ -250,7 +254,7 @@ def step_blocks(
     """One titled table per batch item and head of ``step`` (formula, shape and position), with
     ``masked`` cells (step's shape) shown as such; past MAX_TABLES of them, unless ``full``, a
     line saying how many more there are; then the ``legend`` (for the weights, or masked cells)."""
-    heatmap = step.name == "softmax"
+    heatmap = step.name in WEIGHT_STEPS
     leading_axes = step.axes[:-2]
     n_rows, n_columns = step.shape[-2:]
     corner = f"{_AXIS_WORD.get(step.axes[-2], step.axes[-2])}╲{_AXIS_WORD.get(step.axes[-1], step.axes[-1])}"

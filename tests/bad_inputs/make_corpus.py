@@ -174,6 +174,23 @@ VARIANT_CASES = {
                                    f"{POSITIONS}; unknown key 'keys'"),
     "positions_too_far.json": (doc(positions={"query": [0, 1, 1e17]}), [],
                                "positions.query[2] is 1e+17; positions must lie within ±2^53"),
+    "bias_k_alone.json": (doc(bias_k=[1, 2, 3]), [],
+                          "bias_k is given without bias_v: add_bias_kv appends a key and a value, give both"),
+    "bias_k_width.json": (doc(bias_k=[[[1, 2]]], bias_v=[1, 2, 3]), [],
+                          "bias_k has shape 1×1×2; it is one row of 3 values (w_key's columns), (1, 1, 3) as PyTorch "
+                          "keeps it"),
+    "bias_k_rows.json": (doc(bias_k=[[1, 2, 3], [1, 2, 3]], bias_v=[1, 2, 3]), [],
+                         "bias_k has shape 2×3; it is one row of 3 values (w_key's columns), (1, 1, 3) as PyTorch "
+                         "keeps it"),
+    "add_zero_attn_word.json": (doc(add_zero_attn="yes"), [],
+                                "add_zero_attn is the string 'yes'; it is true (a key and a value of zeros appended, "
+                                "as nn.MultiheadAttention(add_zero_attn=True)) or false"),
+    "add_zero_attn_causal.json": (doc(add_zero_attn=True, mask="causal"), [],
+                                  "mask 'causal' is given with add_zero_attn: give the mask as an array (attn_mask), "
+                                  "which PyTorch pads with a visible column for each appended key"),
+    "add_zero_attn_rope.json": (doc4(add_zero_attn=True, rope="neox"), [],
+                                "rope is given with add_zero_attn: an appended key has no position "
+                                "(nn.MultiheadAttention has neither)"),
     "mask_lower_right_typo.json": (doc(mask="causal_lower_rigth"), [],
                                    "mask is 'causal_lower_rigth'; use \"causal\", \"causal_lower_right\" or an array "
                                    "of 0/1 (1 = may attend); did you mean 'causal_lower_right'?"),
@@ -304,7 +321,7 @@ def main() -> None:
         ("option_precision", ["--precision", "99"], "Invalid value for '--precision': 99 is not allowed; use a "
                                                     "whole number from 0 to 17 (see 'attncli compute --help')"),
         ("option_step", ["--step", "attn"], "Invalid value for --step: 'attn' is not a step; the steps are q, k, v, "
-                                            "q_normed, k_normed, q_rotated, k_rotated, scores, logits, capped, biased, softmax, concat, output; did you mean 'softmax'? "
+                                            "q_normed, k_normed, q_rotated, k_rotated, scores, logits, capped, biased, softmax, averaged, concat, output; did you mean 'softmax'? "
                                             "(see 'attncli compute --help')"),
         ("option_format", ["--format", "xlsx"], "Invalid value for '--format' / '-f': 'xlsx' is not one of table, "
                                                 "json, csv, npz (see 'attncli compute --help')"),
