@@ -83,7 +83,8 @@ def _projection_stage(name: str, source: str, weight: str, bias: str, length: st
 
     def run(flow: Flow) -> np.ndarray:
         inputs, weights, biases, heads = flow.projection(source, weight, bias, length, heads_axis)
-        return split_heads(project(inputs, weights, biases), heads, flow.slip.interleaved_heads)
+        slip = flow.slip
+        return split_heads(project(inputs, weights, biases), heads, slip.interleaved_heads, slip.split_untransposed)
 
     def formula(sizes: Sizes) -> str:
         bias_term = f" + b_{letter}" if bias in sizes.biases else ""
@@ -107,13 +108,14 @@ def _q_or_k_stage(letter: str, suffix: str, change: Callable[[np.ndarray, Flow],
     """A stage that changes Q (per block) or K (once), in its slot: ``change(values, flow)`` gives
     the new values, or None when the problem lacks this variant (the values pass through)."""
     heads_axis, length = ("heads", "q_len") if letter == "q" else ("kv_heads", "k_len")
+    name = f"{letter}_{suffix}"
 
     def run(flow: Flow) -> np.ndarray:
         values = flow.arrays[letter]
-        changed = change(values, flow)
+        changed = None if name in flow.slip.skipped else change(values, flow)
         return values if changed is None else changed
 
-    return Stage(f"{letter}_{suffix}", ("batch", heads_axis, length, "head_dim"), run, formula, how,
+    return Stage(name, ("batch", heads_axis, length, "head_dim"), run, formula, how,
                  present=present, unit="block" if letter == "q" else "problem", transforms=letter)
 
 
@@ -151,7 +153,7 @@ def _rotation_stage(letter: str) -> Stage:
         rope = flow.problem.rope
         if rope is None:
             return None
-        positions = flow.query_positions() if letter == "q" else flow.key_positions()
+        positions = flow.rotation_positions(letter)
         cos, sin = rotary_angles(positions, rope.inv_freq, values.dtype, rope.attention_factor)
         return rotate(values, cos, sin, rope.style)
 
@@ -173,7 +175,7 @@ def _scores(flow: Flow) -> np.ndarray:
     queries = flow.arrays["q"]
     if flow.fast:
         queries = flow.fold(queries)  # the scale (and log2 e) on Q: one multiplication per query, not per score
-    return dot_scores(queries, flow.arrays["k"], flow.slip.scores_transposed)
+    return dot_scores(queries, flow.arrays["k"], flow.slip.scores_transposed, flow.slip.kv_tiled)
 
 
 def masks_at(variant) -> str:
@@ -194,17 +196,21 @@ def _masked_here(flow: Flow, name: str, logits: np.ndarray, in_place: bool = Fal
 def _logits(flow: Flow) -> np.ndarray:
     if flow.fast:  # the scale is in Q already, and these scores are this block's own to overwrite
         return masked(flow.arrays["scores"], flow.allowed, in_place=True)
-    own = flow.block is not None
-    return _masked_here(flow, "logits", scaled(flow.arrays["scores"], flow.problem, in_place=own), in_place=own)
+    own, scores = flow.block is not None, flow.arrays["scores"]
+    if flow.slip.softcap_order == "before_scale":  # the slip: capped, then scaled (and not capped again)
+        scores = soft_capped(scores, flow.problem.softcap)
+    return _masked_here(flow, "logits", scaled(scores, flow.problem, in_place=own), in_place=own)
 
 
 def _capped(flow: Flow) -> np.ndarray:
-    cap = flow.problem.softcap
+    cap, order, logits = flow.problem.softcap, flow.slip.softcap_order, flow.arrays["logits"]
     if cap is None:
-        return flow.arrays["logits"]
+        return logits
+    if order:  # the slips: capped before the scale (done), or after the mask (−∞ capped to −cap)
+        logits = masked(logits, flow.allowed)
+        return soft_capped(logits, cap) if order == "after_mask" else logits
     # a new array on the full path: the logits step is kept as it was
-    return _masked_here(flow, "capped", soft_capped(flow.arrays["logits"], cap, in_place=flow.block is not None),
-                        in_place=True)
+    return _masked_here(flow, "capped", soft_capped(logits, cap, in_place=flow.block is not None), in_place=True)
 
 
 def _biased(flow: Flow) -> np.ndarray:
@@ -224,14 +230,17 @@ def _softmax(flow: Flow) -> np.ndarray:
     if flow.fast:  # in place, and normalised after the product with V (see _weighted)
         return exponentials(logits, row_shift(logits, any_masked=True), flow.power, out=logits)
     sinks = None if problem.sinks is None else flow.per_head(problem.sinks).astype(logits.dtype, copy=False)
-    return masked_softmax(logits, flow.allowed, flow.slip.softmax_axis, sinks, problem.masked_rows,
-                          in_place=flow.block is not None and flow.slip.softmax_axis == -1)
+    slip = flow.slip
+    return masked_softmax(logits, flow.allowed, slip.softmax_axis, sinks, slip.empty_rows or problem.masked_rows,
+                          in_place=flow.block is not None and slip.softmax_axis == -1, sink_kept=slip.sink_kept)
 
 
 def _weighted(flow: Flow) -> np.ndarray:
     if flow.fast:
         return weighted_values(flow.arrays["softmax"], flow.values_with_ones(), totals_appended=True)
-    return weighted_values(flow.arrays["softmax"], flow.arrays["v"], transposed=flow.slip.weights_transposed)
+    slip = flow.slip
+    return weighted_values(flow.arrays["softmax"], flow.arrays["v"], transposed=slip.weights_transposed,
+                           tiled=slip.kv_tiled)
 
 
 STAGE_AXES_LOGITS = ("batch", "heads", "q_len", "k_len")
@@ -358,7 +367,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "concat", ("batch", "q_len", "heads*head_dim_v"),
-        lambda flow: merge_heads(flow.arrays["weighted"]),
+        lambda flow: merge_heads(flow.arrays["weighted"], flow.slip.merge_untransposed),
         _concat_formula, _merge_how,
         # finite: each row was kept within the range of V's rows, which are finite
         present=lambda sizes: sizes.d_out is not None, checked=None,
