@@ -28,6 +28,8 @@ UNSUPPORTED = ("bias_k", "bias_v")
 FORWARD = ("query", "key", "value")
 MASKS = ("attn_mask", "key_padding_mask")
 SETTINGS = ("batch_first", "add_zero_attn")
+# the weights, each stored (out, in) as nn.Linear stores it: applied as x·Wᵀ
+WEIGHTS = (PACKED[0], *SEPARATE, OUTPUT[0])
 TORCH_KEYS = PACKED + SEPARATE + OUTPUT + UNSUPPORTED + FORWARD + MASKS + SETTINGS
 OURS = ("w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out")
 # a PyTorch name and the attncli keys it stands for: give one or the other
@@ -38,6 +40,11 @@ WISH = "issue 12's wish"
 
 def uses_pytorch_names(document: dict) -> bool:
     return any(key in document for key in TORCH_KEYS)
+
+
+def weight_names(document: dict) -> tuple[str, ...]:
+    """The names the document gives its weights: PyTorch's (in_proj_weight, …) or attncli's (w_query, …)."""
+    return tuple(key for key in document if key in WEIGHTS or key in OURS and key.startswith("w_"))
 
 
 def from_pytorch_names(document: dict) -> dict:

@@ -24,7 +24,7 @@ LAYERS = [
     {"stages"},
     {"trace"},
     {"pipeline"},
-    {"shapes", "explain", "mistakes", "demo"},
+    {"shapes", "explain", "known_mistakes", "wrong_runs", "mistakes", "demo"},
     {"export", "writers", "view.numbers", "view.console", "view.tables", "view.heatmap", "view.text", "view.layers",
      "view"},
     {"stream", "request", "models"},
