@@ -44,10 +44,14 @@ class Slip(NamedTuple):
     sink_kept: bool = False
 
     def joined(self, other: Slip) -> Slip | None:
-        """Both slips at once, or None when they set the same field (they cannot both be made)."""
+        """Both slips at once, or None when they set the same field (they cannot both be made); the
+        stages ``skipped`` by each are skipped together."""
         mine, theirs = ({name: value for name, value in slip._asdict().items() if value != getattr(RIGHT, name)}
                         for slip in (self, other))
-        return None if set(mine) & set(theirs) else Slip(**mine, **theirs)
+        skipped = (*mine.pop("skipped", ()), *theirs.pop("skipped", ()))
+        if set(mine) & set(theirs) or len(set(skipped)) < len(skipped):
+            return None
+        return Slip(**mine, **theirs, skipped=skipped)
 
 
 RIGHT = Slip()

@@ -183,10 +183,13 @@ def test_qk_norm_left_out_is_named():
     assert_named(verdict, theirs, right, MISTAKES["qk_norm_left_out"])
 
 
-def test_two_modern_mistakes_at_once_are_named_as_a_pair():
-    document = random_document(seq_len=4, d_model=8, heads=4, kv_heads=2, batch=2, rope="neox", seed=58)
-    verdict, theirs, right = checked(document, "rope_q_only", "kv_tiled")
-    pair = verdict.mistakes[0]
-    assert pair.parts == (MISTAKES["rope_q_only"].name, MISTAKES["kv_tiled"].name)
-    assert pair.name == "RoPE applied to Q only, and key/value heads tiled instead of repeated in place"
-    assert verdict.max_error == pytest.approx(np.abs(theirs - right).max(), rel=1e-12)
+@pytest.mark.parametrize(("first", "second"), [("rope_q_only", "kv_tiled"), ("rope_q_only", "qk_norm_left_out"),
+                                               ("window_wider", "sink_left_out")])
+def test_two_modern_mistakes_at_once_are_named_as_a_pair(first, second):
+    document = random_document(seq_len=5, d_model=8, heads=4, kv_heads=2, batch=2, rope="neox", qk_norm=True,
+                               sinks=True, window=2, seed=58)
+    verdict, theirs, right = checked(document, first, second)
+    assert len(verdict.mistakes) == 1, verdict.mistakes
+    assert verdict.mistakes[0].parts == (MISTAKES[first].name, MISTAKES[second].name)
+    assert verdict.mistakes[0].name == f"{MISTAKES[first].name}, and {MISTAKES[second].name}"
+    assert verdict.max_error == pytest.approx(np.abs(theirs - right).max(), rel=1e-12) and verdict.max_error > 1e-3
