@@ -93,7 +93,7 @@ def check_step(
     gave its weights, PyTorch's or attncli's, which say how they should be applied). Raises
     ProblemError on a shape mismatch."""
     expected = trace.steps[step].array
-    yours = _fit(yours, expected.shape, step)
+    yours = _fit(yours, expected.shape, step, sinks=problem.sinks is not None)
     with np.errstate(invalid="ignore"):  # −∞ − −∞, a masked logit in both, is set to 0 below
         difference = np.abs(yours - expected)
     # a masked logit is −∞ in both (or very low in yours): equal, not NaN
@@ -119,15 +119,19 @@ def check_step(
     )
 
 
-def _fit(yours: np.ndarray, shape: tuple[int, ...], step: str) -> np.ndarray:
+def _fit(yours: np.ndarray, shape: tuple[int, ...], step: str, sinks: bool = False) -> np.ndarray:
     """``yours`` in the step's shape: axes of size 1 the step does not have are dropped (a user's
-    (1, 3, 3) for an unbatched 3×3 is the same numbers)."""
+    (1, 3, 3) for an unbatched 3×3 is the same numbers). With ``sinks``, weights with one column
+    too many are said to hold the sink's."""
     yours = np.asarray(yours, dtype=np.float64)
     if yours.shape != shape and [n for n in yours.shape if n != 1] == [n for n in shape if n != 1]:
         yours = yours.reshape(shape)
     if yours.shape != shape:
+        sink_kept = sinks and step == "softmax" and yours.shape[:-1] == shape[:-1] and yours.shape[-1] == shape[-1] + 1
         raise ProblemError(
-            f"has shape {'×'.join(map(str, yours.shape))} but {step} is {'×'.join(map(str, shape))}",
+            f"has shape {'×'.join(map(str, yours.shape))} but {step} is {'×'.join(map(str, shape))}"
+            + ("; one column more than the keys: the sink's weight kept? Drop its column (probs[..., :-1])"
+               if sink_kept else ""),
             {step: shape},
         )
     return yours

@@ -5,8 +5,11 @@ here), measuring the difference from attncli's right numbers."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from test_cli import assert_one_line_error, run, write
 from users_attention import users_attention
 
 from attncli.generate import random_document
@@ -162,6 +165,20 @@ def test_the_sinks_mishandled_are_named(bug):
     if bug == "sink_left_out":  # each of the user's rows sums to 1; attncli's to less
         np.testing.assert_allclose(theirs.sum(-1), 1.0)
         assert (right.sum(-1) < 1).all()
+
+
+def test_weights_with_the_sinks_column_kept_are_a_one_line_error_that_says_so(tmp_path):
+    document = random_document(seq_len=3, d_model=4, heads=2, sinks=True, seed=59)
+    trace = attention(problem_from_document(document))
+    weights, logits = trace.steps["softmax"].array, trace.steps["logits"].array  # (heads, q_len, k_len)
+    kept = np.concatenate([weights, 1 - weights.sum(-1, keepdims=True)], axis=-1)  # softmax([keys | sink]) whole
+    sinks = np.exp(np.asarray(document["sinks"]))[:, None, None]
+    np.testing.assert_allclose(kept[..., -1:], sinks / (sinks + np.exp(logits).sum(-1, keepdims=True)), rtol=1e-12)
+    problem_path = write(tmp_path, "p.json", json.dumps(document))
+    theirs = write(tmp_path, "t.json", json.dumps(kept.tolist()))
+    assert_one_line_error(run("check", problem_path, "-e", theirs, "-s", "softmax"),
+                          f"{theirs}: has shape 2×3×4 but softmax is 2×3×3; one column more than the keys: the "
+                          "sink's weight kept? Drop its column (probs[..., :-1])")
 
 
 def test_alibi_with_its_sign_flipped_is_named():
