@@ -44,12 +44,12 @@ Report = Callable[[ProblemError], None]  # how an error that does not end the ru
 
 
 class Loaded(NamedTuple):
-    """A validated ``problem``, every file it was read from (``inputs``: none may be written
-    over) and the name errors give it (``source``)."""
+    """A validated ``problem``, the files read (none may be overwritten), its ``source`` and ``weight_names``."""
 
     problem: Problem
     inputs: list[str]
     source: str
+    weight_names: tuple[str, ...] = ()
 
 
 # --- load and compute -----------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def load(given: Given) -> Loaded:
         raise
     # every file read, those inside a folder included: none may be written over
     read = [path for path in (given.file, *given.matrices.values(), *inputs.sources.values()) if path is not None]
-    return Loaded(problem, read, source)
+    return Loaded(problem, read, source, inputs.weight_names)
 
 
 def compute(problem: Problem, steps: list[str] | None = None, source: str = "") -> Trace:
@@ -278,7 +278,8 @@ def run_check(request: CheckRequest, shown: Shown) -> bool:
 
     check_options(request)
     loaded = load(request.given)
-    trace = compute(loaded.problem, [request.step] if request.step in REQUESTED else None, loaded.source)
+    problem = loaded.problem
+    trace = compute(problem, [request.step] if request.step in REQUESTED else None, loaded.source)
     if request.step not in trace.steps:
         raise ProblemError(f"step {request.step!r}: this problem has no such step; the steps are "
                            f"{', '.join(problem_steps(loaded.problem))}", source=loaded.source)
@@ -286,7 +287,7 @@ def run_check(request: CheckRequest, shown: Shown) -> bool:
     with blaming(theirs):
         yours = read_expected(request.expected, request.step)
     with blaming(theirs, always=True):
-        verdict = check_step(loaded.problem, trace, request.step, yours, request.atol, request.rtol)
+        verdict = check_step(problem, trace, request.step, yours, request.atol, request.rtol, loaded.weight_names)
     json_or_view(shown, "verdict_to_json", "print_verdict", verdict)
     return verdict.agree
 

@@ -25,34 +25,45 @@ def project(source: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> 
     return projected
 
 
-def split_heads(projected: np.ndarray, heads: int, interleaved: bool = False) -> np.ndarray:
+def split_heads(projected: np.ndarray, heads: int, interleaved: bool = False, untransposed: bool = False
+                ) -> np.ndarray:
     """(batch, seq, heads*dim) -> (batch, heads, seq, dim); head h takes columns h*dim:(h+1)*dim.
 
-    ``interleaved`` is the slip of reshaping to (batch, seq, dim, heads): every heads-th column."""
+    ``interleaved`` is the slip of reshaping to (batch, seq, dim, heads): every heads-th column;
+    ``untransposed`` the slip of viewing the array as (batch·heads, seq, dim) with no transpose,
+    so a head's "rows" are runs of seq·dim numbers across tokens and heads."""
     batch, seq, width = projected.shape
+    if untransposed:
+        return projected.reshape(batch, heads, seq, width // heads)
     if interleaved:
         return projected.reshape(batch, seq, width // heads, heads).transpose(0, 3, 1, 2)
     return projected.reshape(batch, seq, heads, width // heads).transpose(0, 2, 1, 3)
 
 
-def merge_heads(per_head: np.ndarray) -> np.ndarray:
-    """(batch, heads, seq, dim) -> (batch, seq, heads*dim): the inverse of split_heads."""
+def merge_heads(per_head: np.ndarray, untransposed: bool = False) -> np.ndarray:
+    """(batch, heads, seq, dim) -> (batch, seq, heads*dim): the inverse of split_heads.
+    ``untransposed`` is the slip of viewing it as (batch, seq, heads*dim) without moving heads back."""
     batch, heads, seq, dim = per_head.shape
+    if untransposed:
+        return per_head.reshape(batch, seq, heads * dim)
     return per_head.transpose(0, 2, 1, 3).reshape(batch, seq, heads * dim)
 
 
-def grouped_product(per_head: np.ndarray, per_kv_head: np.ndarray) -> np.ndarray:
+def grouped_product(per_head: np.ndarray, per_kv_head: np.ndarray, tiled: bool = False) -> np.ndarray:
     """per_head·per_kv_head for grouped-query attention: (..., heads, m, n)·(..., kv_heads, n, p)
     -> (..., heads, m, p), query head h paired with key/value head h // (heads / kv_heads), as
     Hugging Face's repeat_kv and PyTorch's repeat_interleave pair them (not tiled), without
-    copying the key/value heads."""
+    copying the key/value heads. ``tiled`` is the slip of tiling them (``repeat``): h % kv_heads."""
     if per_head.ndim < 3 or per_kv_head.ndim < 3 or per_head.shape[-3] in (per_kv_head.shape[-3], 1):
         return per_head @ per_kv_head
     heads, kv_heads = per_head.shape[-3], per_kv_head.shape[-3]
     if kv_heads == 1:
         return per_head @ per_kv_head
-    lead = per_head.shape[:-3]
-    grouped = per_head.reshape(*lead, kv_heads, heads // kv_heads, *per_head.shape[-2:]) @ per_kv_head[..., None, :, :]
+    lead, rows = per_head.shape[:-3], per_head.shape[-2:]
+    if tiled:  # (groups, kv_heads): query head h = g·kv_heads + kv reads key/value head kv
+        grouped = per_head.reshape(*lead, heads // kv_heads, kv_heads, *rows) @ per_kv_head[..., None, :, :, :]
+    else:
+        grouped = per_head.reshape(*lead, kv_heads, heads // kv_heads, *rows) @ per_kv_head[..., None, :, :]
     return grouped.reshape(*lead, heads, *grouped.shape[-2:])
 
 
@@ -65,15 +76,16 @@ def per_query_head(per_kv_head: np.ndarray, per_head: np.ndarray) -> np.ndarray:
     return per_kv_head if kv_heads in (heads, 1) else np.repeat(per_kv_head, heads // kv_heads, axis=-3)
 
 
-def dot_scores(queries: np.ndarray, keys: np.ndarray, transposed: bool = False) -> np.ndarray:
+def dot_scores(queries: np.ndarray, keys: np.ndarray, transposed: bool = False, tiled: bool = False) -> np.ndarray:
     """Q·Kᵀ: (..., heads, q_len, head_dim)·(..., kv_heads, k_len, head_dim) -> (..., heads, q_len, k_len).
 
-    ``transposed`` is the slip of computing K·Qᵀ (which only fits when q_len == k_len)."""
+    ``transposed`` is the slip of computing K·Qᵀ (which only fits when q_len == k_len); ``tiled``
+    the slip of pairing the heads as tiled key/value heads (see grouped_product)."""
     if transposed:
         if queries.shape[-2] != keys.shape[-2]:
             raise ProblemError("K·Qᵀ does not fit the mask or values when q_len != k_len")
         return per_query_head(keys, queries) @ queries.swapaxes(-1, -2)
-    return grouped_product(queries, keys.swapaxes(-1, -2))
+    return grouped_product(queries, keys.swapaxes(-1, -2), tiled)
 
 
 def rms_norm(values: np.ndarray, weight: np.ndarray, eps: float, axis: int | tuple[int, ...] = -1,
@@ -189,15 +201,19 @@ def exponentials(logits: np.ndarray, shift: np.ndarray, power: Callable = np.exp
 
 
 def masked_softmax(logits: np.ndarray, allowed: np.ndarray | None, axis: int = -1,
-                   sinks: np.ndarray | None = None, empty: str = "zero", in_place: bool = False) -> np.ndarray:
+                   sinks: np.ndarray | None = None, empty: str = "zero", in_place: bool = False,
+                   sink_kept: bool = False) -> np.ndarray:
     """Softmax over the keys (the last axis) of ``logits`` (..., q_len, k_len), computed stably.
 
     ``allowed`` (broadcastable to ``logits``, True = may attend) marks the keys a query may see;
     masked logits are expected to be −∞ already. A row with no allowed key gets weights 0, as
-    PyTorch's SDPA gives (``empty`` "zero"), or NaN (``empty`` "nan", as nn.MultiheadAttention).
+    PyTorch's SDPA gives (``empty`` "zero"), or NaN (``empty`` "nan", as nn.MultiheadAttention);
+    ``empty`` "uniform" is the slip of masking with a large finite number (Hugging Face's
+    finfo.min), which leaves such a row 1/k_len on every key.
     ``in_place`` writes the weights over ``logits`` (an array of this run's own).
     ``sinks`` (broadcastable to (..., 1, 1): one logit per head, gpt-oss) join each row's
-    denominator and their weight is dropped, so a row sums to less than 1.
+    denominator and their weight is dropped, so a row sums to less than 1; ``sink_kept`` is the
+    slip of slicing softmax([keys | sink]) as [..., 1:]: key 0's weight dropped, the sink's kept last.
     ``axis=-2`` is the slip of normalising over queries.
     """
     if axis != -1:
@@ -208,24 +224,29 @@ def masked_softmax(logits: np.ndarray, allowed: np.ndarray | None, axis: int = -
         shift = np.maximum(shift, sinks)
     weights = exponentials(logits, shift, out=logits if in_place else None)
     totals = np.add.reduce(weights, axis=-1, keepdims=True)
-    if sinks is not None:
-        totals += np.exp(sinks - shift)
+    sink_weights = None if sinks is None else np.exp(sinks - shift)
+    if sink_weights is not None:
+        totals += sink_weights
     if allowed is None and sinks is None:
         return np.divide(weights, totals, out=weights)  # every row has a positive total
     np.divide(weights, totals, out=weights, where=totals > 0)
-    if empty == "nan":
-        np.copyto(weights, np.nan, where=totals == 0)
+    if empty != "zero":
+        np.copyto(weights, np.nan if empty == "nan" else 1.0 / weights.shape[-1], where=totals == 0)
+    if sink_kept and sink_weights is not None:
+        sink_share = np.divide(sink_weights, totals, out=np.zeros_like(totals), where=totals > 0)
+        weights = np.concatenate([weights[..., 1:], np.broadcast_to(sink_share, totals.shape)], axis=-1)
     return weights
 
 
 def weighted_values(weights: np.ndarray, values: np.ndarray, *, totals_appended: bool = False,
-                    transposed: bool = False) -> np.ndarray:
+                    transposed: bool = False, tiled: bool = False) -> np.ndarray:
     """softmax·V per head: (..., heads, q_len, k_len)·(..., kv_heads, k_len, head_dim_v)
     -> (..., heads, q_len, head_dim_v).
 
     With ``totals_appended``, ``values`` ends in a column of ones and ``weights`` are not yet
     normalised: the last column of the product is each row's total, and the rest is divided by it
-    (0 for a row with no weight). ``transposed`` is the slip of softmaxᵀ·V. Each row is a convex
+    (0 for a row with no weight). ``transposed`` is the slip of softmaxᵀ·V, ``tiled`` that of
+    tiled key/value heads (see grouped_product). Each row is a convex
     combination of V's rows, so it lies within their range: when rounding pushes a sum of values
     near ±1.8e308 to ±inf, the range's bound is the right answer.
     """
@@ -233,7 +254,7 @@ def weighted_values(weights: np.ndarray, values: np.ndarray, *, totals_appended:
         if weights.shape[-1] != weights.shape[-2]:
             raise ProblemError("softmaxᵀ·V does not fit when q_len != k_len")
         weights = weights.swapaxes(-1, -2)
-    per_head = grouped_product(weights, values)
+    per_head = grouped_product(weights, values, tiled)
     if totals_appended:
         totals, values = per_head[..., -1:], values[..., :-1]
         if math.isfinite(np.add.reduce(per_head, axis=None)):

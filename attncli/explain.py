@@ -14,8 +14,9 @@ import numpy as np
 
 from attncli.arithmetic import alibi_term, exponentials, rms_factor, rotary_angles, row_shift
 from attncli.errors import ProblemError, option
+from attncli.formulas import masks_at
 from attncli.problem import Problem
-from attncli.stages import STEP_AXES, last_in_slot, masks_at
+from attncli.stages import STEP_AXES, last_in_slot
 from attncli.trace import Trace
 
 

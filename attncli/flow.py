@@ -23,13 +23,35 @@ _SHARING = threading.Lock()
 
 
 class Slip(NamedTuple):
-    """How to run the stages: right (the defaults), or with one of the structural slips that
-    ``check`` knows: heads taken as interleaved columns, K·Qᵀ, softmax over the queries, softmaxᵀ·V."""
+    """How to run the stages: right (the defaults), or with the structural slips that ``check``
+    knows (one, or two at once): heads taken as interleaved columns, K·Qᵀ, softmax over the
+    queries, softmaxᵀ·V; heads split or merged by a reshape with no transpose; stages left out
+    (``skipped``: each passes its slot on, e.g. ("k_rotated",) for RoPE on Q only); queries rotated
+    at 0, 1, … instead of their positions; key/value heads tiled; soft-capping "before_scale" or
+    "after_mask"; an empty row's weights "uniform" (a finite mask fill); the sink's weight kept."""
 
     interleaved_heads: bool = False
     scores_transposed: bool = False
     softmax_axis: int = -1
     weights_transposed: bool = False
+    split_untransposed: bool = False
+    merge_untransposed: bool = False
+    skipped: tuple[str, ...] = ()
+    rope_from_zero: bool = False
+    kv_tiled: bool = False
+    softcap_order: str = ""
+    empty_rows: str = ""
+    sink_kept: bool = False
+
+    def joined(self, other: Slip) -> Slip | None:
+        """Both slips at once, or None when they set the same field (they cannot both be made); the
+        stages ``skipped`` by each are skipped together."""
+        mine, theirs = ({name: value for name, value in slip._asdict().items() if value != getattr(RIGHT, name)}
+                        for slip in (self, other))
+        skipped = (*mine.pop("skipped", ()), *theirs.pop("skipped", ()))
+        if set(mine) & set(theirs) or len(set(skipped)) < len(skipped):
+            return None
+        return Slip(**mine, **theirs, skipped=skipped)
 
 
 RIGHT = Slip()
@@ -147,6 +169,16 @@ class Flow:
         """The positions of the keys (k_len,), or of the keys this block may see."""
         positions = self.problem.key_positions
         return positions if self.block is None else positions[self.block.k_start:self.block.k_stop]
+
+    def rotation_positions(self, letter: str) -> np.ndarray:
+        """The positions RoPE turns Q (``letter`` "q") or K by: the queries' or keys' of this run,
+        or with the slip ``rope_from_zero`` the queries' counted from 0 (a KV cache's offset forgotten)."""
+        if letter != "q":
+            return self.key_positions()
+        if self.slip.rope_from_zero:
+            start, stop = (0, self.problem.x.shape[1]) if self.block is None else (self.block.start, self.block.stop)
+            return np.arange(start, stop, dtype=np.int64)
+        return self.query_positions()
 
     def query_mean_square(self) -> np.ndarray | None:
         """For a QK-norm over all heads on a block: each query's mean square over the whole

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from attncli import formats
+from attncli import formats, torchnames
 from attncli.delimited import parse_csv
 from attncli.errors import ProblemError, option
 from attncli.keys import FILE_KEYS, STEP_NAMES
@@ -49,6 +49,11 @@ class Inputs:
 
     document: dict[str, Any]
     sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def weight_names(self) -> tuple[str, ...]:
+        """The document's names for its weights: PyTorch's, stored (out, in), or attncli's (in, out)."""
+        return torchnames.weight_names(self.document)
 
     def source_of(self, error: ProblemError, default: str) -> str:
         """The file to name in an error: the reader's own, the file of the key at fault, or ``default``."""

@@ -47,6 +47,19 @@ from attncli.arithmetic import (
     weighted_values,
 )
 from attncli.flow import Flow
+from attncli.formulas import (
+    biased_formula,
+    biased_how,
+    capped_formula,
+    concat_formula,
+    has_logits,
+    logits_formula,
+    masks_at,
+    merge_how,
+    output_formula,
+    output_how,
+    softmax_formula,
+)
 from attncli.keys import STEP_NAMES
 from attncli.numbers import counted
 from attncli.sizes import Sizes
@@ -89,10 +102,10 @@ def _projection_stage(name: str, source: str, weight: str, bias: str, length: st
 
     def run(flow: Flow) -> np.ndarray:
         inputs, weights, biases, heads = flow.projection(source, weight, bias, length, heads_axis)
-        projected, extra = project(inputs, weights, biases), flow.problem.appended
+        projected, extra, slip = project(inputs, weights, biases), flow.problem.appended, flow.slip
         if extra is not None and name != "q":  # after the projection and its bias, as PyTorch appends them
             projected = joined(projected, extra.keys if name == "k" else extra.values)
-        return split_heads(projected, heads, flow.slip.interleaved_heads)
+        return split_heads(projected, heads, slip.interleaved_heads, slip.split_untransposed)
 
     def formula(sizes: Sizes) -> str:
         bias_term = f" + b_{letter}" if bias in sizes.biases else ""
@@ -119,13 +132,14 @@ def _q_or_k_stage(letter: str, suffix: str, change: Callable[[np.ndarray, Flow],
     """A stage that changes Q (per block) or K (once), in its slot: ``change(values, flow)`` gives
     the new values, or None when the problem lacks this variant (the values pass through)."""
     heads_axis, length = ("heads", "q_len") if letter == "q" else ("kv_heads", "k_len")
+    name = f"{letter}_{suffix}"
 
     def run(flow: Flow) -> np.ndarray:
         values = flow.arrays[letter]
-        changed = change(values, flow)
+        changed = None if name in flow.slip.skipped else change(values, flow)
         return values if changed is None else changed
 
-    return Stage(f"{letter}_{suffix}", ("batch", heads_axis, length, "head_dim"), run, formula, how,
+    return Stage(name, ("batch", heads_axis, length, "head_dim"), run, formula, how,
                  present=present, unit="block" if letter == "q" else "problem", transforms=letter)
 
 
@@ -163,7 +177,7 @@ def _rotation_stage(letter: str) -> Stage:
         rope = flow.problem.rope
         if rope is None:
             return None
-        positions = flow.query_positions() if letter == "q" else flow.key_positions()
+        positions = flow.rotation_positions(letter)
         cos, sin = rotary_angles(positions, rope.inv_freq, values.dtype, rope.attention_factor)
         return rotate(values, cos, sin, rope.style)
 
@@ -185,14 +199,7 @@ def _scores(flow: Flow) -> np.ndarray:
     queries = flow.arrays["q"]
     if flow.fast:
         queries = flow.fold(queries)  # the scale (and log2 e) on Q: one multiplication per query, not per score
-    return dot_scores(queries, flow.arrays["k"], flow.slip.scores_transposed)
-
-
-def masks_at(variant) -> str:
-    """Which logit stage applies the masks: the last of logits, capped (soft-capping), biased
-    (ALiBi or a bias), as the reference code masks after capping and adds its biases with the
-    mask. ``variant`` is a Problem or Sizes (both say ``softcap`` and ``additive``)."""
-    return "biased" if variant.additive else "capped" if variant.softcap is not None else "logits"
+    return dot_scores(queries, flow.arrays["k"], flow.slip.scores_transposed, flow.slip.kv_tiled)
 
 
 def _masked_here(flow: Flow, name: str, logits: np.ndarray, in_place: bool = False) -> np.ndarray:
@@ -206,17 +213,21 @@ def _masked_here(flow: Flow, name: str, logits: np.ndarray, in_place: bool = Fal
 def _logits(flow: Flow) -> np.ndarray:
     if flow.fast:  # the scale is in Q already, and these scores are this block's own to overwrite
         return masked(flow.arrays["scores"], flow.allowed, in_place=True)
-    own = flow.block is not None
-    return _masked_here(flow, "logits", scaled(flow.arrays["scores"], flow.problem, in_place=own), in_place=own)
+    own, scores = flow.block is not None, flow.arrays["scores"]
+    if flow.slip.softcap_order == "before_scale":  # the slip: capped, then scaled (and not capped again)
+        scores = soft_capped(scores, flow.problem.softcap)
+    return _masked_here(flow, "logits", scaled(scores, flow.problem, in_place=own), in_place=own)
 
 
 def _capped(flow: Flow) -> np.ndarray:
-    cap = flow.problem.softcap
+    cap, order, logits = flow.problem.softcap, flow.slip.softcap_order, flow.arrays["logits"]
     if cap is None:
-        return flow.arrays["logits"]
+        return logits
+    if order:  # the slips: capped before the scale (done), or after the mask (−∞ capped to −cap)
+        logits = masked(logits, flow.allowed)
+        return soft_capped(logits, cap) if order == "after_mask" else logits
     # a new array on the full path: the logits step is kept as it was
-    return _masked_here(flow, "capped", soft_capped(flow.arrays["logits"], cap, in_place=flow.block is not None),
-                        in_place=True)
+    return _masked_here(flow, "capped", soft_capped(logits, cap, in_place=flow.block is not None), in_place=True)
 
 
 def _biased(flow: Flow) -> np.ndarray:
@@ -236,92 +247,20 @@ def _softmax(flow: Flow) -> np.ndarray:
     if flow.fast:  # in place, and normalised after the product with V (see _weighted)
         return exponentials(logits, row_shift(logits, any_masked=True), flow.power, out=logits)
     sinks = None if problem.sinks is None else flow.per_head(problem.sinks).astype(logits.dtype, copy=False)
-    return masked_softmax(logits, flow.allowed, flow.slip.softmax_axis, sinks, problem.masked_rows,
-                          in_place=flow.block is not None and flow.slip.softmax_axis == -1)
+    slip = flow.slip
+    return masked_softmax(logits, flow.allowed, slip.softmax_axis, sinks, slip.empty_rows or problem.masked_rows,
+                          in_place=flow.block is not None and slip.softmax_axis == -1, sink_kept=slip.sink_kept)
 
 
 def _weighted(flow: Flow) -> np.ndarray:
     if flow.fast:
         return weighted_values(flow.arrays["softmax"], flow.values_with_ones(), totals_appended=True)
-    return weighted_values(flow.arrays["softmax"], flow.arrays["v"], transposed=flow.slip.weights_transposed)
+    slip = flow.slip
+    return weighted_values(flow.arrays["softmax"], flow.arrays["v"], transposed=slip.weights_transposed,
+                           tiled=slip.kv_tiled)
 
 
 STAGE_AXES_LOGITS = ("batch", "heads", "q_len", "k_len")
-_MASKED = ", masked → −∞"
-
-
-def _logits_formula(sizes: Sizes) -> str:
-    if not sizes.exact:
-        return "logits = scores × scale"
-    scaling = "scores" if sizes.factor == 1.0 else (
-        "scores / √head_dim" if sizes.scale == "sqrt" else f"scores × {sizes.factor:g}")
-    return "logits = " + scaling + (_MASKED if sizes.masked and masks_at(sizes) == "logits" else "")
-
-
-def _has_logits(sizes: Sizes) -> bool:
-    return sizes.scaled or (sizes.masked and masks_at(sizes) == "logits")
-
-
-def _before_capped(sizes: Sizes) -> str:
-    return "logits" if _has_logits(sizes) else "scores"
-
-
-def _capped_formula(sizes: Sizes) -> str:
-    cap = f"{sizes.softcap:g}" if sizes.softcap is not None else "c"
-    masking = _MASKED if sizes.masked and masks_at(sizes) == "capped" else ""
-    return f"capped = {cap}·tanh({_before_capped(sizes)} / {cap}){masking}"
-
-
-def _before_biased(sizes: Sizes) -> str:
-    return "capped" if sizes.softcap is not None else _before_capped(sizes)
-
-
-def _biased_formula(sizes: Sizes) -> str:
-    terms = [_before_biased(sizes)] + (["ALiBi"] if sizes.alibi else []) + (["bias"] if sizes.bias else [])
-    if not sizes.exact and len(terms) == 1:
-        terms += ["ALiBi", "bias"]
-    return "biased = " + " + ".join(terms) + (_MASKED if sizes.masked else "")
-
-
-def _biased_how(sizes: Sizes) -> str:
-    # from sizes alone with neither named (the general form), both
-    either = not sizes.exact and not sizes.alibi and not sizes.bias
-    parts = (["−slope_h·(query position − key position)"] if sizes.alibi or either else []) + (
-        ["the bias"] if sizes.bias or either else [])
-    return " and ".join(parts) + " added cell by cell"
-
-
-def _softmax_input(sizes: Sizes) -> str:
-    return "biased" if sizes.additive else _before_biased(sizes)
-
-
-def _softmax_formula(sizes: Sizes) -> str:
-    if not sizes.exact:
-        return "softmax over keys"
-    sink = " and the head's sink (its weight dropped)" if sizes.sinks else ""
-    return f"softmax = softmax({_softmax_input(sizes)}) over keys{sink}"
-
-
-def _merge_how(sizes: Sizes) -> str:
-    if sizes.heads > 1:
-        return f"softmax·V per head, heads joined: {sizes.heads}×{sizes.dim_v} = {sizes.width_v}"
-    return "softmax·V: weighted sums of V's rows"
-
-
-def _concat_formula(sizes: Sizes) -> str:
-    return "concat = [softmax·V for each head]" if sizes.heads > 1 or not sizes.exact else "concat = softmax·V"
-
-
-def _output_formula(sizes: Sizes) -> str:
-    if sizes.d_out is not None:
-        return "output = concat·W_O" + (" + b_O" if "b_out" in sizes.biases else "")
-    return "output = [softmax·V for each head]" if sizes.heads > 1 else "output = softmax·V"
-
-
-def _output_how(sizes: Sizes) -> str:
-    return f"times W_O ({sizes.width_v}×{sizes.d_out})" if sizes.d_out is not None else _merge_how(sizes)
-
-
 STAGES: tuple[Stage, ...] = (
     _projection_stage("q", "x", "w_query", "b_query", "q_len", "head_dim"),
     _projection_stage("k", "context", "w_key", "b_key", "k_len", "head_dim"),
@@ -336,23 +275,23 @@ STAGES: tuple[Stage, ...] = (
         checked="allowed",
     ),
     Stage(
-        "logits", STAGE_AXES_LOGITS, _logits, _logits_formula,
+        "logits", STAGE_AXES_LOGITS, _logits, logits_formula,
         lambda sizes: " and ".join(word for word, flag in (
             ("scaled", sizes.scaled), ("masked", sizes.masked and masks_at(sizes) == "logits")) if flag)
         + " cell by cell",
-        present=_has_logits, checked="allowed",
+        present=has_logits, checked="allowed",
     ),
     Stage(
-        "capped", STAGE_AXES_LOGITS, _capped, _capped_formula,
+        "capped", STAGE_AXES_LOGITS, _capped, capped_formula,
         lambda sizes: "soft-capped cell by cell into (−c, c)" + (", masked" if masks_at(sizes) == "capped" else ""),
         present=lambda sizes: sizes.softcap is not None, checked="allowed", transforms="logits",
     ),
     Stage(
-        "biased", STAGE_AXES_LOGITS, _biased, _biased_formula, _biased_how,
+        "biased", STAGE_AXES_LOGITS, _biased, biased_formula, biased_how,
         present=lambda sizes: sizes.additive, checked="allowed", transforms="logits",
     ),
     Stage(
-        "softmax", STAGE_AXES_LOGITS, _softmax, _softmax_formula,
+        "softmax", STAGE_AXES_LOGITS, _softmax, softmax_formula,
         lambda sizes: "along k_len: each row sums to " + ("less than 1 (the sink takes the rest)" if sizes.sinks
                                                            else "1"),
         checked=None,
@@ -366,17 +305,17 @@ STAGES: tuple[Stage, ...] = (
         "one head: its weights",
         checked=None, unit="heads", requested=True,
     ),
-    Stage("weighted", ("batch", "heads", "q_len", "head_dim_v"), _weighted, lambda sizes: "softmax·V", _merge_how,
+    Stage("weighted", ("batch", "heads", "q_len", "head_dim_v"), _weighted, lambda sizes: "softmax·V", merge_how,
           checked=None, shown=False),
     Stage(
         "concat", ("batch", "q_len", "heads*head_dim_v"),
-        lambda flow: merge_heads(flow.arrays["weighted"]),
-        _concat_formula, _merge_how,
+        lambda flow: merge_heads(flow.arrays["weighted"], flow.slip.merge_untransposed),
+        concat_formula, merge_how,
         # finite: each row was kept within the range of V's rows, which are finite
         present=lambda sizes: sizes.d_out is not None, checked=None,
     ),
     Stage("output", ("batch", "q_len", "d_out"), lambda flow: output_projection(flow.arrays["concat"], flow.problem),
-          _output_formula, _output_how, unit="heads"),
+          output_formula, output_how, unit="heads"),
 )
 
 STAGE = {stage.name: stage for stage in STAGES}

@@ -28,6 +28,8 @@ FORWARD = ("query", "key", "value")
 MASKS = ("attn_mask", "key_padding_mask")
 # add_bias_kv's bias_k, bias_v and add_zero_attn keep their names: attncli's are PyTorch's (appended.py)
 # batch_first is attncli's key too: it alone does not make a PyTorch document
+# the weights, each stored (out, in) as nn.Linear stores it: applied as x·Wᵀ
+WEIGHTS = (PACKED[0], *SEPARATE, OUTPUT[0])
 TORCH_KEYS = PACKED + SEPARATE + OUTPUT + FORWARD + MASKS
 OURS = ("w_query", "w_key", "w_value", "b_query", "b_key", "b_value", "w_out", "b_out")
 # a PyTorch name and the attncli keys it stands for: give one or the other
@@ -37,6 +39,11 @@ SAME_ROLE = {"query": ("x",), "key": ("context",), "value": ("context",), "attn_
 
 def uses_pytorch_names(document: dict) -> bool:
     return any(key in document for key in TORCH_KEYS)
+
+
+def weight_names(document: dict) -> tuple[str, ...]:
+    """The names the document gives its weights: PyTorch's (in_proj_weight, …) or attncli's (w_query, …)."""
+    return tuple(key for key in document if key in WEIGHTS or key in OURS and key.startswith("w_"))
 
 
 def from_pytorch_names(document: dict) -> dict:

@@ -30,7 +30,10 @@ def test_check_json_with_masked_logits_and_infinities(tmp_path):
     infinite = np.where(np.isfinite(logits), np.inf, None).tolist()
     infinite_text = json.dumps(infinite).replace("Infinity", "1e999")
     result = run("check", problem, "-e", write(tmp_path, "i.json", infinite_text), "-s", "logits", "-f", "json")
-    assert result.exit_code == 1 and json.loads(result.stdout)["max_error"] == "inf"
+    verdict = json.loads(result.stdout)
+    # +∞ where attncli has a number is said as such, not as a difference of ∞; the masked cells agree
+    assert result.exit_code == 1 and verdict["max_error"] == 0.0 and verdict["wrong_cells"] == 6
+    assert verdict["not_finite"] == {"index": [0, 2], "yours": "inf", "attncli": logits[0, 2], "cells": 6}
 
 
 def test_nan_in_your_numbers_is_not_a_mask(tmp_path):

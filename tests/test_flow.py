@@ -17,6 +17,16 @@ def test_right_is_no_slip():
     assert RIGHT == Slip(interleaved_heads=False, scores_transposed=False, softmax_axis=-1, weights_transposed=False)
 
 
+def test_two_slips_join_unless_they_set_the_same_field():
+    assert Slip(kv_tiled=True).joined(Slip(softmax_axis=-2)) == Slip(kv_tiled=True, softmax_axis=-2)
+    # the stages each leaves out are left out together; the same field set twice cannot be joined
+    assert Slip(skipped=("k_rotated",)).joined(Slip(skipped=("q_normed", "k_normed"))).skipped == (
+        "k_rotated", "q_normed", "k_normed")
+    assert Slip(skipped=("k_rotated",)).joined(Slip(skipped=("q_rotated", "k_rotated"))) is None
+    assert Slip(softcap_order="after_mask").joined(Slip(softcap_order="before_scale")) is None
+    assert RIGHT.joined(RIGHT) == RIGHT
+
+
 def test_a_block_takes_its_batch_item_head_queries_and_keys_keeping_every_axis():
     scores = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
     np.testing.assert_array_equal(BLOCK.take(scores, ("batch", "heads", "q_len", "k_len")), scores[1:2, 2:3, 1:3, :4])

@@ -159,3 +159,27 @@ def test_attncli_names_take_batch_first_too():
     # an unbatched x is (seq, d_model) in either layout
     unbatched = {**document, "x": document["x"][0], "batch_first": False}
     assert attention(problem_from_document(unbatched)).steps["output"].axes == ("q_len", "d_out")
+
+
+def test_check_reads_the_modules_averaged_weights(tmp_path):
+    """attn_output_weights as the module returns them agree with the step averaged; with the masks
+    left out they do not, and check names the mistake."""
+    from test_cli import run
+
+    case = CASES["everything"]
+    problem_path = tmp_path / "layer.npz"
+    np.savez(problem_path, **{name: np.asarray(value) for name, value in document_of(case).items()})
+    right = tmp_path / "weights.json"
+    right.write_text(json.dumps(case["attn_output_weights"]))
+    result = run("check", problem_path, "--expected", right, "--step", "averaged", "--format", "json")
+    verdict = json.loads(result.stdout)
+    assert result.exit_code == 0 and verdict["agree"] and verdict["max_error"] < 1e-15
+    document = document_of(case)
+    unmasked = {name: value for name, value in document.items() if name not in ("attn_mask", "key_padding_mask")}
+    wrong = tmp_path / "unmasked.json"
+    wrong.write_text(json.dumps(attention(problem_from_document(unmasked), ["averaged"]).steps["averaged"].array
+                                .tolist()))
+    result = run("check", problem_path, "--expected", wrong, "--step", "averaged", "--format", "json")
+    verdict = json.loads(result.stdout)
+    assert result.exit_code == 1 and not verdict["agree"] and verdict["max_error"] > 0.1
+    assert [mistake["name"] for mistake in verdict["mistakes"]][:1] == ["mask ignored"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -61,16 +62,33 @@ def print_verdict(verdict, console: Console | None = None) -> None:
         console.print(Text(f"✓ {verdict.step} agrees with attncli: largest difference {verdict.max_error:.3g} "
                            f"({tolerance})", style="green"), soft_wrap=True)
         return
-    cell = "[" + ", ".join(map(str, verdict.worst)) + "]"
-    lines = [Text(
-        f"✗ {verdict.step} differs from attncli in {verdict.wrong_cells} of {verdict.cells} cells ({tolerance}); "
-        f"largest difference {verdict.max_error:.6g} at {cell}: yours {verdict.yours!r}, attncli "
-        f"{verdict.attncli!r}", style="red")]
+    lines = [Text(f"✗ {verdict.step} differs from attncli in {verdict.wrong_cells} of {verdict.cells} cells "
+                  f"({tolerance}); {_where_it_differs(verdict)}", style="red")]
     if not verdict.mistakes:
-        lines.append(Text("No known mistake gives these numbers."))
+        lines.append(Text("No known mistake gives these numbers, nor any pair of them tried."))
     for number, mistake in enumerate(verdict.mistakes):
         lead = "Likely mistake" if number == 0 else "Or, giving the same numbers here"
+        lead += " (two at once)" if mistake.parts else ""
         lines.append(Text(f"{lead}: {mistake.name}: {mistake.means}.", style="bold" if number == 0 else ""))
         lines.append(Text(f"  Fix: {mistake.fix}."))
     for line in lines:
         console.print(line, soft_wrap=True)
+
+
+def _cell(index: tuple[int, ...]) -> str:
+    return "[" + ", ".join(map(str, index)) + "]"
+
+
+def _where_it_differs(verdict) -> str:
+    """Where yours is NaN or ±∞ (said as such), and the largest difference of the other cells."""
+    largest = f"{verdict.max_error:.6g} at {_cell(verdict.worst)}: yours {verdict.yours!r}, attncli {verdict.attncli!r}"
+    broken = verdict.not_finite
+    if broken is None:
+        return f"largest difference {largest}"
+    value = "NaN" if math.isnan(broken.yours) else "+∞" if broken.yours > 0 else "−∞"
+    said = f"yours is {value} at {_cell(broken.index)} where attncli has {broken.attncli!r}"
+    if broken.cells > 1:
+        said += f" ({broken.cells} cells are NaN or ±∞ in yours)"
+    if verdict.wrong_cells > broken.cells:
+        said += f"; elsewhere the largest difference is {largest}"
+    return said
