@@ -51,6 +51,9 @@ def _setting(config: dict, *keys: str, default: Any = None) -> Any:
 
 
 def _required(config: dict, key: str, family: str) -> Any:
+    if not config:
+        raise ProblemError(f"has no config.json beside it, and a {family} layer needs its {key!r}: give the model's "
+                           "folder, or put its config.json beside the file", key="config")
     if config.get(key) is None:
         raise ProblemError(f"config.json has no {key!r}, which a {family} layer needs", key="config")
     return config[key]

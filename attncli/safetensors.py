@@ -230,7 +230,8 @@ def _refuse_overlaps(tensors: Any, error: Any) -> None:
 
 class Checkpoint:
     """A Hugging Face-style model: a .safetensors file, or a folder with model.safetensors or the
-    shards model.safetensors.index.json lists, and its config.json (``config``, None without one)."""
+    shards model.safetensors.index.json lists, and its config.json (``config``, None without one; a
+    file's is the config.json beside it)."""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = str(path)
@@ -246,6 +247,9 @@ class Checkpoint:
                                "safetensors.torch.save_file(state_dict, 'model.safetensors'))", source=self.path)
         else:
             files = [SafeTensorsFile(root)]
+            # a file of a downloaded model's folder: its settings are in the config.json beside it
+            if (root.parent / CONFIG_NAME).is_file():
+                self.config = _read_config(root.parent)
         self.files = files
         self._where: dict[str, SafeTensorsFile] = {}
         for file in files:

@@ -155,3 +155,23 @@ def test_the_readme_sample_is_the_first_tokens_of_the_llama_golden():
     assert json.loads(sample.read_text()) == case["input"][0][:3]
     result = run("compute", MODELS / "llama", "--layer", 1, "--x", sample, "--step", "output", "-f", "json")
     np.testing.assert_allclose(json.loads(result.stdout)["output"], case["output"][0][:3], rtol=1e-12, atol=1e-13)
+
+
+def test_a_models_file_reads_the_config_beside_it_and_a_bare_file_says_what_it_lacks(tmp_path):
+    """model.safetensors in its folder is that model (its config.json beside it); alone, a file holds no
+    settings, and the error says so and what to give."""
+    case = case_named("gpt2_layer1")
+    folder = MODELS / case["model"]
+    file = folder / "model.safetensors"
+    arguments = ["--layer", case["layer"], "--x", hidden(tmp_path, case), "--step", "output", "--format", "json"]
+    from_file = run("compute", file, *arguments)
+    assert from_file.exit_code == 0, from_file.stderr
+    np.testing.assert_allclose(json.loads(from_file.stdout)["output"], case["output"], rtol=1e-12, atol=1e-13)
+    layers = json.loads(run("layers", file, "--format", "json").stdout)
+    assert layers["layers"] == json.loads(run("layers", folder, "--format", "json").stdout)["layers"]
+    bare = tmp_path / "bare" / "model.safetensors"
+    bare.parent.mkdir()
+    bare.write_bytes(file.read_bytes())
+    result = run("compute", bare, *arguments)
+    assert result.exit_code == 2 and result.stderr.startswith(f"Error: {bare}: has no config.json beside it, and a ")
+    assert result.stderr.endswith("give the model's folder, or put its config.json beside the file\n")
