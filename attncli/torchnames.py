@@ -235,9 +235,9 @@ def _masks(document: dict, converted: dict) -> None:
             nested_shape("key_padding_mask", value, [], (bool,))
             converted["padding"] = ~np.array(value, dtype=bool)  # PyTorch's True = padded; attncli's 1 = a real key
         else:
-            shape = np.shape(converted.get("x"))  # in the document's layout: L is first when batch_first is false
-            q_len = 1 if not shape else shape[0] if len(shape) == 3 and inferred_batch_first(document) is False \
-                else shape[-2]
+            query_shape = np.shape(converted.get("x"))  # in the document's layout: (L, N, E) when seq-first
+            seq_first = len(query_shape) == 3 and inferred_batch_first(document) is False
+            q_len = query_shape[0] if seq_first else query_shape[-2] if query_shape else 1
             converted["bias"] = _padding_added(value, converted.get("bias"), q_len)
 
 
