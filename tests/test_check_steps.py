@@ -252,3 +252,18 @@ def test_an_npz_on_standard_input_is_a_dump(tmp_path):
     buffer = io.BytesIO()
     np.savez(buffer, output=np.eye(2), meta=np.array("{}"))
     assert read_dump("-", io.BytesIO(buffer.getvalue()))["output"].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_an_ambiguous_q_is_checked_in_attnclis_layout_and_says_so(tmp_path):
+    document = random_document(seq_len=2, d_model=4, heads=2, seed=8)  # heads == q_len == 2
+    q = attention(problem_from_document(document)).steps["q"].array  # (heads, q_len, head_dim)
+    problem = write(tmp_path, "p.json", json.dumps(document))
+    for name, array, agrees in (("own.json", q, True), ("swapped.json", q.transpose(1, 0, 2), False)):
+        saved = write(tmp_path, name, json.dumps({"q": array.tolist()}))
+        code, verdict = checked(problem, "-e", saved)
+        assert (code, verdict["agree"]) == (0 if agrees else 1, agrees)
+        assert verdict["layout"] == {"read_as": "(heads, q_len, head_dim)", "attncli": "(heads, q_len, head_dim)",
+                                     "also_fits": ["(q_len, heads, head_dim)"]}
+    words = run("check", problem, "-e", tmp_path / "own.json").stdout.splitlines()
+    assert words[1] == ("  Yours read as attncli's (heads, q_len, head_dim); the shape also fits "
+                        "(q_len, heads, head_dim).")
