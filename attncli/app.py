@@ -270,24 +270,38 @@ def run_explain(given: Given, query: int, key: int | None, head: int, batch: int
 
 
 def run_check(request: CheckRequest, shown: Shown) -> bool:
-    """check: your numbers for one step against attncli's, and the mistake they show. True when
-    they agree within the tolerances."""
-    from attncli.mistakes import check_step
+    """check: your numbers for one step (``--step``, or a single array: output) against attncli's,
+    and the mistake they show; or, for a dump of several steps, a verdict for each and the first
+    that differs. True when they agree within the tolerances."""
+    from attncli.dumps import dump_steps, read_dump, step_numbers
+    from attncli.mistakes import check_step, check_steps
     from attncli.pipeline import REQUESTED, problem_steps
-    from attncli.readers import read_expected, source_name
+    from attncli.readers import source_name
 
     check_options(request)
     loaded = load(request.given)
-    problem = loaded.problem
-    trace = compute(problem, [request.step] if request.step in REQUESTED else None, loaded.source)
-    if request.step not in trace.steps:
-        raise ProblemError(f"step {request.step!r}: this problem has no such step; the steps are "
-                           f"{', '.join(problem_steps(loaded.problem))}", source=loaded.source)
-    theirs = source_name(request.expected)
+    problem, theirs = loaded.problem, source_name(request.expected)
     with blaming(theirs):
-        yours = read_expected(request.expected, request.step)
+        dump = read_dump(request.expected)
+        given = dump_steps(dump, theirs) if request.step is None and isinstance(dump, dict) else {}
+    if len(given) > 1:
+        trace = compute(problem, list(problem_steps(problem)) if set(given) & REQUESTED else None, loaded.source)
+        lacking = [name for name in given if name not in trace.steps]
+        if lacking:
+            raise ProblemError(f"holds step {lacking[0]!r}, which this problem does not have; its steps are "
+                               f"{', '.join(problem_steps(problem))}", source=theirs)
+        with blaming(theirs, always=True):
+            checked = check_steps(problem, trace, given, request.atol, request.rtol, loaded.weight_names)
+        json_or_view(shown, "verdict_to_json", "print_steps_verdict", checked)
+        return checked.agree
+    step = request.step or next(iter(given), "output")  # a dump of one step is that step's numbers
+    trace = compute(problem, [step] if step in REQUESTED else None, loaded.source)
+    if step not in trace.steps:
+        raise ProblemError(f"step {step!r}: this problem has no such step; the steps are "
+                           f"{', '.join(problem_steps(problem))}", source=loaded.source)
+    yours = given[step] if given else step_numbers(dump, step, theirs)
     with blaming(theirs, always=True):
-        verdict = check_step(problem, trace, request.step, yours, request.atol, request.rtol, loaded.weight_names)
+        verdict = check_step(problem, trace, step, yours, request.atol, request.rtol, loaded.weight_names)
     json_or_view(shown, "verdict_to_json", "print_verdict", verdict)
     return verdict.agree
 

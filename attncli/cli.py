@@ -227,7 +227,7 @@ def explain(
 def check(
     file: opt.Problem,
     expected: opt.Expected,
-    step: opt.CheckStep = "output",
+    step: opt.CheckStep = None,
     atol: opt.Atol = DEFAULT_ATOL, rtol: opt.Rtol = DEFAULT_RTOL,
     heads: opt.Heads = None, scale: opt.Scale = None, causal: opt.Causal = False,
     causal_lower_right: opt.CausalLowerRight = False, kv_heads: opt.KvHeads = None, rope: opt.Rope = None,
@@ -235,7 +235,7 @@ def check(
     alibi: opt.Alibi = False, layer: opt.Layer = None, x: opt.X = None, padding: opt.PaddingFile = None,
     output_format: opt.CheckFormat = "table", no_color: opt.NoColor = False,
 ) -> None:
-    """Check your numbers for one step against attncli's; name the common mistake they show.
+    """Check your numbers for one step (or every step of a dump) against attncli's; name the mistake they show.
 
     Exit 0 when they agree within the tolerance, 1 when they do not, 2 on bad input."""
     request = CheckRequest(given_by(locals()), expected, step, atol, rtol)

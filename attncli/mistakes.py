@@ -16,11 +16,12 @@ import numpy as np
 from attncli.errors import ProblemError
 from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL
 from attncli.known_mistakes import MISTAKES, Mistake
+from attncli.layouts import Layout, Reading, read_layout
 from attncli.problem import Problem
 from attncli.trace import Trace
 from attncli.wrong_runs import run, variants, wrongs
 
-__all__ = ["MISTAKES", "Mistake", "NotFinite", "Verdict", "check_step", "variants"]
+__all__ = ["MISTAKES", "Mistake", "NotFinite", "StepsVerdict", "Verdict", "check_step", "check_steps", "variants"]
 
 # A user's logit this low where attncli has −∞ is a mask too (masked_fill(-1e9) is common): e^-1e4 is 0.
 MASKED_ENOUGH = -1e4
@@ -51,7 +52,9 @@ class Verdict:
     finite, or is None); ``worst``: that cell's index; ``yours``/``attncli``: the two values there;
     ``wrong_cells``: how many cells are out of tolerance (those not finite included); ``mistakes``:
     the known mistakes the numbers match (more than one when, for these inputs, they give the same
-    numbers), the closest and most common first; a pair of mistakes made at once has ``parts``.
+    numbers), the closest and most common first; a pair of mistakes made at once has ``parts``;
+    ``layout``: how the user's array was read (attncli.layouts: its axes, e.g. (batch, q_len,
+    heads, head_dim), and the other layouts its shape fits).
     """
 
     step: str
@@ -66,6 +69,7 @@ class Verdict:
     rtol: float
     mistakes: tuple[Mistake, ...]
     not_finite: NotFinite | None = None
+    layout: Layout | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The verdict as JSON-ready data; a value that is not finite is a string ("-inf", "nan")."""
@@ -81,19 +85,22 @@ class Verdict:
             "rtol": self.rtol,
             "mistakes": [{"name": mistake.name, "means": mistake.means, "fix": mistake.fix,
                           "parts": list(mistake.parts)} for mistake in self.mistakes],
+            "layout": None if self.layout is None else self.layout.as_dict(),
         }
 
 
 def check_step(
     problem: Problem, trace: Trace, step: str, yours: np.ndarray,
     atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, weight_names: tuple[str, ...] = (),
+    name_mistakes: bool = True,
 ) -> Verdict:
-    """Compare ``yours`` with the trace's ``step`` (shapes must agree once size-1 axes are set
-    aside) and, when they differ, try the known mistakes (``weight_names``: the names the document
-    gave its weights, PyTorch's or attncli's, which say how they should be applied). Raises
-    ProblemError on a shape mismatch."""
+    """Compare ``yours`` with the trace's ``step`` (in attncli's layout or another its shape says,
+    see attncli.layouts) and, when they differ and ``name_mistakes``, try the known mistakes
+    (``weight_names``: the names the document gave its weights, PyTorch's or attncli's, which say
+    how they should be applied). Raises ProblemError when no layout fits the shape."""
     expected = trace.steps[step].array
-    yours = _fit(yours, expected.shape, step, sinks=problem.sinks is not None)
+    reading = _fit(yours, trace.steps[step].axes, expected.shape, step, sinks=problem.sinks is not None)
+    yours = reading.array
     with np.errstate(invalid="ignore"):  # −∞ − −∞, a masked logit in both, is set to 0 below
         difference = np.abs(yours - expected)
     # a masked logit is −∞ in both (or very low in yours): equal, not NaN
@@ -110,31 +117,63 @@ def check_step(
         not_finite = NotFinite(first, float(yours[first]), float(expected[first]), int(broken.sum()))
         difference[broken] = 0.0
     worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(difference)), difference.shape))
-    mistakes = _matching_mistakes(problem, step, yours, atol, rtol, weight_names) if wrong.any() else ()
+    found = wrong.any() and name_mistakes
+    mistakes = _matching_mistakes(problem, step, yours, atol, rtol, weight_names) if found else ()
     return Verdict(
         step=step, agree=not wrong.any(), max_error=float(difference.max()), worst=worst,
         yours=float(yours[worst]), attncli=float(expected[worst]),
         wrong_cells=int(wrong.sum()), cells=int(wrong.size), atol=atol, rtol=rtol, mistakes=mistakes,
-        not_finite=not_finite,
+        not_finite=not_finite, layout=reading.layout,
     )
 
 
-def _fit(yours: np.ndarray, shape: tuple[int, ...], step: str, sinks: bool = False) -> np.ndarray:
-    """``yours`` in the step's shape: axes of size 1 the step does not have are dropped (a user's
-    (1, 3, 3) for an unbatched 3×3 is the same numbers). With ``sinks``, weights with one column
-    too many are said to hold the sink's."""
+def _fit(yours: np.ndarray, axes: tuple[str, ...], shape: tuple[int, ...], step: str, sinks: bool = False) -> Reading:
+    """``yours`` read into the step's ``shape`` over ``axes`` (attncli.layouts: axes of size 1 the
+    step does not have are dropped, a user's (1, 3, 3) for an unbatched 3×3 is the same numbers;
+    another layout its shape says is rearranged). With ``sinks``, weights with one column too many
+    are said to hold the sink's."""
     yours = np.asarray(yours, dtype=np.float64)
-    if yours.shape != shape and [n for n in yours.shape if n != 1] == [n for n in shape if n != 1]:
-        yours = yours.reshape(shape)
-    if yours.shape != shape:
-        sink_kept = sinks and step == "softmax" and yours.shape[:-1] == shape[:-1] and yours.shape[-1] == shape[-1] + 1
-        raise ProblemError(
-            f"has shape {'×'.join(map(str, yours.shape))} but {step} is {'×'.join(map(str, shape))}"
-            + ("; one column more than the keys: the sink's weight kept? Drop its column (probs[..., :-1])"
-               if sink_kept else ""),
-            {step: shape},
-        )
-    return yours
+    if sinks and step == "softmax" and yours.shape[:-1] == shape[:-1] and yours.shape[-1] == shape[-1] + 1:
+        raise ProblemError(f"has shape {'×'.join(map(str, yours.shape))} but {step} is {'×'.join(map(str, shape))}; "
+                           "one column more than the keys: the sink's weight kept? Drop its column (probs[..., :-1])",
+                           {step: shape})
+    return read_layout(yours, shape, axes, step)
+
+
+@dataclass(frozen=True)
+class StepsVerdict:
+    """How a user's numbers for several steps compare with attncli's: a Verdict per step, in
+    pipeline order (``verdicts``), and the first step that differs (``first_divergence``, None when
+    every step agrees), the place to look. Only that step's verdict names mistakes: the steps
+    after it differ because it does."""
+
+    verdicts: tuple[Verdict, ...]
+    first_divergence: str | None
+
+    @property
+    def agree(self) -> bool:
+        return self.first_divergence is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"agree": self.agree, "first_divergence": self.first_divergence,
+                "verdicts": [verdict.as_dict() for verdict in self.verdicts]}
+
+
+def check_steps(
+    problem: Problem, trace: Trace, yours: dict[str, np.ndarray],
+    atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, weight_names: tuple[str, ...] = (),
+) -> StepsVerdict:
+    """Compare each of ``yours`` (step name -> the user's array, each in any layout check_step
+    reads) with the trace's step of that name, in the trace's order; the first that differs is
+    checked for the known mistakes. Every step named must be in the trace."""
+    names = [name for name in trace.steps if name in yours]
+    verdicts = [check_step(problem, trace, name, yours[name], atol, rtol, weight_names, name_mistakes=False)
+                for name in names]
+    first = next((index for index, verdict in enumerate(verdicts) if not verdict.agree), None)
+    if first is None:
+        return StepsVerdict(tuple(verdicts), None)
+    verdicts[first] = check_step(problem, trace, names[first], yours[names[first]], atol, rtol, weight_names)
+    return StepsVerdict(tuple(verdicts), names[first])
 
 
 def _matching_mistakes(

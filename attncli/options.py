@@ -206,13 +206,14 @@ Head = Annotated[int, typer.Option("--head", metavar="H", help="The head (defaul
 BatchItem = Annotated[int, typer.Option("--batch", metavar="B", help="The batch item (default 0).")]
 Expected = Annotated[
     str, typer.Option("--expected", "-e", metavar="PATH",
-                      help="Your numbers: .json (an array, or a key named after the step), "
-                      ".csv/.tsv or .npy; - for standard input."),
+                      help="Your numbers: .json (an array, or keys named after steps), .csv/.tsv, .npy, "
+                      ".npz (arrays named after steps) or a folder of one file per step; - for standard input."),
 ]
 CheckStep = Annotated[
-    str, typer.Option("--step", "-s", metavar="NAME", callback=choice(STEP_NAMES, step_suggestion),
+    str | None, typer.Option("--step", "-s", metavar="NAME", callback=choice(STEP_NAMES, step_suggestion),
                       autocompletion=completing(STEP_NAMES),
-                      help="The step your numbers are for (default output).")
+                      help="Check only this step (without it: every step your file names, or output for "
+                      "a single array).")
 ]
 Atol = Annotated[float, typer.Option("--atol", metavar="A", help="Absolute tolerance.")]
 Rtol = Annotated[float, typer.Option("--rtol", metavar="R", help="Relative tolerance.")]

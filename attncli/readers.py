@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import math
 import re
 import zipfile
 from collections.abc import Callable, Iterator
@@ -26,7 +25,6 @@ from attncli import formats, torchnames
 from attncli.delimited import parse_csv
 from attncli.errors import ProblemError, option
 from attncli.keys import FILE_KEYS, STEP_NAMES
-from attncli.numbers import float_array, nested_shape
 from attncli.sources import (
     BOM,
     STDIN_NAME,
@@ -156,7 +154,7 @@ def read_folder(folder: Path) -> Inputs:
     sources: dict[str, str] = {}
     options_path = folder / OPTIONS_FILE
     if options_path.is_file():
-        options = _at(str(options_path), lambda: parse_json(read_bytes(str(options_path))))
+        options = at_file(str(options_path), lambda: parse_json(read_bytes(str(options_path))))
         if not isinstance(options, dict):
             raise ProblemError(f"expected a JSON object of options, got {describe(options)}",
                                source=str(options_path))
@@ -175,7 +173,7 @@ def read_folder(folder: Path) -> Inputs:
         if key in sources:
             raise ProblemError(f"{key} is given twice in this folder: {Path(sources[key]).name} and {entry.name}",
                                source=str(folder))
-        document[key] = _at(str(entry), lambda path=str(entry), key=key: read_matrix(path, key=key))
+        document[key] = at_file(str(entry), lambda path=str(entry), key=key: read_matrix(path, key=key))
         sources[key] = str(entry)
     if "x" not in document:
         named_x = formats.listed(tuple(f"x{suffix}" for suffix in matrix_suffixes))
@@ -183,8 +181,8 @@ def read_folder(folder: Path) -> Inputs:
     return Inputs(document, sources)
 
 
-def _at(path: str, read: Any) -> Any:
-    """Run ``read``; its ProblemError names ``path``."""
+def at_file(path: str, read: Any) -> Any:
+    """Run ``read``; its ProblemError names ``path`` when it names no file."""
     try:
         return read()
     except ProblemError as error:
@@ -343,33 +341,8 @@ def read_inputs(path: str | None, matrix_paths: dict[str, str], stdin: BinaryIO 
     givers = [given for given in (path, *matrix_paths.values()) if given == "-"]
     if len(givers) > 1:
         raise ProblemError("standard input (-) can feed only one input", source=STDIN_NAME)
-    inputs = _at(source_name(path), lambda: read_problem(path, stdin)) if path is not None else Inputs({})
+    inputs = at_file(source_name(path), lambda: read_problem(path, stdin)) if path is not None else Inputs({})
     for key, matrix_path in matrix_paths.items():
-        inputs.document[key] = _at(source_name(matrix_path), lambda p=matrix_path, k=key: read_matrix(p, stdin, k))
+        inputs.document[key] = at_file(source_name(matrix_path), lambda p=matrix_path, k=key: read_matrix(p, stdin, k))
         inputs.sources[key] = source_name(matrix_path)
     return inputs
-
-
-def read_expected(path: str, step: str, stdin: BinaryIO | None = None) -> np.ndarray:
-    """A user's numbers for ``step``: a .json array (or an object with a key named ``step``, as
-    attncli's own JSON output has), a .csv/.tsv matrix or a .npy array; ``null`` reads as −∞ (a
-    masked logit)."""
-    value = _at(source_name(path), lambda: read_matrix(path, stdin, allow_object=True, masked=True))
-    if isinstance(value, dict):
-        if step not in value:
-            raise ProblemError(f"holds no key {step!r} (its keys: {', '.join(map(repr, value)) or 'none'})",
-                               source=source_name(path))
-        value = value[step]
-    shape = _at(source_name(path), lambda: nested_shape(step, value, [], (int, float, type(None))))
-    if not shape:
-        raise ProblemError(f"{step} is a single number, not an array", source=source_name(path))
-    if isinstance(value, np.ndarray):
-        return value.astype(np.float64)
-    # null is a masked logit, as attncli writes it; a NaN stays NaN
-    return _at(source_name(path), lambda: float_array(step, _nulls_as_masked(value)))
-
-
-def _nulls_as_masked(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_nulls_as_masked(item) for item in value]
-    return -math.inf if value is None else value

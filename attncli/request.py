@@ -122,9 +122,12 @@ class ShapesRequest(NamedTuple):
 
 
 class CheckRequest(NamedTuple):
+    """check's request: the problem ``given``, the ``expected`` numbers' path, the ``step`` they
+    are for (None: every step a dump names, or output for one array) and the tolerances."""
+
     given: Given
     expected: str
-    step: str = "output"
+    step: str | None = None
     atol: float = 0.0
     rtol: float = 0.0
 
@@ -232,19 +235,12 @@ def _check_compute(request: ComputeRequest) -> None:
                            source=f"--format {shown.format}")
 
 
-# What PyTorch (``attn_weights``, ``need_weights``) and papers call the softmax's output, spelt plainly
-_SOFTMAX_SPELLINGS = ("weights", "attn", "attention", "attnweights", "attentionweights", "attnprobs",
-                      "attentionprobs", "probs", "probabilities")
-
-
 def step_suggestion(name: str) -> str:
     """``; did you mean 'STEP'?`` for a step name's near miss (``weights`` and ``attn`` are the
     softmax's), or an empty string."""
-    if "".join(character for character in name.lower() if character not in "_- ") in _SOFTMAX_SPELLINGS:
-        return "; did you mean 'softmax'?"
-    from attncli.wording import closest  # difflib, only for a message
+    from attncli.wording import step_suggestion as suggestion  # difflib, only for a message
 
-    return closest(name, STEP_NAMES)
+    return suggestion(name)
 
 
 def _one_from_stdin(*paths: str | None) -> None:

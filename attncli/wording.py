@@ -7,6 +7,8 @@ import difflib
 import math
 from typing import Any
 
+from attncli.keys import STEP_NAMES
+
 
 def _usual_spellings() -> dict[str, str]:
     """How other code and papers spell the weights and biases (``Wq``, ``W_Q``, ``q_proj``,
@@ -42,6 +44,19 @@ def closest(word: Any, choices: tuple[str, ...], cutoff: float = 0.5) -> str:
     matches = [usual] if usual in choices else \
         difflib.get_close_matches(str(word).lower(), choices, n=1, cutoff=cutoff)
     return f"; did you mean {matches[0]!r}?" if matches else ""
+
+
+# What PyTorch (``attn_weights``, ``need_weights``) and papers call the softmax's output, spelt plainly
+_SOFTMAX_SPELLINGS = ("weights", "attn", "attention", "attnweights", "attentionweights", "attnprobs",
+                      "attentionprobs", "probs", "probabilities")
+
+
+def step_suggestion(name: str) -> str:
+    """``; did you mean 'STEP'?`` for a step name's near miss (``weights`` and ``attn`` are the
+    softmax's), or an empty string."""
+    if "".join(character for character in name.lower() if character not in "_- ") in _SOFTMAX_SPELLINGS:
+        return "; did you mean 'softmax'?"
+    return closest(name, STEP_NAMES)
 
 
 def describe(value: Any) -> str:

@@ -250,8 +250,11 @@ def test_check_bad_input_exits_2(tmp_path):
     assert_one_line_error(run("check", SAMPLES / "classic.json", "-e", wrong_shape),
                           f"{wrong_shape}: has shape 2×2 but output is 3×3")
     no_key = write(tmp_path, "key.json", '{"softmax": [[1]]}')
-    assert_one_line_error(run("check", SAMPLES / "classic.json", "-e", no_key),
+    assert_one_line_error(run("check", SAMPLES / "classic.json", "-e", no_key, "-s", "output"),
                           f"{no_key}: holds no key 'output' (its keys: 'softmax')")
+    # without --step, a dump of one step is that step's numbers
+    assert_one_line_error(run("check", SAMPLES / "classic.json", "-e", no_key),
+                          f"{no_key}: has shape 1×1 but softmax is 3×3")
     assert_one_line_error(run("check", SAMPLES / "classic.json", "-e", tmp_path / "none.json"),
                           f"{tmp_path / 'none.json'}: no such file")
     assert_one_line_error(run("check", SAMPLES / "classic.json", "-e", wrong_shape, "-s", "logits"),

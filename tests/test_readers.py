@@ -12,12 +12,12 @@ import pytest
 from conftest import SAMPLES
 
 from attncli import sources
+from attncli.dumps import read_expected
 from attncli.errors import ProblemError
 from attncli.readers import (
     iter_json_lines,
     parse_csv,
     parse_json,
-    read_expected,
     read_inputs,
     read_matrix,
     read_problem,
@@ -333,8 +333,6 @@ def test_a_txt_matrix_as_numpy_savetxt_writes_it_and_notes_in_a_folder_are_left_
 
 
 def test_a_users_csv_may_hold_nan_rows_and_masked_logits(tmp_path):
-    from attncli.readers import read_expected
-
     path = tmp_path / "output.csv"
     path.write_text("nan,nan\n1.5,-inf\n")
     read = read_expected(str(path), "output")

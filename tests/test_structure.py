@@ -16,7 +16,7 @@ LAYERS = [
     # names, wording, the registries and the error type: numpy-free, used everywhere
     {"errors", "keys", "wording", "formats", "machine"},
     {"sources", "numbers"},
-    {"readers", "torchnames", "delimited", "safetensors", "families"},
+    {"readers", "torchnames", "delimited", "safetensors", "families", "dumps"},
     {"variants", "visibility", "appended"},
     {"problem", "generate"},
     {"sizes", "blas", "formulas"},
@@ -24,7 +24,7 @@ LAYERS = [
     {"stages"},
     {"trace"},
     {"pipeline"},
-    {"shapes", "explain", "known_mistakes", "wrong_runs", "mistakes", "demo"},
+    {"shapes", "explain", "known_mistakes", "layouts", "wrong_runs", "mistakes", "demo"},
     {"export", "writers", "view.numbers", "view.console", "view.tables", "view.heatmap", "view.text", "view.layers",
      "view"},
     {"stream", "request", "models", "results"},

@@ -1,4 +1,5 @@
-"""Words on the console: the shape flow, explanations, check's verdicts."""
+"""Words on the console: the shape flow, explanations, check's verdicts (of one step, or of every
+step of a dump)."""
 
 from __future__ import annotations
 
@@ -58,12 +59,17 @@ def print_verdict(verdict, console: Console | None = None) -> None:
     """One line saying whether the numbers agree; on a mismatch, where, and the likely mistake(s)."""
     console = console or PipeAwareConsole()
     tolerance = f"atol {verdict.atol:g}, rtol {verdict.rtol:g}"
+    layout = _layout_note(verdict.layout)
     if verdict.agree:
         console.print(Text(f"✓ {verdict.step} agrees with attncli: largest difference {verdict.max_error:.3g} "
                            f"({tolerance})", style="green"), soft_wrap=True)
+        if layout:
+            console.print(Text(f"  Yours {layout}."), soft_wrap=True)
         return
     lines = [Text(f"✗ {verdict.step} differs from attncli in {verdict.wrong_cells} of {verdict.cells} cells "
                   f"({tolerance}); {_where_it_differs(verdict)}", style="red")]
+    if layout:
+        lines.append(Text(f"  Yours {layout}."))
     if not verdict.mistakes:
         lines.append(Text("No known mistake gives these numbers, nor any pair of them tried."))
     for number, mistake in enumerate(verdict.mistakes):
@@ -73,6 +79,41 @@ def print_verdict(verdict, console: Console | None = None) -> None:
         lines.append(Text(f"  Fix: {mistake.fix}."))
     for line in lines:
         console.print(line, soft_wrap=True)
+
+
+def print_steps_verdict(checked, console: Console | None = None) -> None:
+    """One line per step (✓ or ✗, its name, the largest difference, how yours was read), then the
+    first step that differs as print_verdict shows one step, its likely mistakes with it."""
+    console = console or PipeAwareConsole()
+    width = max(len(verdict.step) for verdict in checked.verdicts)
+    for verdict in checked.verdicts:
+        mark, style = ("✓", "green") if verdict.agree else ("✗", "red")
+        layout = _layout_note(verdict.layout)
+        line = Text(f"{mark} {verdict.step:<{width}}  largest difference {verdict.max_error:.3g}", style=style)
+        if verdict.not_finite is not None:
+            line.append(f", {verdict.not_finite.cells} NaN or ±∞", style=style)
+        if layout:
+            line.append(f"  ({layout})")
+        console.print(line, soft_wrap=True)
+    first = next((verdict for verdict in checked.verdicts if verdict.step == checked.first_divergence), None)
+    if first is None:
+        last = checked.verdicts[-1]
+        console.print(Text(f"Every step agrees with attncli (atol {last.atol:g}, rtol {last.rtol:g}).",
+                           style="green"), soft_wrap=True)
+        return
+    before = "the steps before it agree" if first is not checked.verdicts[0] else "the first step given"
+    console.print(Text(f"First divergence: {first.step} ({before}): look there.", style="bold"), soft_wrap=True)
+    print_verdict(first, console)
+
+
+def _layout_note(layout) -> str:
+    """How yours was read, when that needs saying: another layout than attncli's, or a shape that
+    fits several (read as attncli's); an empty string otherwise."""
+    if layout is None or (layout.own and not layout.also):
+        return ""
+    if not layout.own:
+        return f"read as {layout.read_as}, attncli's is {layout.attncli}"
+    return f"read as attncli's {layout.attncli}; the shape also fits {' and '.join(layout.also)}"
 
 
 def _cell(index: tuple[int, ...]) -> str:
