@@ -277,7 +277,8 @@ def run_check(request: CheckRequest, shown: Shown) -> bool:
     from attncli.readers import read_expected, source_name
 
     check_options(request)
-    loaded = load(request.given)
+    dtype = request.given.dtype  # with float32, float16, bfloat16: the tolerance that dtype's rounding explains
+    loaded = load(request.given._replace(dtype="float64"))  # yours are compared with the exact numbers
     problem = loaded.problem
     trace = compute(problem, [request.step] if request.step in REQUESTED else None, loaded.source)
     if request.step not in trace.steps:
@@ -286,8 +287,15 @@ def run_check(request: CheckRequest, shown: Shown) -> bool:
     theirs = source_name(request.expected)
     with blaming(theirs):
         yours = read_expected(request.expected, request.step)
+    spread = None
+    if dtype != "float64":
+        from attncli.tolerance import rounding_spread
+
+        with blaming(loaded.source, always=True):
+            spread = rounding_spread(problem, request.step, trace.steps[request.step].array, dtype)
     with blaming(theirs, always=True):
-        verdict = check_step(problem, trace, request.step, yours, request.atol, request.rtol, loaded.weight_names)
+        verdict = check_step(problem, trace, request.step, yours, request.atol, request.rtol, loaded.weight_names,
+                             spread)
     json_or_view(shown, "verdict_to_json", "print_verdict", verdict)
     return verdict.agree
 

@@ -58,12 +58,36 @@ def print_verdict(verdict, console: Console | None = None) -> None:
     """One line saying whether the numbers agree; on a mismatch, where, and the likely mistake(s)."""
     console = console or PipeAwareConsole()
     tolerance = f"atol {verdict.atol:g}, rtol {verdict.rtol:g}"
+    if verdict.spread is not None:
+        return _print_rounding_verdict(verdict, console)
     if verdict.agree:
         console.print(Text(f"✓ {verdict.step} agrees with attncli: largest difference {verdict.max_error:.3g} "
                            f"({tolerance})", style="green"), soft_wrap=True)
         return
-    lines = [Text(f"✗ {verdict.step} differs from attncli in {verdict.wrong_cells} of {verdict.cells} cells "
-                  f"({tolerance}); {_where_it_differs(verdict)}", style="red")]
+    _print_mismatch(verdict, Text(f"✗ {verdict.step} differs from attncli in {verdict.wrong_cells} of "
+                                  f"{verdict.cells} cells ({tolerance}); {_where_it_differs(verdict)}", style="red"),
+                    console)
+
+
+def _print_rounding_verdict(verdict, console: Console) -> None:
+    """check --dtype: within the dtype's rounding or beyond it, as a share of the spread it explains."""
+    dtype, share = verdict.spread.dtype, verdict.share
+    if verdict.agree:
+        console.print(Text(f"✓ {verdict.step} agrees with attncli within {dtype} rounding (largest difference "
+                           f"{verdict.max_error:.3g}, {verdict.cell_share:.2g} of the expected spread; the "
+                           f"difference's norm {verdict.norm_share:.2g} of its own)", style="green"), soft_wrap=True)
+        return
+    which = "the difference's norm" if verdict.norm_share > verdict.cell_share else "largest difference"
+    times = ("infinitely many times" if not math.isfinite(share) else
+             f"{share:.2g}×" if share < 100 else f"{share:,.0f}×")
+    cells = f"in {verdict.wrong_cells} of {verdict.cells} cells" if verdict.wrong_cells else "as a whole"
+    _print_mismatch(verdict, Text(f"✗ {verdict.step} differs from attncli {cells}, beyond what {dtype} rounding "
+                                  f"explains ({which} {times} the expected spread); {_where_it_differs(verdict)}",
+                                  style="red"), console)
+
+
+def _print_mismatch(verdict, first: Text, console: Console) -> None:
+    lines = [first]
     if not verdict.mistakes:
         lines.append(Text("No known mistake gives these numbers, nor any pair of them tried."))
     for number, mistake in enumerate(verdict.mistakes):
