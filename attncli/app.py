@@ -279,7 +279,8 @@ def run_check(request: CheckRequest, shown: Shown) -> bool:
     from attncli.readers import source_name
 
     check_options(request)
-    loaded = load(request.given)
+    dtype = request.given.dtype  # with float32, float16, bfloat16: the tolerance that dtype's rounding explains
+    loaded = load(request.given._replace(dtype="float64"))  # yours are compared with the exact numbers
     problem, theirs = loaded.problem, source_name(request.expected)
     with blaming(theirs):
         dump = read_dump(request.expected)
@@ -290,8 +291,9 @@ def run_check(request: CheckRequest, shown: Shown) -> bool:
         if lacking:
             raise ProblemError(f"holds step {lacking[0]!r}, which this problem does not have; its steps are "
                                f"{', '.join(problem_steps(problem))}", source=theirs)
+        spreads = {name: _rounding_spread(loaded, trace, name, dtype) for name in given} if dtype != "float64" else None
         with blaming(theirs, always=True):
-            checked = check_steps(problem, trace, given, request.atol, request.rtol, loaded.weight_names)
+            checked = check_steps(problem, trace, given, request.atol, request.rtol, loaded.weight_names, spreads)
         json_or_view(shown, "verdict_to_json", "print_steps_verdict", checked)
         return checked.agree
     step = request.step or next(iter(given), "output")  # a dump of one step is that step's numbers
@@ -300,10 +302,20 @@ def run_check(request: CheckRequest, shown: Shown) -> bool:
         raise ProblemError(f"step {step!r}: this problem has no such step; the steps are "
                            f"{', '.join(problem_steps(problem))}", source=loaded.source)
     yours = given[step] if given else step_numbers(dump, step, theirs)
+    spread = None if dtype == "float64" else _rounding_spread(loaded, trace, step, dtype)
     with blaming(theirs, always=True):
-        verdict = check_step(problem, trace, step, yours, request.atol, request.rtol, loaded.weight_names)
+        verdict = check_step(problem, trace, step, yours, request.atol, request.rtol, loaded.weight_names,
+                             spread=spread)
     json_or_view(shown, "verdict_to_json", "print_verdict", verdict)
     return verdict.agree
+
+
+def _rounding_spread(loaded: Loaded, trace: Trace, step: str, dtype: str) -> Any:
+    """What rounding to ``dtype`` explains of ``step`` (attncli.tolerance), for check --dtype."""
+    from attncli.tolerance import rounding_spread
+
+    with blaming(loaded.source, always=True):
+        return rounding_spread(loaded.problem, step, trace.steps[step].array, dtype)
 
 
 def run_layers(path: str, shown: Shown) -> None:

@@ -233,7 +233,7 @@ def check(
     causal_lower_right: opt.CausalLowerRight = False, kv_heads: opt.KvHeads = None, rope: opt.Rope = None,
     rope_theta: opt.RopeTheta = None, window: opt.Window = None, softcap: opt.Softcap = None,
     alibi: opt.Alibi = False, layer: opt.Layer = None, x: opt.X = None, padding: opt.PaddingFile = None,
-    output_format: opt.CheckFormat = "table", no_color: opt.NoColor = False,
+    dtype: opt.CheckDtype = "float64", output_format: opt.CheckFormat = "table", no_color: opt.NoColor = False,
 ) -> None:
     """Check your numbers for one step (or every step of a dump) against attncli's; name the mistake they show.
 

@@ -137,6 +137,8 @@ class Flow:
         self.fold = fold or (lambda queries: queries)
         self.arrays: dict[str, np.ndarray] = {}
         self.made: dict[str, np.ndarray] = {}
+        # float16, bfloat16: what every stage makes is rounded so (Stage.make)
+        self.rounding = None if problem.precision is None else problem.precision.round
 
     def put(self, name: str, slot: str, array: np.ndarray) -> np.ndarray:
         """Keep what stage ``name`` made, for the Trace and, in ``slot``, for the stages after it."""
@@ -191,6 +193,7 @@ class Flow:
                 if "q_mean_square" not in self.shared:
                     problem = self.problem
                     projected = project(problem.x, problem.w_query, problem.b_query)
+                    projected = projected if self.rounding is None else self.rounding(projected)
                     self.shared["q_mean_square"] = np.mean(np.square(projected), axis=-1, keepdims=True)[:, None]
         return self.take(self.shared["q_mean_square"], ("batch", "heads", "q_len", "head_dim"))
 

@@ -8,6 +8,7 @@ mistake is the likely cause; when no single one does, two made at once are tried
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -18,8 +19,9 @@ from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL
 from attncli.known_mistakes import MISTAKES, Mistake
 from attncli.layouts import Layout, Reading, read_layout
 from attncli.problem import Problem
+from attncli.tolerance import Spread, differences
 from attncli.trace import Trace
-from attncli.wrong_runs import run, variants, wrongs
+from attncli.wrong_runs import Wrong, run, variants, wrongs
 
 __all__ = ["MISTAKES", "Mistake", "NotFinite", "StepsVerdict", "Verdict", "check_step", "check_steps", "variants"]
 
@@ -70,10 +72,21 @@ class Verdict:
     mistakes: tuple[Mistake, ...]
     not_finite: NotFinite | None = None
     layout: Layout | None = None
+    # check --dtype: the tolerance rounding to a dtype explains (tolerance.py), and the share of it
+    # the largest difference of a cell uses (and the norm of the difference of its own bound)
+    spread: Spread | None = None
+    cell_share: float = 0.0
+    norm_share: float = 0.0
+    norm_difference: float = 0.0
+
+    @property
+    def share(self) -> float:
+        """The largest share of the tolerance rounding explains used: a cell's, or the norm's."""
+        return max(self.cell_share, self.norm_share)
 
     def as_dict(self) -> dict[str, Any]:
         """The verdict as JSON-ready data; a value that is not finite is a string ("-inf", "nan")."""
-        return {
+        data = {
             "step": self.step,
             "agree": self.agree,
             "max_error": _number(self.max_error),
@@ -87,17 +100,23 @@ class Verdict:
                           "parts": list(mistake.parts)} for mistake in self.mistakes],
             "layout": None if self.layout is None else self.layout.as_dict(),
         }
+        if self.spread is not None:
+            data["tolerance"] = self.spread.as_dict(_number(self.cell_share), _number(self.norm_share),
+                                                    _number(self.norm_difference))
+        return data
 
 
 def check_step(
     problem: Problem, trace: Trace, step: str, yours: np.ndarray,
     atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, weight_names: tuple[str, ...] = (),
-    name_mistakes: bool = True,
+    name_mistakes: bool = True, spread: Spread | None = None,
 ) -> Verdict:
     """Compare ``yours`` with the trace's ``step`` (in attncli's layout or another its shape says,
     see attncli.layouts) and, when they differ and ``name_mistakes``, try the known mistakes
     (``weight_names``: the names the document gave its weights, PyTorch's or attncli's, which say
-    how they should be applied). Raises ProblemError when no layout fits the shape."""
+    how they should be applied). The tolerance is ``atol`` + ``rtol``·|attncli|, or with ``spread``
+    what a dtype's rounding explains (then also for the norm of the difference). Raises
+    ProblemError when no layout fits the shape."""
     expected = trace.steps[step].array
     reading = _fit(yours, trace.steps[step].axes, expected.shape, step, sinks=problem.sinks is not None)
     yours = reading.array
@@ -108,7 +127,20 @@ def check_step(
     # a query that sees no key has NaN outputs when masked_rows is "nan": NaN (or JSON's null) in yours too
     difference[np.isnan(expected) & (np.isnan(yours) | np.isneginf(yours))] = 0.0
     difference[np.isnan(difference)] = np.inf
-    wrong = difference > atol + rtol * np.abs(np.where(np.isfinite(expected), expected, 0.0))
+    def bound(reference: np.ndarray, emulated: np.ndarray | None = None) -> np.ndarray:
+        return atol + rtol * np.abs(np.where(np.isfinite(reference), reference, 0.0)) if spread is None \
+            else spread.bound(reference, emulated)
+
+    allowed = bound(expected)
+    wrong = difference > allowed
+    cell_share = norm_share = norm_difference = 0.0
+    if spread is not None:
+        cell_share = float(np.max(difference / allowed, initial=0.0))
+        finite = differences(yours, expected)
+        finite[difference == 0.0] = 0.0  # a masked logit, very low in yours
+        norm_difference = float(np.sqrt(np.sum(np.square(finite))))
+        norm_share = norm_difference / spread.norm_bound() if spread.norm_bound() > 0 else (
+            0.0 if norm_difference == 0 else math.inf)
     # yours NaN or ±∞ where attncli's is a number: said as such, not as a difference of ∞
     broken = ~np.isfinite(yours) & np.isfinite(expected)
     not_finite = None
@@ -117,13 +149,15 @@ def check_step(
         not_finite = NotFinite(first, float(yours[first]), float(expected[first]), int(broken.sum()))
         difference[broken] = 0.0
     worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(difference)), difference.shape))
-    found = wrong.any() and name_mistakes
-    mistakes = _matching_mistakes(problem, step, yours, atol, rtol, weight_names) if found else ()
+    agree = not wrong.any() and norm_share <= 1.0
+    mistakes = () if agree or not name_mistakes else _matching_mistakes(
+        problem, step, yours, bound, weight_names, None if spread is None else spread.dtype)
     return Verdict(
-        step=step, agree=not wrong.any(), max_error=float(difference.max()), worst=worst,
+        step=step, agree=agree, max_error=float(difference.max()), worst=worst,
         yours=float(yours[worst]), attncli=float(expected[worst]),
         wrong_cells=int(wrong.sum()), cells=int(wrong.size), atol=atol, rtol=rtol, mistakes=mistakes,
-        not_finite=not_finite, layout=reading.layout,
+        not_finite=not_finite, layout=reading.layout, spread=spread, cell_share=cell_share, norm_share=norm_share,
+        norm_difference=norm_difference,
     )
 
 
@@ -162,39 +196,52 @@ class StepsVerdict:
 def check_steps(
     problem: Problem, trace: Trace, yours: dict[str, np.ndarray],
     atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, weight_names: tuple[str, ...] = (),
+    spreads: dict[str, Spread] | None = None,
 ) -> StepsVerdict:
     """Compare each of ``yours`` (step name -> the user's array, each in any layout check_step
-    reads) with the trace's step of that name, in the trace's order; the first that differs is
-    checked for the known mistakes. Every step named must be in the trace."""
+    reads) with the trace's step of that name, in the trace's order (with ``spreads``, each step
+    within what its dtype's rounding explains); the first that differs is checked for the known
+    mistakes. Every step named must be in the trace."""
     names = [name for name in trace.steps if name in yours]
-    verdicts = [check_step(problem, trace, name, yours[name], atol, rtol, weight_names, name_mistakes=False)
-                for name in names]
+    spreads = spreads or {}
+    verdicts = [check_step(problem, trace, name, yours[name], atol, rtol, weight_names, name_mistakes=False,
+                           spread=spreads.get(name)) for name in names]
     first = next((index for index, verdict in enumerate(verdicts) if not verdict.agree), None)
     if first is None:
         return StepsVerdict(tuple(verdicts), None)
-    verdicts[first] = check_step(problem, trace, names[first], yours[names[first]], atol, rtol, weight_names)
+    name = names[first]
+    verdicts[first] = check_step(problem, trace, name, yours[name], atol, rtol, weight_names, spread=spreads.get(name))
     return StepsVerdict(tuple(verdicts), names[first])
 
 
 def _matching_mistakes(
-    problem: Problem, step: str, yours: np.ndarray, atol: float, rtol: float, weight_names: tuple[str, ...]
+    problem: Problem, step: str, yours: np.ndarray, bound: Callable[..., np.ndarray],
+    weight_names: tuple[str, ...], dtype: str | None = None,
 ) -> tuple[Mistake, ...]:
     """The known mistakes whose numbers for ``step`` are ``yours`` within tolerance: those that
     give the closest numbers (tied: equal to rounding) first, in the catalogue's order; when no
-    single one does, pairs of them made at once."""
+    single one does, pairs of them made at once. With a ``dtype`` (check --dtype) each mistake is
+    also run once in that dtype's emulation: its own rounding widens its tolerance (a mistake that
+    makes larger logits is rounded more than the right computation)."""
+
+    def distance(wrong: Wrong) -> float | None:
+        numbers = run(problem, wrong).get(step)
+        emulated = None if numbers is None or dtype is None else run(problem, wrong, dtype).get(step)
+        return _distance(yours, numbers, lambda reference: bound(reference, emulated))
+
     singles = wrongs(problem, weight_names)
-    found = [(distance, mistake) for mistake, arrays in ((wrong.mistake, run(problem, wrong)) for wrong in singles)
-             if (distance := _distance(yours, arrays.get(step), atol, rtol)) is not None]
+    found = [(found, wrong.mistake) for wrong in singles if (found := distance(wrong)) is not None]
     if not found:
         cells = problem.x.shape[0] * problem.heads * problem.x.shape[1] * problem.context.shape[1]
+        cells *= 1 if dtype is None else 2
         pairs = (joined for index, first in enumerate(singles) for second in singles[index + 1:]
                  if (joined := first.joined(second)) is not None)
         for tried, pair in enumerate(pairs):
             if (tried + 1) * cells > PAIR_CELLS:
                 break
-            distance = _distance(yours, run(problem, pair).get(step), atol, rtol)
-            if distance is not None:
-                found.append((distance, pair.mistake))
+            share = distance(pair)
+            if share is not None:
+                found.append((share, pair.mistake))
     if not found:
         return ()
     # equal to rounding: far below the tolerance, and within a few times the closest
@@ -203,13 +250,14 @@ def _matching_mistakes(
     return tuple(found[index][1] for index in ranked)
 
 
-def _distance(yours: np.ndarray, wrong: np.ndarray | None, atol: float, rtol: float) -> float | None:
+def _distance(yours: np.ndarray, wrong: np.ndarray | None, bound: Callable[[np.ndarray], np.ndarray]
+              ) -> float | None:
     """How far ``yours`` is from a mistake's numbers, as the largest share of the tolerance any
     cell uses (0: the same numbers; at most 1: a match), or None when they do not match."""
     if wrong is None or wrong.shape != yours.shape:
         return None
     with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.abs(yours - wrong) / (atol + rtol * np.abs(wrong))
+        share = np.abs(yours - wrong) / bound(wrong)
     share[yours == wrong] = 0.0  # ∞ in both, or any equal cell with no tolerance at all
     # a masked logit: −∞ in the mistake's, very low in yours
     same = (yours <= MASKED_ENOUGH) & np.isneginf(wrong)

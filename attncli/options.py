@@ -164,10 +164,18 @@ Lines = Annotated[
                        "(into a .json file, one JSON array)."),
 ]
 Strict = Annotated[bool, typer.Option("--strict", help="With --lines: stop at the first bad line.")]
+DTYPES = ("float64", "float32", "float16", "bfloat16")
 Dtype = Annotated[
-    str, typer.Option("--dtype", metavar="float64|float32", callback=choice(("float64", "float32")),
-                      autocompletion=completing(("float64", "float32")),
-                      help="Compute in float64 (default) or float32, to match a framework's float32 numbers."),
+    str, typer.Option("--dtype", metavar="|".join(DTYPES), callback=choice(DTYPES), autocompletion=completing(DTYPES),
+                      help="Compute in float64 (default) or float32, to match a framework's float32 numbers; "
+                      "float16 or bfloat16 as frameworks do: inputs and every step's result rounded to it, "
+                      "products and the softmax in float32."),
+]
+CheckDtype = Annotated[
+    str, typer.Option("--dtype", metavar="|".join(DTYPES), callback=choice(DTYPES), autocompletion=completing(DTYPES),
+                      help="The dtype your numbers were computed in: float32, float16 or bfloat16 compares them with "
+                      "the exact numbers within what that dtype's rounding explains on this problem (measured, "
+                      "instead of --atol/--rtol)."),
 ]
 View = Annotated[
     str, typer.Option("--view", metavar="table|heatmap", callback=choice(("table", "heatmap")),

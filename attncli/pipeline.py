@@ -98,13 +98,13 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
         for stage in running:
             # Flow.put, written out: this loop runs once per problem of a JSON Lines stream
             name = stage.name
-            array = made[name] = arrays[stage.transforms or name] = stage.run(flow)
+            array = made[name] = arrays[stage.transforms or name] = stage.make(flow)
             if stage.checked and name in plan:
                 # a masked score may overflow: it is never used
                 check_finite(name, array, problem, flow.allowed if stage.checked == "allowed" else None)
         for stage in REQUESTED_STAGES if wanted else ():
             if stage.name in wanted:
-                made[stage.name] = stage.run(flow)
+                made[stage.name] = stage.make(flow)
     steps = {name: Step(name, formula, flow.made[name][index], axes) for name, (formula, index, axes) in plan.items()
              if (name in wanted if wanted is not None else name not in REQUESTED)}
     # asked-for steps this problem lacks stay out, so Trace.select can say so
@@ -169,7 +169,7 @@ def _blocked_attention(
         for stage in STAGES:
             if stage.unit == "problem" or stage.name in made_whole:
                 # each head's rows contiguous: the blocks read them head by head
-                array = whole.put(stage.name, stage.slot, np.ascontiguousarray(stage.run(whole)))
+                array = whole.put(stage.name, stage.slot, np.ascontiguousarray(stage.make(whole)))
                 check_finite(stage.name, array, problem)
                 if stage.unit == "problem":
                     shared[stage.slot] = array
@@ -184,7 +184,7 @@ def _blocked_attention(
         # the fast arithmetic (scale folded into Q, totals from V's ones) holds for masks, groups,
         # rotations and norms; what acts on the logits themselves, or NaN rows, takes the plain one
         fast = not (problem.softcap or problem.additive or problem.sinks is not None
-                    or problem.masked_rows == "nan")
+                    or problem.masked_rows == "nan" or problem.precision is not None)
         fold = _query_fold(problem, log2=power is np.exp2)
         axis_sizes = sizes.axis_sizes()
         merged = np.empty(tuple(axis_sizes[axis] for axis in assembled.axes), dtype=problem.x.dtype)
@@ -221,7 +221,7 @@ def _blocked_attention(
                 flow = _block_flow(problem, block, shared, fast=True, fold=fold, power=power)
                 plain = False
                 for stage in block_stages:
-                    array = flow.put(stage.name, stage.slot, stage.run(flow))
+                    array = flow.put(stage.name, stage.slot, stage.make(flow))
                     plain = plain or (stage.checked == "all" and not math.isfinite(np.add.reduce(array, axis=None)))
                 contribution = flow.made[assembled.name]
                 if plain or overflow_possible(flow) or (not math.isfinite(np.add.reduce(contribution, axis=None))
@@ -239,7 +239,7 @@ def _blocked_attention(
             arrays[assembled.name] = merged
         for stage in STAGES:
             if stage.unit == "heads" and not stage.requested:  # a requested one has the scores: not light
-                array = after.put(stage.name, stage.slot, stage.run(after))
+                array = after.put(stage.name, stage.slot, stage.make(after))
                 check_finite(stage.name, array, problem)
                 if stage.name in wanted:
                     arrays[stage.name] = array
@@ -267,7 +267,7 @@ def _plain_block(problem: Problem, block: Block, shared: dict[str, np.ndarray]) 
     for stage in STAGES:
         if stage.unit != "block":
             continue
-        array = flow.put(stage.name, stage.slot, stage.run(flow))
+        array = flow.put(stage.name, stage.slot, stage.make(flow))
         if stage.checked and stage.present(sizes):
             check_finite(stage.name, array, problem, flow.allowed if stage.checked == "allowed" else None, block)
     return flow.made

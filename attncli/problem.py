@@ -19,6 +19,7 @@ from attncli.appended import Appended, appended_rows, extended_rules
 from attncli.errors import ProblemError, option
 from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, REQUIRED_ROLES, VARIANT_KEYS
 from attncli.numbers import as_array, counted, index_text
+from attncli.precision import LARGEST, STORAGE, Precision
 from attncli.variants import QKNorm, Rope, parse_scale
 from attncli.visibility import Visibility, parse_mask, visibility
 from attncli.wording import closest, describe, head_counts
@@ -50,6 +51,8 @@ class Problem:
       None; ``sinks`` (heads,) or None; ``window`` W or None; ``padding`` bool (batch | 1, k_len)
       or None (both already in ``mask``); ``masked_rows`` "zero" or "nan"; ``appended``: rows
       after K's and V's (nn.MultiheadAttention's add_bias_kv, add_zero_attn), see appended.py.
+    - ``precision``: None (computed in the arrays' dtype), or the reduced dtype (float16, bfloat16)
+      whose rounding every stage's result gets; the arrays are then float32, see precision.py.
     """
 
     x: np.ndarray
@@ -82,6 +85,7 @@ class Problem:
     appended: Appended | None = None
     seq_first: bool = False  # the document's 3-D inputs were (seq, batch, E): its output is given so
     notes: tuple[str, ...] = ()  # warnings about how the document was read
+    precision: Precision | None = None  # float16 or bfloat16: every stage's result rounded (precision.py)
 
     def __post_init__(self) -> None:
         if not self.kv_heads:
@@ -122,18 +126,22 @@ class Problem:
         """Whether anything is added to the logits (ALiBi or a bias)."""
         return self.alibi is not None or self.bias is not None
 
-    def astype(self, dtype: Any) -> Problem:
-        """The same problem with every array in ``dtype`` (float32 to match a framework's float32 numbers)."""
+    def astype(self, dtype: str, rng: Any = None) -> Problem:
+        """The same problem with every array in ``dtype`` (float32 to match a framework's float32
+        numbers), or for float16 and bfloat16 in float32 rounded to that dtype and every stage's result
+        rounded so too (stochastically with ``rng``, a numpy Generator; see precision.py)."""
         arrays = {name: getattr(self, name) for name in ("x", "context", "w_query", "w_key", "w_value", "b_query",
                   "b_key", "b_value", "w_out", "b_out", "bias", "sinks", "alibi") if getattr(self, name) is not None}
         if self.qk_norm is not None:
             arrays.update({"qk_norm.q_weight": self.qk_norm.q_weight, "qk_norm.k_weight": self.qk_norm.k_weight})
         if self.softcap is not None:
             arrays["softcap"] = np.array(self.softcap)
+        dtype = dtype if dtype in STORAGE else np.dtype(dtype).name
+        reduced = Precision(dtype, rng) if dtype in STORAGE and (dtype != "float32" or rng is not None) else None
         changed = {}
         with np.errstate(over="ignore"):  # a value beyond the new dtype's range is refused below, by name
             for name, array in arrays.items():
-                changed[name] = array.astype(dtype)
+                changed[name] = array.astype(dtype) if reduced is None else reduced.round(array)
                 beyond = ~np.isfinite(changed[name]) & ~np.isneginf(array)  # −∞ (a bias's, a sink's) stays −∞
                 if beyond.any():
                     where = [int(i) for i in np.argwhere(beyond)[0]]
@@ -141,8 +149,8 @@ class Problem:
                         where = [i for axis, i in enumerate(where) if axis > 1 or array.shape[axis] > 1]
                     elif name in ("x", "context") and not self.batched:
                         where = where[1:]  # the batch axis the document did not have
-                    largest = f"{float(np.finfo(dtype).max):.1e}".replace("e+", "e")
-                    raise ProblemError(f"{name}{index_text(where)} is beyond {np.dtype(dtype).name}'s "
+                    largest = f"{LARGEST[dtype]:.1e}".replace("e+0", "e").replace("e+", "e")
+                    raise ProblemError(f"{name}{index_text(where)} is beyond {dtype}'s "
                                        f"range (±{largest}); compute in float64", key=name.split(".")[0])
         if self.context is self.x:
             changed["context"] = changed["x"]  # self-attention stays one array
@@ -150,7 +158,7 @@ class Problem:
             changed["qk_norm"] = self.qk_norm._replace(q_weight=changed.pop("qk_norm.q_weight"),
                                                        k_weight=changed.pop("qk_norm.k_weight"))
         changed.pop("softcap", None)  # a number: the capped stage computes in the logits' dtype
-        return dataclasses.replace(self, **changed)
+        return dataclasses.replace(self, **changed, precision=reduced)
 
     @property
     def head_dim(self) -> int:

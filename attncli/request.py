@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from attncli.errors import ProblemError, option
 from attncli.formats import input_suffixes, output_format
-from attncli.keys import FILE_KEYS, REQUIRED_KEYS, REQUIRED_ROLES, STEP_NAMES
+from attncli.keys import DEFAULT_ATOL, DEFAULT_RTOL, FILE_KEYS, REQUIRED_KEYS, REQUIRED_ROLES, STEP_NAMES
 
 
 class UsageError(Exception):
@@ -167,6 +167,9 @@ def check_options(request: ComputeRequest | ShapesRequest | CheckRequest | Rando
     elif isinstance(request, CheckRequest):
         if not (0 <= request.atol < float("inf") and 0 <= request.rtol < float("inf")):
             raise UsageError("tolerances must be finite numbers of 0 or more", "--atol/--rtol")
+        if request.given.dtype != "float64" and (request.atol, request.rtol) != (DEFAULT_ATOL, DEFAULT_RTOL):
+            raise UsageError(f"--dtype {request.given.dtype} derives the tolerance from that dtype's rounding: "
+                             "give it or --atol/--rtol, not both", "--atol/--rtol")
         _check_given(request.given)
         _one_from_stdin(request.given.file, request.expected)
     elif isinstance(request, Given):

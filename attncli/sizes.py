@@ -116,7 +116,7 @@ def layout_key(problem: Problem) -> tuple:
             None if problem.qk_norm is None else problem.qk_norm.over, problem.softcap,
             problem.alibi is None, problem.bias is None, problem.sinks is None, problem.window,
             problem.padding is None, problem.masked_rows, None if problem.appended is None else problem.appended.names,
-            problem.seq_first)
+            problem.seq_first, problem.precision and problem.precision.name)
 
 
 def sizes_of(problem: Problem) -> Sizes:

@@ -95,6 +95,13 @@ class Stage(NamedTuple):
     def slot(self) -> str:
         return self.transforms or self.name
 
+    def make(self, flow: Flow) -> np.ndarray:
+        """What this stage makes in ``flow``: its result, rounded to the problem's reduced dtype
+        when it has one (float16, bfloat16: each product and the softmax computed in float32, then
+        rounded, as frameworks do), so every later stage reads rounded values."""
+        made = self.run(flow)
+        return made if flow.rounding is None else flow.rounding(made)
+
 
 def _projection_stage(name: str, source: str, weight: str, bias: str, length: str, dim: str) -> Stage:
     letter = name.upper()

@@ -124,7 +124,8 @@ class TraceMeta(NamedTuple):
             scale_rule=problem.scale if isinstance(problem.scale, str) else "number",
             scale_factor=problem.scale_factor,
             mask=problem.mask_rule,
-            dtype=_DTYPE_NAMES.get(problem.x.dtype.char) or str(problem.x.dtype),
+            dtype=problem.precision.name if problem.precision else _DTYPE_NAMES.get(problem.x.dtype.char)
+            or str(problem.x.dtype),
             kv_heads=problem.kv_heads if problem.kv_heads != problem.heads else None,
             rope=None if rope is None else (rope.style, rope.theta, rope.rotary_dim),
             qk_norm=None if problem.qk_norm is None else problem.qk_norm.over,

@@ -52,11 +52,13 @@ class Wrong(NamedTuple):
         return Wrong(pair_mistake(self.mistake, other.mistake), {**self.fields, **other.fields}, slip, steps)
 
 
-def run(problem: Problem, wrong: Wrong) -> dict[str, np.ndarray]:
-    """The steps ``wrong`` makes of ``problem`` (in the Trace's shapes), or {} when it cannot run
-    for these shapes (K·Qᵀ with q_len ≠ k_len) or overflows."""
+def run(problem: Problem, wrong: Wrong, dtype: str | None = None) -> dict[str, np.ndarray]:
+    """The steps ``wrong`` makes of ``problem`` (in the Trace's shapes; computed in ``dtype`` when
+    given, as ``compute --dtype`` computes: float32, or float16/bfloat16 emulated), or {} when it
+    cannot run for these shapes (K·Qᵀ with q_len ≠ k_len) or overflows."""
     try:
         changed = dataclasses.replace(problem, **wrong.fields) if wrong.fields else problem
+        changed = changed if dtype is None else changed.astype(dtype)
         # every step, the heads' mean (made only when named) too
         steps = full_attention(changed, problem_steps(changed), slip=wrong.slip).steps
         arrays = {name: step.array for name, step in steps.items()}

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "attncli"
 LAYERS = [
     # names, wording, the registries and the error type: numpy-free, used everywhere
     {"errors", "keys", "wording", "formats", "machine"},
-    {"sources", "numbers"},
+    {"sources", "numbers", "precision"},
     {"readers", "torchnames", "delimited", "safetensors", "families", "dumps"},
     {"variants", "visibility", "appended"},
     {"problem", "generate"},
@@ -24,7 +24,7 @@ LAYERS = [
     {"stages"},
     {"trace"},
     {"pipeline"},
-    {"shapes", "explain", "known_mistakes", "layouts", "wrong_runs", "mistakes", "demo"},
+    {"shapes", "explain", "known_mistakes", "layouts", "wrong_runs", "tolerance", "mistakes", "demo"},
     {"export", "writers", "view.numbers", "view.console", "view.tables", "view.heatmap", "view.text", "view.layers",
      "view"},
     {"stream", "request", "models", "results"},

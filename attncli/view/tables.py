@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from attncli.demo import Section
+from attncli.precision import REDUCED, UNIT_ROUNDOFF
 from attncli.trace import Step, Trace
 from attncli.view.console import PipeAwareConsole, measure_width, print_blocks
 from attncli.view.numbers import format_number
@@ -209,15 +210,17 @@ def weights_legend(trace: Trace, step: Step, shades: bool = False, nan_mark: str
     (a sink's), as this step has them."""
     masked, nan = masked_cells(trace, step), np.isnan(step.array)
     return HeatLegend(shades=shades, masked=masked is not None and bool((masked & ~nan).any()), nan=bool(nan.any()),
-                      nan_mark=nan_mark, row_sums=short_rows(step.array))
+                      nan_mark=nan_mark, row_sums=short_rows(step.array, trace.meta.dtype))
 
 
-def short_rows(weights: np.ndarray) -> tuple[float, float] | None:
+def short_rows(weights: np.ndarray, dtype: str = "") -> tuple[float, float] | None:
     """The smallest and largest sum of the rows of ``weights`` that sum to less than 1 by more than
     rounding (a sink took the rest), leaving out rows of no weight (a query that sees no key) and
-    NaN rows; None when there is no such row."""
+    NaN rows; None when there is no such row. Weights rounded to float16 or bfloat16 (``dtype``)
+    each carry up to one unit roundoff: their sum, up to one more."""
     sums = np.add.reduce(weights, axis=-1)
-    short = sums[(sums > 0) & (sums < 1 - 1e3 * np.finfo(weights.dtype).eps)]
+    slack = 4 * UNIT_ROUNDOFF[dtype] if dtype in REDUCED else 1e3 * np.finfo(weights.dtype).eps
+    short = sums[(sums > 0) & (sums < 1 - slack)]
     return (float(short.min()), float(short.max())) if short.size else None
 
 

@@ -60,14 +60,40 @@ def print_verdict(verdict, console: Console | None = None) -> None:
     console = console or PipeAwareConsole()
     tolerance = f"atol {verdict.atol:g}, rtol {verdict.rtol:g}"
     layout = _layout_note(verdict.layout)
+    if verdict.spread is not None:
+        return _print_rounding_verdict(verdict, console, layout)
     if verdict.agree:
         console.print(Text(f"✓ {verdict.step} agrees with attncli: largest difference {verdict.max_error:.3g} "
                            f"({tolerance})", style="green"), soft_wrap=True)
         if layout:
             console.print(Text(f"  Yours {layout}."), soft_wrap=True)
         return
-    lines = [Text(f"✗ {verdict.step} differs from attncli in {verdict.wrong_cells} of {verdict.cells} cells "
-                  f"({tolerance}); {_where_it_differs(verdict)}", style="red")]
+    _print_mismatch(verdict, Text(f"✗ {verdict.step} differs from attncli in {verdict.wrong_cells} of "
+                                  f"{verdict.cells} cells ({tolerance}); {_where_it_differs(verdict)}", style="red"),
+                    console, layout)
+
+
+def _print_rounding_verdict(verdict, console: Console, layout: str) -> None:
+    """check --dtype: within the dtype's rounding or beyond it, as a share of the spread it explains."""
+    dtype, share = verdict.spread.dtype, verdict.share
+    if verdict.agree:
+        console.print(Text(f"✓ {verdict.step} agrees with attncli within {dtype} rounding (largest difference "
+                           f"{verdict.max_error:.3g}, {verdict.cell_share:.2g} of the expected spread; the "
+                           f"difference's norm {verdict.norm_share:.2g} of its own)", style="green"), soft_wrap=True)
+        if layout:
+            console.print(Text(f"  Yours {layout}."), soft_wrap=True)
+        return
+    which = "the difference's norm" if verdict.norm_share > verdict.cell_share else "largest difference"
+    times = ("infinitely many times" if not math.isfinite(share) else
+             f"{share:.2g}×" if share < 100 else f"{share:,.0f}×")
+    cells = f"in {verdict.wrong_cells} of {verdict.cells} cells" if verdict.wrong_cells else "as a whole"
+    _print_mismatch(verdict, Text(f"✗ {verdict.step} differs from attncli {cells}, beyond what {dtype} rounding "
+                                  f"explains ({which} {times} the expected spread); {_where_it_differs(verdict)}",
+                                  style="red"), console, layout)
+
+
+def _print_mismatch(verdict, first: Text, console: Console, layout: str) -> None:
+    lines = [first]
     if layout:
         lines.append(Text(f"  Yours {layout}."))
     if not verdict.mistakes:
@@ -90,6 +116,8 @@ def print_steps_verdict(checked, console: Console | None = None) -> None:
         mark, style = ("✓", "green") if verdict.agree else ("✗", "red")
         layout = _layout_note(verdict.layout)
         line = Text(f"{mark} {verdict.step:<{width}}  largest difference {verdict.max_error:.3g}", style=style)
+        if verdict.spread is not None:
+            line.append(f", {verdict.share:.2g} of the expected {verdict.spread.dtype} spread", style=style)
         if verdict.not_finite is not None:
             line.append(f", {verdict.not_finite.cells} NaN or ±∞", style=style)
         if layout:
@@ -98,8 +126,9 @@ def print_steps_verdict(checked, console: Console | None = None) -> None:
     first = next((verdict for verdict in checked.verdicts if verdict.step == checked.first_divergence), None)
     if first is None:
         last = checked.verdicts[-1]
-        console.print(Text(f"Every step agrees with attncli (atol {last.atol:g}, rtol {last.rtol:g}).",
-                           style="green"), soft_wrap=True)
+        within = f"within {last.spread.dtype} rounding" if last.spread is not None else \
+            f"atol {last.atol:g}, rtol {last.rtol:g}"
+        console.print(Text(f"Every step agrees with attncli ({within}).", style="green"), soft_wrap=True)
         return
     before = "the steps before it agree" if first is not checked.verdicts[0] else "the first step given"
     console.print(Text(f"First divergence: {first.step} ({before}): look there.", style="bold"), soft_wrap=True)
