@@ -94,8 +94,9 @@ class Verdict:
             "not_finite": None if self.not_finite is None else self.not_finite.as_dict(),
             "wrong_cells": self.wrong_cells,
             "cells": self.cells,
-            "atol": self.atol,
-            "rtol": self.rtol,
+            # with check --dtype the tolerance is the rounding's (below), not atol/rtol
+            "atol": self.atol if self.spread is None else None,
+            "rtol": self.rtol if self.spread is None else None,
             "mistakes": [{"name": mistake.name, "means": mistake.means, "fix": mistake.fix,
                           "parts": list(mistake.parts)} for mistake in self.mistakes],
             "layout": None if self.layout is None else self.layout.as_dict(),

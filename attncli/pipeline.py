@@ -19,6 +19,7 @@ from attncli.arithmetic import scaled
 from attncli.blas import single_threaded_blas
 from attncli.errors import ProblemError
 from attncli.flow import RIGHT, Block, Flow, Slip, keys_needed, share_values_with_ones
+from attncli.precision import LARGEST
 from attncli.problem import Problem
 from attncli.sizes import Sizes, layout_key, sizes_of
 from attncli.stages import REQUESTED, STAGE, STAGES, STEP_AXES, Stage
@@ -109,8 +110,9 @@ def full_attention(problem: Problem, wanted: tuple[str, ...] | None = None, slip
              if (name in wanted if wanted is not None else name not in REQUESTED)}
     # asked-for steps this problem lacks stay out, so Trace.select can say so
     available = tuple(plan) if wanted is not None else ()
-    return Trace(steps=in_layout(steps, problem.seq_first), meta=meta, warnings=_warnings(problem),
-                 available=available, mask=None if problem.visibility is None else problem.mask)
+    return Trace(steps=in_layout(steps, problem.seq_first), meta=meta,
+                 warnings=problem.notes + _masked_row_warnings(problem), available=available,
+                 mask=None if problem.visibility is None else problem.mask)
 
 
 Plan = dict[str, tuple[str, tuple, tuple[str, ...]]]
@@ -247,8 +249,8 @@ def _blocked_attention(
     steps = {name: Step(name, formula, arrays[name][index], axes)
              for name, (formula, index, axes) in plan.items() if name in arrays}
     # no mask: none of the blocked path's steps has a key axis, and a long sequence's mask is never made
-    return Trace(steps=in_layout(steps, problem.seq_first), meta=meta, warnings=_warnings(problem),
-                 available=tuple(plan))
+    return Trace(steps=in_layout(steps, problem.seq_first), meta=meta,
+                 warnings=problem.notes + _masked_row_warnings(problem), available=tuple(plan))
 
 
 def _block_flow(problem: Problem, block: Block, shared: dict[str, np.ndarray], **arithmetic: Any) -> Flow:
@@ -342,26 +344,22 @@ def check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.nda
     shown = iter(present_axes(name, problem.batched, problem.heads, problem.kv_heads))
     position = ", ".join(f"{next(shown)} {int(index)}" for axis, index in zip(axes, where, strict=True) if axis in kept)
     axis_sizes = sizes_of(problem).axis_sizes()
+    dtype = problem.precision.name if problem.precision is not None else array.dtype  # float16 is held in float32
     raise ProblemError(
-        f"{name} overflows {array.dtype} at ({position}): beyond ±{_largest(array.dtype)}; "
+        f"{name} overflows {dtype} at ({position}): beyond ±{_largest(dtype)}; "
         "scale the inputs or weights down",
         {name: present_shape(tuple(axis_sizes[axis] for axis in axes), name, problem.batched, problem.heads,
                              problem.kv_heads)},
     )
 
 
-def _largest(dtype: np.dtype) -> str:
-    return f"{np.finfo(dtype).max:.1e}".replace("e+", "e")
+def _largest(dtype: np.dtype | str) -> str:
+    return f"{LARGEST[dtype] if dtype in LARGEST else np.finfo(dtype).max:.1e}".replace("e+", "e")
 
 
 def formula(name: str, problem: Problem) -> str:
     """The formula of step ``name`` for this problem, e.g. ``Q = x·W_Q + b_Q``."""
     return STAGE[name].formula(sizes_of(problem))
-
-
-def _warnings(problem: Problem) -> tuple[str, ...]:
-    """How the document was read (problem.notes), then the queries that see no key."""
-    return problem.notes + _masked_row_warnings(problem) if problem.notes else _masked_row_warnings(problem)
 
 
 def _masked_row_warnings(problem: Problem) -> tuple[str, ...]:

@@ -6,11 +6,12 @@ Pure: sizes in, rows out. Every row after the inputs is read from the stage defi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from attncli.errors import ProblemError
 from attncli.sizes import Sizes
-from attncli.stages import STAGES
+from attncli.stages import STAGES, STEP_AXES
 from attncli.trace import present_axes, present_shape
 from attncli.wording import head_counts
 
@@ -57,4 +58,15 @@ def shape_flow(sizes: Sizes) -> list[ShapeRow]:
             rows.append(ShapeRow(stage.name, stage.formula(sizes),
                                  present_shape(full_shape, stage.name, sizes.batched, heads, sizes.key_heads),
                                  present_axes(stage.name, sizes.batched, heads, sizes.key_heads), stage.how(sizes)))
-    return rows
+    return [_seq_first(row) for row in rows] if sizes.seq_first else rows
+
+
+def _seq_first(row: ShapeRow) -> ShapeRow:
+    """A row as a batch_first=False document has it: the inputs and the steps shaped as x (batch,
+    seq, width), the output and the joined heads, sequence first (as trace.in_layout gives them)."""
+    full_axes = STEP_AXES.get(row.step, ("batch", "seq", "width"))
+    if row.axes[:1] != ("batch",) or full_axes[:1] != ("batch",) or full_axes[1] not in ("q_len", "seq") \
+            or full_axes[2] == "k_len":
+        return row
+    return dataclasses.replace(row, shape=(row.shape[1], row.shape[0], *row.shape[2:]),
+                               axes=(row.axes[1], row.axes[0], *row.axes[2:]))

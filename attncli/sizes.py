@@ -44,6 +44,8 @@ class Sizes(NamedTuple):
     masked_rows: str = "zero"
     # the rows appended after K's and V's projections: "bias_k" (add_bias_kv), "zero" (add_zero_attn)
     appended: tuple[str, ...] = ()
+    # the document's 3-D inputs were (seq, batch, E), PyTorch's batch_first=False: its output is given so
+    seq_first: bool = False
 
     @property
     def key_heads(self) -> int:
@@ -151,4 +153,5 @@ def sizes_of(problem: Problem) -> Sizes:
         problem.padding is not None,
         problem.masked_rows,
         () if problem.appended is None else problem.appended.names,
+        problem.seq_first,
     )

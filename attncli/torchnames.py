@@ -136,12 +136,14 @@ def inferred_batch_first(document: dict) -> bool | None:
     if "batch_first" in document:
         return batch_first(document["batch_first"])
     query_shape = np.shape(document.get("query", document.get("x")))
-    if len(query_shape) != 3 or query_shape[0] == query_shape[1]:
+    if len(query_shape) != 3:
         return None
     for name in ("key", "value", "context"):  # the batch is the axis the keys share with the queries
         key_shape = np.shape(document.get(name))
         if len(key_shape) == 3 and (key_shape[0] == query_shape[0]) != (key_shape[1] == query_shape[1]):
             return key_shape[0] == query_shape[0]
+    if query_shape[0] == query_shape[1]:  # as many queries as batch items: a mask's batch cannot tell
+        return None
     padding_shape, mask_shape = np.shape(document.get("key_padding_mask")), np.shape(document.get("attn_mask"))
     if len(padding_shape) == 2 and padding_shape[0] in query_shape[:2]:
         return padding_shape[0] == query_shape[0]
@@ -154,7 +156,7 @@ def layout_notes(document: dict) -> tuple[str, ...]:
     """A warning when a PyTorch document's 3-D inputs could be either layout and nothing says which."""
     query = "query" if "query" in document else "x"
     shape = np.shape(document.get(query))
-    if len(shape) != 3 or inferred_batch_first(document) is not None or shape[0] == shape[1]:
+    if len(shape) != 3 or inferred_batch_first(document) is not None:
         return ()
     return (f"{query} {shape_text(shape)} is read batch-first, (batch, seq, E) = ({shape[0]}, {shape[1]}, {shape[2]}); "
             "nn.MultiheadAttention's default is batch_first=False, (seq, batch, E): say batch_first: true or "
@@ -216,6 +218,8 @@ def _masks(document: dict, converted: dict) -> None:
         if len(shape) not in (2, 3):
             raise ProblemError(f"attn_mask has shape {shape_text(shape)}; nn.MultiheadAttention takes (L, S) or "
                                "(batch·heads, L, S)", {"attn_mask": shape})
+        if not boolean:
+            _refuse_flags("attn_mask", value, "blocked")
         array = np.array(value, dtype=bool) if boolean else value
         if len(shape) == 3:
             # (batch·heads, L, S): row b·heads + h is batch b's head h
@@ -235,6 +239,7 @@ def _masks(document: dict, converted: dict) -> None:
             nested_shape("key_padding_mask", value, [], (bool,))
             converted["padding"] = ~np.array(value, dtype=bool)  # PyTorch's True = padded; attncli's 1 = a real key
         else:
+            _refuse_flags("key_padding_mask", value, "padded")
             query_shape = np.shape(converted.get("x"))  # in the document's layout: (L, N, E) when seq-first
             seq_first = len(query_shape) == 3 and inferred_batch_first(document) is False
             q_len = query_shape[0] if seq_first else query_shape[-2] if query_shape else 1
@@ -259,6 +264,18 @@ def _padding_added(value: Any, bias: Any, q_len: int) -> np.ndarray:
                            f"{attn_mask.shape[-1]}", {"key_padding_mask": shape, "attn_mask": attn_mask.shape})
     with np.errstate(invalid="ignore"):
         return attn_mask + added
+
+
+def _refuse_flags(name: str, value: Any, meaning: str) -> None:
+    """A mask of numbers that are all 0 or 1 is flags meant as bool, which PyTorch refuses: added,
+    a 1 would only raise its logits by 1."""
+    try:
+        numbers = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):  # null or "-inf" cells: a float mask
+        return
+    if numbers.size and np.isin(numbers, (0.0, 1.0)).all() and (numbers == 1.0).any():
+        raise ProblemError(f"{name} holds 0s and 1s; PyTorch takes a bool mask (True = {meaning}) or a float one, "
+                           f"added to the logits (-inf = {meaning}): give true/false", key=name)
 
 
 def _leaf_is_bool(value: Any) -> bool:

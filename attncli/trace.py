@@ -51,7 +51,7 @@ def in_layout(steps: dict[str, Step], seq_first: bool) -> dict[str, Step]:
     if not seq_first:
         return steps
     return {name: step._replace(array=step.array.swapaxes(0, 1), axes=(step.axes[1], step.axes[0], *step.axes[2:]))
-            if step.axes[:2] == ("batch", "q_len") and step.axes[2] != "k_len" else step
+            if STEP_AXES[name][:2] == ("batch", "q_len") and STEP_AXES[name][2] != "k_len" else step
             for name, step in steps.items()}
 
 

@@ -178,7 +178,7 @@ def main() -> None:
         row["torch_share"].append(torch.share)
         if not torch.agree:
             failures.append(f"  PyTorch's {problem['name']} ({problem['dtype']}, {problem['implementation']}) "
-                            f"refused: {torch.share:.2f}× the expected spread")
+                            f"refused: {torch.share:.2f}× the tolerance")
         for mistake in result["mistakes"]:
             if mistake["hidden"]:
                 row["hidden"].append(mistake)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import DATA
 
+from attncli.errors import ProblemError
 from attncli.pipeline import attention
 from attncli.problem import problem_from_document
 from attncli.safetensors import SafeTensorsFile
@@ -183,3 +184,44 @@ def test_check_reads_the_modules_averaged_weights(tmp_path):
     verdict = json.loads(result.stdout)
     assert result.exit_code == 1 and not verdict["agree"] and verdict["max_error"] > 0.1
     assert [mistake["name"] for mistake in verdict["mistakes"]][:1] == ["mask ignored"]
+
+
+def test_as_many_queries_as_batch_items_the_key_still_tells_the_layout():
+    """query (L 2, N 2, E): only a key of another length says seq-first; with none, a warning."""
+    case = CASES["kdim_vdim_seq_first"]
+    document = {key: value for key, value in document_of(case).items() if key != "batch_first"}
+    query = np.asarray(document["query"])
+    square = {**document, "query": query[:2, :2], "attn_mask": None}  # (2, 2, E) against a key (S, 2, kdim)
+    square = {key: value for key, value in square.items() if value is not None and key != "key_padding_mask"}
+    trace = attention(problem_from_document(square))
+    assert trace.warnings == () and trace.meta.as_dict()["batch_first"] is False
+    assert trace.steps["output"].axes == ("q_len", "batch", "d_out")
+
+
+@pytest.mark.parametrize("name", ["key_padding_mask", "attn_mask"])
+def test_a_mask_of_0s_and_1s_is_refused_not_added(name):
+    """PyTorch takes bool or float masks: 0/1 numbers would raise logits by 1, not hide keys."""
+    case = CASES["key_padding_mask" if name == "key_padding_mask" else "bool_attn_mask"]
+    document = document_of(case)
+    document[name] = np.asarray(case[name], dtype=np.float64).tolist()
+    with pytest.raises(ProblemError) as caught:
+        problem_from_document(document)
+    meaning = "padded" if name == "key_padding_mask" else "blocked"
+    assert caught.value.message == (f"{name} holds 0s and 1s; PyTorch takes a bool mask (True = {meaning}) or a "
+                                    f"float one, added to the logits (-inf = {meaning}): give true/false")
+
+
+def test_shapes_shows_a_seq_first_document_as_compute_gives_it(tmp_path):
+    """shapes of a batch_first: false layer: x, concat and output sequence first, as compute gives them."""
+    from test_cli import run
+
+    case = CASES["seq_first"]
+    path = tmp_path / "layer.npz"
+    np.savez(path, **{name: np.asarray(value) for name, value in document_of(case).items()})
+    rows = {row["step"]: row for row in json.loads(run("shapes", path, "--format", "json").stdout)["steps"]}
+    length, batch, embed = np.shape(case["query"])
+    assert (rows["x"]["shape"], rows["x"]["axes"]) == ([length, batch, embed], ["q_len", "batch", "d_model"])
+    assert (rows["output"]["shape"], rows["output"]["axes"]) == ([length, batch, embed], ["q_len", "batch", "d_out"])
+    assert rows["q"]["axes"] == ["batch", "heads", "q_len", "head_dim"]
+    output = json.loads(run("compute", path, "--step", "output", "--format", "json").stdout)["output"]
+    assert np.shape(output) == (length, batch, embed)

@@ -117,7 +117,9 @@ def test_a_reduced_dtype_overflows_as_a_framework_would(tmp_path):
     document = json.loads((SAMPLES / "classic.json").read_text())
     path.write_text(json.dumps({**document, "x": [[300.0, 0, 300.0, 0], [0, 2, 0, 2], [1, 1, 1, 1]]}))
     result = run("compute", path, "--dtype", "float16")
-    assert result.exit_code == 2 and "Error:" in result.stderr and "scores" in result.stderr, result.stderr
+    assert result.exit_code == 2 and result.stderr.startswith(f"Error: {path}: scores overflows float16 at ("), \
+        result.stderr
+    assert "beyond ±6.6e04; scale the inputs or weights down" in result.stderr  # float16's range, not float32's
     assert run("compute", path, "--dtype", "bfloat16").exit_code == 0  # bfloat16 has float32's range
     path.write_text(json.dumps({**document, "x": [[1e5, 0, 1, 0], [0, 2, 0, 2], [1, 1, 1, 1]]}))
     assert_one_line_error(run("compute", path, "--dtype", "float16"),
@@ -172,7 +174,7 @@ def test_check_dtype_on_the_command_line(tmp_path):
     result = run("check", problem, "--expected", torch, "--dtype", "bfloat16")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("✓ output agrees with attncli within bfloat16 rounding (largest difference ")
-    assert "of the expected spread; the difference's norm " in result.stdout
+    assert "of the tolerance; the difference's norm " in result.stdout
     data = json.loads(run("check", problem, "--expected", torch, "--dtype", "bfloat16", "--format", "json").stdout)
     tolerance = data["tolerance"]
     assert data["agree"] and tolerance["dtype"] == "bfloat16" and tolerance["runs"] == 8
@@ -192,7 +194,7 @@ def test_check_dtype_names_a_mistake_made_in_bfloat16(tmp_path):
     result = run("check", problem, "--expected", tmp_path / "yours.npy", "--dtype", "bfloat16")
     assert result.exit_code == 1, result.output
     first, second = result.stdout.splitlines()[:2]
-    assert "beyond what bfloat16 rounding explains (" in first and "× the expected spread)" in first
+    assert "beyond what bfloat16 rounding explains (" in first and "× the tolerance)" in first
     assert second.startswith("Likely mistake: scores not scaled")
 
 

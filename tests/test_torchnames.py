@@ -167,12 +167,12 @@ def test_masks_in_pytorch_meaning():
      "attn_mask has 3 (L, S) matrices; a 3-D attn_mask holds batch·heads of them, and there are 2 heads", None),
     ({"attn_mask": [True, False]},
      "attn_mask has shape 2; nn.MultiheadAttention takes (L, S) or (batch·heads, L, S)", None),
-    ({"key_padding_mask": [[[0.0, 1.0, 0.0]]]},
+    ({"key_padding_mask": [[[0.0, 0.5, 0.0]]]},
      "key_padding_mask has shape 1×1×3; nn.MultiheadAttention takes (batch, S), or (S) unbatched", None),
     ({"key_padding_mask": [[0.0, "x", 0.0]]},
      "key_padding_mask[0][1] is the string 'x'; each value is a finite number or −∞ (null or \"-inf\" in JSON, "
      "-inf in NPY)", "key_padding_mask"),
-    ({"key_padding_mask": [[0.0, 1.0]], "attn_mask": [[0.0, 0.0, 0.0]] * 3},
+    ({"key_padding_mask": [[0.0, 0.5]], "attn_mask": [[0.0, 0.0, 0.0]] * 3},
      "key_padding_mask has 2 keys but attn_mask 3", None),
 ])
 def test_forward_inputs_given_wrong(change, message, key):

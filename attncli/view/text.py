@@ -74,11 +74,12 @@ def print_verdict(verdict, console: Console | None = None) -> None:
 
 
 def _print_rounding_verdict(verdict, console: Console, layout: str) -> None:
-    """check --dtype: within the dtype's rounding or beyond it, as a share of the spread it explains."""
+    """check --dtype: within the dtype's rounding or beyond it, as a share of the tolerance it explains
+    (5× a cell's spread, 3× the norm's: attncli.tolerance)."""
     dtype, share = verdict.spread.dtype, verdict.share
     if verdict.agree:
         console.print(Text(f"✓ {verdict.step} agrees with attncli within {dtype} rounding (largest difference "
-                           f"{verdict.max_error:.3g}, {verdict.cell_share:.2g} of the expected spread; the "
+                           f"{verdict.max_error:.3g}, {verdict.cell_share:.2g} of the tolerance; the "
                            f"difference's norm {verdict.norm_share:.2g} of its own)", style="green"), soft_wrap=True)
         if layout:
             console.print(Text(f"  Yours {layout}."), soft_wrap=True)
@@ -88,7 +89,7 @@ def _print_rounding_verdict(verdict, console: Console, layout: str) -> None:
              f"{share:.2g}×" if share < 100 else f"{share:,.0f}×")
     cells = f"in {verdict.wrong_cells} of {verdict.cells} cells" if verdict.wrong_cells else "as a whole"
     _print_mismatch(verdict, Text(f"✗ {verdict.step} differs from attncli {cells}, beyond what {dtype} rounding "
-                                  f"explains ({which} {times} the expected spread); {_where_it_differs(verdict)}",
+                                  f"explains ({which} {times} the tolerance); {_where_it_differs(verdict)}",
                                   style="red"), console, layout)
 
 
@@ -117,7 +118,7 @@ def print_steps_verdict(checked, console: Console | None = None) -> None:
         layout = _layout_note(verdict.layout)
         line = Text(f"{mark} {verdict.step:<{width}}  largest difference {verdict.max_error:.3g}", style=style)
         if verdict.spread is not None:
-            line.append(f", {verdict.share:.2g} of the expected {verdict.spread.dtype} spread", style=style)
+            line.append(f", {verdict.share:.2g} of the {verdict.spread.dtype} tolerance", style=style)
         if verdict.not_finite is not None:
             line.append(f", {verdict.not_finite.cells} NaN or ±∞", style=style)
         if layout:
