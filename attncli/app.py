@@ -29,6 +29,7 @@ from attncli.request import (
     ShapesRequest,
     Shown,
     about_option,
+    check_classic,
     check_options,
     is_lines,
     naming_options,
@@ -201,10 +202,35 @@ def run_lines(request: ComputeRequest, report: Report) -> bool:
     return failures == 0
 
 
-def run_demo(shown: Shown) -> None:
-    """demo: the classic worked example, walked through (or its trace as JSON)."""
+def run_demo(given: Given, shown: Shown) -> None:
+    """demo: the classic worked example, walked through (or its trace as JSON); with a problem
+    FILE, the same walk through that problem (its sections as JSON)."""
+    if given.file is None:
+        _demo_classic(given, shown)
+        return
+    from attncli.walkthrough import walk
+
+    check_options(given)
+    loaded = load(given)
+    trace = compute(loaded.problem, None, loaded.source)
+    with blaming(loaded.source, always=True):
+        sections = walk(loaded.problem, trace, shown.precision)
+    if shown.format == "json":
+        from attncli.export import walk_to_json
+        from attncli.writers import write_stdout
+
+        write_stdout(walk_to_json(sections).encode())
+        return
+    from attncli.view import print_demo
+
+    show(lambda console: print_demo(sections, "", shown.precision, console, trace, shown.full), shown,
+         loaded.inputs)
+
+
+def _demo_classic(given: Given, shown: Shown) -> None:
     from attncli.demo import CLASSIC_DOCUMENT, walkthrough
 
+    check_classic(given)
     problem = problem_of(CLASSIC_DOCUMENT, Given())
     trace = compute(problem, None, "demo")
     if shown.format == "json":

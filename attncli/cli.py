@@ -178,15 +178,17 @@ def compute(
 @app.command()
 @_reported()
 def demo(
-    output_format: opt.DemoFormat = "table",
-    precision: opt.Precision = 4,
-    no_color: opt.NoColor = False,
-    export_svg: opt.ExportSvg = None,
-    export_html: opt.ExportHtml = None,
+    file: opt.DemoProblem = None,
+    heads: opt.Heads = None, scale: opt.Scale = None, causal: opt.Causal = False,
+    causal_lower_right: opt.CausalLowerRight = False, kv_heads: opt.KvHeads = None, rope: opt.Rope = None,
+    rope_theta: opt.RopeTheta = None, window: opt.Window = None, softcap: opt.Softcap = None,
+    alibi: opt.Alibi = False, layer: opt.Layer = None, x: opt.X = None, padding: opt.PaddingFile = None,
+    output_format: opt.DemoFormat = "table", precision: opt.Precision = 4, full: opt.Full = False,
+    no_color: opt.NoColor = False, export_svg: opt.ExportSvg = None, export_html: opt.ExportHtml = None,
 ) -> None:
-    """Walk through the classic worked example, step by step."""
-    work.run_demo(Shown(output_format, precision=precision, no_color=no_color, export_svg=export_svg,
-                        export_html=export_html))
+    """Walk through the classic worked example, or your own problem FILE, step by step."""
+    work.run_demo(given_by(locals()), Shown(output_format, precision=precision, full=full, no_color=no_color,
+                                            export_svg=export_svg, export_html=export_html))
 
 
 @app.command()

@@ -6,13 +6,14 @@ Pure data and numpy: the view decides how it looks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from attncli.flow import Slip
 from attncli.pipeline import full_attention
 from attncli.problem import Problem
-from attncli.trace import Trace
+from attncli.trace import Step, Trace
 
 # Three tokens of width 4 and 4×3 weights, applied as x·W; unscaled, as the
 # well-known walk-through computes it. samples/classic.json holds the same document.
@@ -38,14 +39,42 @@ class Matrix:
     column_label: str
 
 
+class Note(NamedTuple):
+    """One line about a variant, with the problem's own numbers: its ``text`` and those numbers
+    as ``data`` (for --format json)."""
+
+    text: str
+    data: dict[str, Any]
+
+
+class MaskGrid(NamedTuple):
+    """The mask drawn as characters: ``codes`` (tables, q_len, k_len), each cell an index into
+    ``marks`` (0: may attend; others: the first rule that hides the key), one table per batch item
+    and head the mask tells apart, named by ``titles`` ("" when one table holds for all);
+    ``legend`` the (mark, words, cells) of each mark the grid uses."""
+
+    codes: np.ndarray
+    titles: tuple[str, ...]
+    marks: str
+    legend: tuple[tuple[str, str, int], ...]
+
+
 @dataclass(frozen=True)
 class Section:
-    """One step of the walk-through: a heading, one line of explanation, its matrices in rows."""
+    """One step of the walk-through: a heading, one line of explanation, its matrices in rows.
+
+    A walk through a user's problem (attncli.walkthrough) gives a step its ``formula`` with the
+    real sizes, its ``steps`` (a Trace's, shown as compute shows them: per batch item and head,
+    large ones elided), ``notes`` about the variants it applies and the ``grid`` of the mask."""
 
     heading: str
     explanation: str
-    rows: tuple[tuple[Matrix, ...], ...]  # matrices shown side by side, row by row
+    rows: tuple[tuple[Matrix, ...], ...] = ()  # matrices shown side by side, row by row
     heatmap: bool = False
+    formula: str = ""
+    steps: tuple[Step, ...] = ()
+    notes: tuple[Note, ...] = ()
+    grid: MaskGrid | None = None
 
 
 def walkthrough(problem: Problem, trace: Trace) -> tuple[list[Section], str]:

@@ -130,7 +130,7 @@ class Explanation(NamedTuple):
         return next(row for row in (self.biased, self.capped, self.logits, self.scores) if row is not None)
 
 
-def _full(trace: Trace, name: str, array: np.ndarray | None = None) -> np.ndarray:
+def all_axes(trace: Trace, name: str, array: np.ndarray | None = None) -> np.ndarray:
     """A step's array (or ``array``, in the step's shape) with its batch and heads axes put back
     (size 1 where the Trace dropped them)."""
     step = trace.steps[name]
@@ -149,7 +149,7 @@ def explain_query(
     Raises ProblemError (naming the option) for an index out of range.
     """
     # the arrays the scores and weights were made from: the last stage in each slot
-    q, k, v = (_full(trace, last_in_slot(slot, trace.steps)) for slot in ("q", "k", "v"))
+    q, k, v = (all_axes(trace, last_in_slot(slot, trace.steps)) for slot in ("q", "k", "v"))
     n_batch, n_heads, q_len, head_dim = q.shape
     k_len = k.shape[2]
     _check_index("batch", batch, n_batch, "batch item", "batch items")
@@ -160,11 +160,11 @@ def explain_query(
     kv_head = head // (n_heads // k.shape[1])
 
     def row(name: str) -> np.ndarray | None:
-        return _full(trace, name)[batch, head, query] if name in trace.steps else None
+        return all_axes(trace, name)[batch, head, query] if name in trace.steps else None
 
     scores = row("scores")
     masked = trace.masked(trace.steps["scores"])
-    allowed = np.ones(k_len, dtype=bool) if masked is None else ~_full(trace, "scores", masked)[batch, head, query]
+    allowed = np.ones(k_len, dtype=bool) if masked is None else ~all_axes(trace, "scores", masked)[batch, head, query]
     capped, biased = row("capped"), row("biased")
     softmax_input = next(found for found in (biased, capped, row("logits"), scores) if found is not None)
     # a sink of −∞ is no sink: nothing joins the denominator
@@ -198,7 +198,7 @@ def explain_query(
         shift=float(shift[0, 0]) if allowed.any() else None,
         exponentials=exps,
         total=float(total),
-        weights=_full(trace, "softmax")[batch, head, query],
+        weights=all_axes(trace, "softmax")[batch, head, query],
         values=v[batch, kv_head],
         output=merged[batch, query, head * dim_v:(head + 1) * dim_v],
         heads=problem.heads,
@@ -233,7 +233,7 @@ def _norm(problem: Problem, trace: Trace, letter: str, batch: int, head: int, in
     norm = problem.qk_norm
     if norm is None:
         return None
-    projected = _full(trace, letter)[batch, :, index]  # (heads | kv_heads, head_dim)
+    projected = all_axes(trace, letter)[batch, :, index]  # (heads | kv_heads, head_dim)
     weight = norm.q_weight if letter == "q" else norm.k_weight
     squared = projected[head] if norm.over == "head" else projected.reshape(-1)
     mean_square, factor = rms_factor(squared, norm.eps)
@@ -245,7 +245,7 @@ def _norm(problem: Problem, trace: Trace, letter: str, batch: int, head: int, in
         eps=norm.eps,
         factor=float(factor[0]),
         weight=weight if norm.over == "head" else weight.reshape(-1, projected.shape[1])[head],
-        after=_full(trace, f"{letter}_normed")[batch, head, index],
+        after=all_axes(trace, f"{letter}_normed")[batch, head, index],
     )
 
 
@@ -254,7 +254,7 @@ def _rotation(problem: Problem, trace: Trace, letter: str, batch: int, head: int
     rope = problem.rope
     if rope is None:
         return None
-    before = _full(trace, f"{letter}_normed" if f"{letter}_normed" in trace.steps else letter)[batch, head, index]
+    before = all_axes(trace, f"{letter}_normed" if f"{letter}_normed" in trace.steps else letter)[batch, head, index]
     position = (problem.query_positions if letter == "q" else problem.key_positions)[index]
     cos, sin = rotary_angles(np.array([position]), rope.inv_freq, before.dtype, rope.attention_factor)
     half = len(rope.inv_freq)
@@ -270,7 +270,7 @@ def _rotation(problem: Problem, trace: Trace, letter: str, batch: int, head: int
         sin=sin[0],
         rotary_dim=rope.rotary_dim,
         before=before,
-        after=_full(trace, f"{letter}_rotated")[batch, head, index],
+        after=all_axes(trace, f"{letter}_rotated")[batch, head, index],
     )
 
 

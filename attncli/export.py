@@ -105,3 +105,22 @@ def layers_to_json(model: str, rows: list[dict[str, Any]]) -> str:
 def verdict_to_json(verdict: Any) -> str:
     """A check's verdict as one strict JSON object."""
     return json.dumps(verdict.as_dict(), allow_nan=False) + "\n"
+
+
+def walk_to_json(sections: list) -> str:
+    """A walk through a problem (attncli.walkthrough) as one JSON object: ``sections``, each with its
+    heading, explanation, formula, notes (their text and numbers), the mask's grid (one string per
+    row of each table, and the legend) and its steps at full precision."""
+    def grid(mask: Any) -> dict[str, Any] | None:
+        if mask is None:
+            return None
+        return {"legend": [{"mark": mark, "means": words, "cells": cells} for mark, words, cells in mask.legend],
+                "tables": [{"title": title, "rows": ["".join(mask.marks[code] for code in row) for row in codes]}
+                           for title, codes in zip(mask.titles, mask.codes, strict=True)]}
+
+    return json.dumps({"sections": [{
+        "heading": section.heading, "explanation": section.explanation, "formula": section.formula,
+        "notes": [{"text": note.text, **note.data} for note in section.notes], "grid": grid(section.grid),
+        "steps": {step.name: {"formula": step.formula, "axes": list(step.axes), "shape": list(step.shape),
+                              "values": array_to_json_value(step.array)} for step in section.steps},
+    } for section in sections]}, allow_nan=False, ensure_ascii=False) + "\n"

@@ -24,6 +24,21 @@ def counted(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
+def format_number(value: float, precision: int, integers: bool = False) -> str:
+    """``value`` with ``precision`` decimals (as a whole number when ``integers``); a masked −∞
+    as ``−∞`` (U+2212, as in the formulas); in scientific notation when ``precision`` decimals
+    (2 or more) would show a nonzero value as 0, or for magnitudes of 1e9 and beyond."""
+    if math.isinf(value) and value < 0:
+        return "−∞"
+    if integers:
+        return str(int(value))
+    magnitude = abs(value)
+    hidden = value != 0 and precision >= 2 and magnitude < 0.5 * 10.0**-precision
+    if hidden or magnitude >= 1e9:
+        return f"{value:.{max(precision - 1, 1)}e}"
+    return f"{value:.{precision}f}"
+
+
 def index_text(path: list[int]) -> str:
     """A cell's place after its matrix's name: ``[0][2]``."""
     return "".join(f"[{i}]" for i in path)

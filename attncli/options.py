@@ -184,10 +184,16 @@ View = Annotated[
 ]
 
 # --- demo, shapes, explain, check -----------------------------------------------------------------
+DemoProblem = Annotated[
+    str | None, typer.Argument(metavar="[FILE]", show_default=False,
+                               help=f"Walk through this problem instead: {PROBLEM_SUFFIXES}, a folder, {_MODEL} "
+                               "(with --layer and --x), or - for standard input.")
+]
 DemoFormat = Annotated[
     str, typer.Option("--format", "-f", metavar="table|json", callback=choice(TEXT_FORMATS),
                       autocompletion=completing(TEXT_FORMATS),
-                      help="table (Rich tables) or json (all digits, for pipelines)."),
+                      help="table (Rich tables) or json (all digits, for pipelines: the classic example's "
+                      "trace; a FILE's walk, section by section)."),
 ]
 ShapesFile = Annotated[
     str | None, typer.Argument(metavar="[FILE]", show_default=False, help="Read the sizes from this problem instead.")

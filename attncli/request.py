@@ -178,6 +178,14 @@ def check_options(request: ComputeRequest | ShapesRequest | CheckRequest | Rando
         _check_compute(request)
 
 
+def check_classic(given: Given) -> None:
+    """demo without a FILE walks through the classic example, which takes no problem options."""
+    asked = [*given.overrides(), *given.matrices, *(["layer"] if given.layer is not None else [])]
+    if asked:
+        raise UsageError("applies to a problem of your own: give its FILE (the classic example is fixed)",
+                         _flag(asked[0]))
+
+
 def _check_given(given: Given) -> None:
     _one_mask_rule(given.causal, given.causal_lower_right)
     if given.layer is not None and given.file is None:

@@ -77,7 +77,7 @@ class Stage(NamedTuple):
     Later stages read what it made by its ``slot``: its name, or the slot of the array it
     transforms (a rotation of Q would fill the slot ``q``, so the scores read the rotated Q). A
     ``requested`` stage is made only when a list of steps names it: it is not in a trace of every
-    step, nor in ``shapes``."""
+    step, nor in ``shapes``. ``said`` is what it does in one line, for a reader (``demo FILE``)."""
 
     name: str
     axes: tuple[str, ...]
@@ -90,6 +90,7 @@ class Stage(NamedTuple):
     unit: str = "block"
     transforms: str | None = None
     requested: bool = False
+    said: str = ""
 
     @property
     def slot(self) -> str:
@@ -130,12 +131,19 @@ def _projection_stage(name: str, source: str, weight: str, bias: str, length: st
         return text + (f", split into {heads}{kind} heads × {per_head}" if sizes.heads > 1 else "")
 
     return Stage(name, ("batch", heads_axis, length, dim), run, formula, how,
-                 unit="block" if length == "q_len" else "problem")
+                 unit="block" if length == "q_len" else "problem", said=_PROJECTED[name])
+
+
+_PROJECTED = {
+    "q": "each token of x becomes a query: what it looks for among the keys",
+    "k": "each token of the keys' source becomes a key: what a query is matched against",
+    "v": "each token of the keys' source becomes a value: what it passes on to the queries that attend to it",
+}
 
 
 def _q_or_k_stage(letter: str, suffix: str, change: Callable[[np.ndarray, Flow], np.ndarray | None],
                   formula: Callable[[Sizes], str], how: Callable[[Sizes], str],
-                  present: Callable[[Sizes], bool]) -> Stage:
+                  present: Callable[[Sizes], bool], said: str) -> Stage:
     """A stage that changes Q (per block) or K (once), in its slot: ``change(values, flow)`` gives
     the new values, or None when the problem lacks this variant (the values pass through)."""
     heads_axis, length = ("heads", "q_len") if letter == "q" else ("kv_heads", "k_len")
@@ -147,7 +155,7 @@ def _q_or_k_stage(letter: str, suffix: str, change: Callable[[np.ndarray, Flow],
         return values if changed is None else changed
 
     return Stage(name, ("batch", heads_axis, length, "head_dim"), run, formula, how,
-                 present=present, unit="block" if letter == "q" else "problem", transforms=letter)
+                 present=present, unit="block" if letter == "q" else "problem", transforms=letter, said=said)
 
 
 def _norm_stage(letter: str) -> Stage:
@@ -174,7 +182,10 @@ def _norm_stage(letter: str) -> Stage:
             f"{sizes.heads if letter == 'q' else sizes.key_heads}×{sizes.dim}")
         return f"÷ √(mean of the {width} squares + eps), × {letter}_weight"
 
-    return _q_or_k_stage(letter, "normed", change, formula, how, lambda sizes: sizes.qk_norm is not None)
+    which = "query" if letter == "q" else "key"
+    return _q_or_k_stage(letter, "normed", change, formula, how, lambda sizes: sizes.qk_norm is not None,
+                         f"each {which} vector is divided by its root mean square and weighted (RMSNorm), so no "
+                         "score can grow without bound")
 
 
 def _rotation_stage(letter: str) -> Stage:
@@ -195,7 +206,10 @@ def _rotation_stage(letter: str) -> Stage:
     def how(sizes: Sizes) -> str:
         return "each pair of dims turned by position × frequency; shape unchanged"
 
-    return _q_or_k_stage(letter, "rotated", change, formula, how, lambda sizes: sizes.rope is not None)
+    which = "query" if letter == "q" else "key"
+    return _q_or_k_stage(letter, "rotated", change, formula, how, lambda sizes: sizes.rope is not None,
+                         f"each {which} is turned by an angle that grows with its position (RoPE), so a score "
+                         "depends on how far apart the query and the key are")
 
 
 STEP_AXES_Q = ("batch", "heads", "q_len", "head_dim")
@@ -279,7 +293,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "scores", STAGE_AXES_LOGITS, _scores, lambda sizes: "scores = Q·Kᵀ",
         lambda sizes: f"each query·each key{', per head' if sizes.heads > 1 else ''}: {sizes.dim} dims summed away",
-        checked="allowed",
+        checked="allowed", said="how well each query matches each key: the dot product of their vectors",
     ),
     Stage(
         "logits", STAGE_AXES_LOGITS, _logits, logits_formula,
@@ -287,21 +301,26 @@ STAGES: tuple[Stage, ...] = (
             ("scaled", sizes.scaled), ("masked", sizes.masked and masks_at(sizes) == "logits")) if flag)
         + " cell by cell",
         present=has_logits, checked="allowed",
+        said="the scores scaled, so their spread does not grow with a head's width, and −∞ where a key is hidden "
+        "(its weight will be 0)",
     ),
     Stage(
         "capped", STAGE_AXES_LOGITS, _capped, capped_formula,
         lambda sizes: "soft-capped cell by cell into (−c, c)" + (", masked" if masks_at(sizes) == "capped" else ""),
         present=lambda sizes: sizes.softcap is not None, checked="allowed", transforms="logits",
+        said="large logits squashed smoothly below the cap (tanh), so no single key can take all the weight",
     ),
     Stage(
         "biased", STAGE_AXES_LOGITS, _biased, biased_formula, biased_how,
         present=lambda sizes: sizes.additive, checked="allowed", transforms="logits",
+        said="terms added to the logits (ALiBi's distance penalty, a given bias), moving weight between keys",
     ),
     Stage(
         "softmax", STAGE_AXES_LOGITS, _softmax, softmax_formula,
         lambda sizes: "along k_len: each row sums to " + ("less than 1 (the sink takes the rest)" if sizes.sinks
                                                            else "1"),
-        checked=None,
+        checked=None, said="each query's logits made into weights, e^logit / Σ e^logit: positive, summing to 1 over "
+        "the keys it may see",
     ),
     Stage(
         # nn.MultiheadAttention's weights with average_attn_weights=True (its default)
@@ -320,9 +339,12 @@ STAGES: tuple[Stage, ...] = (
         concat_formula, merge_how,
         # finite: each row was kept within the range of V's rows, which are finite
         present=lambda sizes: sizes.d_out is not None, checked=None,
+        said="each query's weighted sum of the value rows, per head, the heads' results side by side",
     ),
     Stage("output", ("batch", "q_len", "d_out"), lambda flow: output_projection(flow.arrays["concat"], flow.problem),
-          output_formula, output_how, unit="heads"),
+          output_formula, output_how, unit="heads",
+          said="what attention gives back for each query: the weighted sum of the values, mixed by W_O when there "
+          "is one"),
 )
 
 STAGE = {stage.name: stage for stage in STAGES}

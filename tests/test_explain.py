@@ -142,8 +142,8 @@ def after_last_equals(lines, prefix):
 
 def full(trace, name):
     """A step's array with batch and heads axes, as explain reads it."""
-    from attncli.explain import _full
-    return _full(trace, name)
+    from attncli.explain import all_axes
+    return all_axes(trace, name)
 
 
 @pytest.mark.parametrize("name", ["rope_neox_partial", "rope_gptj_partial", "rope_positions_cross",

@@ -24,7 +24,7 @@ LAYERS = [
     {"stages"},
     {"trace"},
     {"pipeline"},
-    {"shapes", "explain", "known_mistakes", "layouts", "wrong_runs", "tolerance", "mistakes", "demo"},
+    {"shapes", "explain", "known_mistakes", "layouts", "wrong_runs", "tolerance", "mistakes", "demo", "walkthrough"},
     {"export", "writers", "view.numbers", "view.console", "view.tables", "view.heatmap", "view.text", "view.layers",
      "view"},
     {"stream", "request", "models", "results"},

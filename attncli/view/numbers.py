@@ -10,27 +10,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from attncli.numbers import format_number
+
 if TYPE_CHECKING:
     from attncli.explain import Explanation
 
 # Past this many terms a sum shows its first and last few around "…".
 MAX_TERMS = 8
 EDGE_TERMS = 3
-
-
-def format_number(value: float, precision: int, integers: bool = False) -> str:
-    """``value`` with ``precision`` decimals (as a whole number when ``integers``); a masked −∞
-    as ``−∞`` (U+2212, as in the formulas); in scientific notation when ``precision`` decimals
-    (2 or more) would show a nonzero value as 0, or for magnitudes of 1e9 and beyond."""
-    if math.isinf(value) and value < 0:
-        return "−∞"
-    if integers:
-        return str(int(value))
-    magnitude = abs(value)
-    hidden = value != 0 and precision >= 2 and magnitude < 0.5 * 10.0**-precision
-    if hidden or magnitude >= 1e9:
-        return f"{value:.{max(precision - 1, 1)}e}"
-    return f"{value:.{precision}f}"
 
 
 class Section(NamedTuple):

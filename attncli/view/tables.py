@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from rich.color import Color, blend_rgb
@@ -15,7 +15,8 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from attncli.demo import Section
+from attncli.demo import MaskGrid, Section
+from attncli.numbers import counted
 from attncli.precision import REDUCED, UNIT_ROUNDOFF
 from attncli.trace import Step, Trace
 from attncli.view.console import PipeAwareConsole, measure_width, print_blocks
@@ -145,10 +146,19 @@ def matrix_block(
     """
     n_rows, n_columns = array.shape
     rows = list(range(n_rows)) if full else visible_indices(n_rows, MAX_ROWS, EDGE_ROWS)
+    return _titled(console, title, n_rows, rows, n_columns, full,
+                   lambda columns: _table(array, rows, columns, corner, precision, heatmap, masked))
+
+
+def _titled(console: Console, title: str, n_rows: int, rows: list[int | None], n_columns: int, full: bool,
+            build: Callable[[list[int | None]], Table]) -> Group:
+    """The title line, then the table ``build`` makes of the columns to show: unless ``full``, a
+    large table's middle columns are elided, and in a terminal further until it fits its width;
+    then a note when anything was elided."""
     attempts = [(MAX_COLUMNS, EDGE_COLUMNS)] + [(2 * edge + 1, edge) for edge in range(EDGE_COLUMNS - 1, 0, -1)]
     for limit, edge in attempts:
         columns = list(range(n_columns)) if full else visible_indices(n_columns, limit, edge)
-        table = _table(array, rows, columns, corner, precision, heatmap, masked)
+        table = build(columns)
         if full or not console.is_terminal or measure_width(console, table) <= console.width:
             break
     else:
@@ -287,23 +297,42 @@ def print_trace(
     a step's tables (one per batch item and head) side by side when two or more fit the width."""
     console = console or PipeAwareConsole()
     for step in steps:
-        legend = weights_legend(trace, step) if step.name == "softmax" else None
-        blocks = list(step_blocks(console, step, precision, full, masked_cells(trace, step), legend))
-        tables = [block for block in blocks if isinstance(block, Group)]
-        widest = max(measure_width(console, table) for table in tables)
-        if len(tables) > 1 and 2 * widest + SIDE_BY_SIDE_GAP <= console.width:
-            tables = [Columns(tables, padding=(0, SIDE_BY_SIDE_GAP))]
-        for block in tables + [block for block in blocks if not isinstance(block, Group)]:
+        for block in _step_renderables(console, trace, step, precision, full):
             print_blocks(console, [block])
 
 
-def print_demo(sections: list[Section], warning: str, precision: int, console: Console | None = None) -> None:
-    """Print the walk-through: per section a heading, its explanation and its tables; then the warning."""
+def _step_renderables(console: Console, trace: Trace | None, step: Step, precision: int,
+                      full: bool) -> list[RenderableType]:
+    """A step's tables (side by side when two or more fit the width), then its notes and legend;
+    masked cells and the weights' legend from ``trace`` (None: a step of no trace, an input)."""
+    legend = weights_legend(trace, step) if trace is not None and step.name == "softmax" else None
+    masked = None if trace is None else masked_cells(trace, step)
+    blocks = list(step_blocks(console, step, precision, full, masked, legend))
+    tables = [block for block in blocks if isinstance(block, Group)]
+    widest = max(measure_width(console, table) for table in tables)
+    if len(tables) > 1 and 2 * widest + SIDE_BY_SIDE_GAP <= console.width:
+        tables = [Columns(tables, padding=(0, SIDE_BY_SIDE_GAP))]
+    return tables + [block for block in blocks if not isinstance(block, Group)]
+
+
+def print_demo(sections: list[Section], warning: str, precision: int, console: Console | None = None,
+               trace: Trace | None = None, full: bool = False) -> None:
+    """Print the walk-through: per section a heading, its explanation, its formula, notes, mask grid
+    and tables (a ``trace``'s steps as compute shows them, large ones elided unless ``full``); then
+    the warning, if any."""
     console = console or PipeAwareConsole()
     blocks: list[RenderableType] = []
     for section in sections:
         blocks.append(Text(section.heading, style="bold underline"))
         blocks.append(Text(section.explanation))
+        if section.formula:
+            blocks.append(Text(section.formula, style="cyan"))
+        blocks.extend(Text("• " + note.text) for note in section.notes)
+        if section.grid is not None:
+            blocks.extend(grid_blocks(console, section.grid, full))
+        for step in section.steps:
+            own = trace is not None and trace.steps.get(step.name) is step  # else an input: no mask
+            blocks.extend(_step_renderables(console, trace if own else None, step, precision, full))
         for row in section.rows:
             tables = [
                 matrix_block(console, matrix.array, f"{matrix.name}   {matrix.array.shape[0]}×{matrix.array.shape[1]}",
@@ -315,8 +344,38 @@ def print_demo(sections: list[Section], warning: str, precision: int, console: C
         if section.heatmap:
             blocks.append(HeatLegend())
         blocks.append(Text(""))
-    blocks.append(Text(warning, style="yellow"))
+    if warning:
+        blocks.append(Text(warning, style="yellow"))
     print_blocks(console, blocks)
+
+
+def grid_blocks(console: Console, grid: MaskGrid, full: bool = False) -> Iterator[RenderableType]:
+    """The mask as a grid of marks, one table per batch item and head it tells apart (past
+    MAX_TABLES, unless ``full``, a line saying how many more), then the legend: each mark, what it
+    means and how many cells have it."""
+    tables, n_rows, n_columns = grid.codes.shape
+    shown = range(tables) if full else range(min(tables, MAX_TABLES))
+    rows = list(range(n_rows)) if full else visible_indices(n_rows, MAX_ROWS, EDGE_ROWS)
+    for index in shown:
+        where = grid.titles[index]
+        yield _titled(console, f"mask   {n_rows}×{n_columns}" + (f"   ({where})" if where else ""), n_rows, rows,
+                      n_columns, full,
+                      lambda columns, codes=grid.codes[index]: _grid_table(codes, grid.marks, rows, columns))
+    if len(shown) < tables:
+        yield Text(f"… {tables - len(shown)} more mask grids not shown: --full shows them", style="dim")
+    for mark, words, cells in grid.legend:
+        yield Text(f"{mark} {words}: {counted(cells, 'cell')}", style="dim")
+
+
+def _grid_table(codes: np.ndarray, marks: str, rows: list[int | None], columns: list[int | None]) -> Table:
+    table = Table(box=None, padding=(0, 1, 0, 0), show_edge=False)
+    table.add_column("query╲key", justify="right", style="dim", no_wrap=True)
+    for column in columns:
+        table.add_column("…" if column is None else str(column), justify="center", no_wrap=True)
+    for row in rows:
+        cells = ["…" if row is None or column is None else marks[codes[row, column]] for column in columns]
+        table.add_row("…" if row is None else str(row), *cells)
+    return table
 
 
 def trace_text(trace: Trace, steps: list[Step], precision: int, full: bool = False) -> str:
