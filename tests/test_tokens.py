@@ -184,3 +184,26 @@ def test_explain_names_the_query_and_the_keys_by_token(tmp_path):
     assert "  k[0] “The” = [0, 1, 1]" in out
     assert "  masked keys (−∞, weight 0): 2 “sat”" in out
     assert "  weight[1] “cat” = 1 / 1.0000 = 1.0000" in out
+
+
+# --- random --tokens ------------------------------------------------------------------------------
+
+def test_random_tokens_label_the_rows_and_leave_the_numbers_as_without():
+    plain = json.loads(run("random", "--seq-len", "4", "--d-model", "4", "--seed", "1").stdout)
+    labelled = json.loads(run("random", "--seq-len", "4", "--d-model", "4", "--seed", "1", "--tokens").stdout)
+    assert labelled.pop("tokens") == ["saw", "mat", "ran", "a"]
+    assert labelled == plain
+    assert "tokens" not in plain  # a careful user's pipeline sees the same documents as before
+
+
+def test_random_tokens_mark_padded_keys_per_batch_item_and_a_contexts_keys_apart():
+    batched = json.loads(run("random", "--seq-len", "4", "--d-model", "4", "--seed", "1", "--tokens", "--batch", "2",
+                             "--padding").stdout)
+    assert batched["padding"] == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert batched["tokens"] == [["a", "in", "house", "sea"], ["a", "in", "<pad>", "<pad>"]]
+    cross = json.loads(run("random", "--seq-len", "4", "--d-model", "4", "--seed", "1", "--tokens", "--context-len",
+                           "3", "--padding").stdout)
+    assert cross["tokens"] == ["ran", "we", "saw", "by"] and cross["context_tokens"] == ["ran", "sea", "<pad>"]
+    for document in (batched, cross):  # valid problems, whose meta carries them
+        meta = attention(problem_from_document(document)).meta.as_dict()
+        assert meta["tokens"] == document["tokens"] and meta.get("context_tokens") == document.get("context_tokens")
