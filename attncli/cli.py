@@ -266,14 +266,15 @@ def random_problem(
     causal_lower_right: opt.RandomCausalLowerRight = False, kv_heads: opt.RandomKvHeads = None,
     rope: opt.RandomRope = None, window: opt.RandomWindow = None, softcap: opt.RandomSoftcap = None,
     alibi: opt.RandomAlibi = False, sinks: opt.Sinks = False, qk_norm: opt.QkNorm = False,
-    padding: opt.Padding = False,
+    padding: opt.Padding = False, tokens: opt.Tokens = False,
     seed: opt.Seed = None,
 ) -> None:
     """Print a random, valid problem document as one line of JSON."""
     work.run_random(RandomRequest(seq_len, d_model, heads=heads, batch=batch, context_len=context_len,
                                   out_proj=out_proj, bias=bias, causal=causal, seed=seed,
                                   causal_lower_right=causal_lower_right, kv_heads=kv_heads, rope=rope, window=window,
-                                  softcap=softcap, alibi=alibi, sinks=sinks, qk_norm=qk_norm, padding=padding))
+                                  softcap=softcap, alibi=alibi, sinks=sinks, qk_norm=qk_norm, padding=padding,
+                                  tokens=tokens))
 
 
 def _silence_stdout() -> None:

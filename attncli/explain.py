@@ -76,7 +76,8 @@ class Explanation(NamedTuple):
     sink term, ``output`` (head_dim_v,) this head's output row; ``masked_rows`` what a row with
     no key gets ("zero" or "nan"). ``scale_rule`` is "sqrt", "none" or "number", with its
     ``scale_factor``; ``heads`` and whether there is an output projection (``w_out``,
-    ``b_out``) say what follows the row.
+    ``b_out``) say what follows the row. ``query_token`` and ``key_tokens`` (every key's) are the
+    tokens of the document (None without them): labels, never computed with.
     """
 
     query: int
@@ -118,6 +119,8 @@ class Explanation(NamedTuple):
     sink: float | None = None
     sink_term: float = 0.0
     masked_rows: str = "zero"
+    query_token: str | None = None
+    key_tokens: tuple[str, ...] | None = None
 
     @property
     def visible(self) -> list[int]:
@@ -182,6 +185,7 @@ def explain_query(
     dim_v = v.shape[3]
     query_position = int(problem.query_positions[query])
     slope = None if problem.alibi is None else float(problem.alibi[head])
+    tokens = trace.meta.tokens
     return Explanation(
         query=query,
         batch=batch if problem.batched else None,
@@ -225,6 +229,8 @@ def explain_query(
         sink=sink,
         sink_term=sink_term,
         masked_rows=problem.masked_rows,
+        query_token=None if tokens is None or tokens.query_labels(batch) is None else tokens.query_labels(batch)[query],
+        key_tokens=None if tokens is None else tokens.key_labels(batch),
     )
 
 

@@ -15,6 +15,11 @@ from attncli.wording import head_counts
 DECIMALS = 4
 
 
+# What --tokens draws from: a token labels a row, it is never computed with.
+VOCABULARY = ("the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "it", "was", "in", "red", "house",
+              "by", "sea", "we", "saw")
+PAD = "<pad>"
+
 # A number in the document costs its float64 in numpy, its Python float in the lists and about a
 # dozen characters of JSON text: estimated generously, so a refusal comes before any allocation.
 BYTES_PER_NUMBER = 64
@@ -48,6 +53,7 @@ def random_document(
     sinks: bool = False,
     qk_norm: bool = False,
     padding: bool = False,
+    tokens: bool = False,
 ) -> dict[str, Any]:
     """A problem document: x (batch?, seq_len, d_model) drawn from N(0, 1); weights
     (d_model, d_model) from N(0, 1/d_model), so scores stay of order 1; with ``context_len``
@@ -59,7 +65,10 @@ def random_document(
     ``alibi`` (Press et al.'s slopes), ``sinks`` (one logit per head from N(0, 1)), ``qk_norm``
     (RMSNorm weights per head from N(1, 0.1²)) and ``padding`` at the end of the keys (batched: the
     first item unpadded, each other of a random length; unbatched: the last 1 to k_len/2 keys).
-    Each is checked as the document's key is.
+    Each is checked as the document's key is. ``tokens``: words from VOCABULARY labelling the
+    queries (and the context's keys, ``context_tokens``), drawn after every number (so the numbers
+    are those of the same document without them), padded keys labelled PAD (then one list per batch
+    item).
 
     The same arguments and ``seed`` give the same document; without the variants, the same as
     before they existed.
@@ -125,7 +134,25 @@ def random_document(
         document["sinks"] = draw(heads)
     if padding:
         document["padding"] = _padding(rng, batch, context_len or seq_len)
+    if tokens:
+        document.update(_tokens(rng, seq_len, context_len, document.get("padding")))
     return document
+
+
+def _tokens(rng: np.random.Generator, seq_len: int, context_len: int | None, padding: list | None) -> dict[str, list]:
+    """``tokens`` (and ``context_tokens``) from VOCABULARY; the padded keys' (``padding``'s 0s) PAD."""
+    def words(length: int) -> list[str]:
+        return [VOCABULARY[index] for index in rng.integers(0, len(VOCABULARY), length)]
+
+    labelled = {"tokens": words(seq_len)}
+    keys = "tokens" if context_len is None else "context_tokens"
+    if context_len is not None:
+        labelled["context_tokens"] = words(context_len)
+    if padding is not None:
+        items = padding if isinstance(padding[0], list) else [padding]
+        padded = [[token if real else PAD for token, real in zip(labelled[keys], item, strict=True)] for item in items]
+        labelled[keys] = padded if isinstance(padding[0], list) else padded[0]
+    return labelled
 
 
 def _padding(rng: np.random.Generator, batch: int | None, k_len: int) -> list:

@@ -19,8 +19,10 @@ VARIANT_KEYS = (
     # false reads 3-D inputs as (seq, batch, E) and gives the output so, as PyTorch's default
     "batch_first",
 )
+# Labels of the rows (attncli.tokens): shown beside the indices, never computed with.
+LABEL_KEYS = ("tokens", "context_tokens")
 # "about" lets a document describe itself (samples do); it is never computed with.
-KNOWN_KEYS = MATRIX_KEYS + OPTION_KEYS + VARIANT_KEYS + ("about",)
+KNOWN_KEYS = MATRIX_KEYS + OPTION_KEYS + VARIANT_KEYS + LABEL_KEYS + ("about",)
 REQUIRED_KEYS = ("x", "w_query", "w_key", "w_value")
 # What each required matrix is, for the message that says it is missing.
 REQUIRED_ROLES = {

@@ -275,6 +275,9 @@ QkNorm = Annotated[bool, typer.Option("--qk-norm", help="Add RMSNorm of each hea
                                       "near 1 (Qwen3).")]
 Padding = Annotated[bool, typer.Option("--padding", help="Pad the keys at the end (with --batch, every item but "
                                        "the first has a random length): padded keys are hidden.")]
+Tokens = Annotated[bool, typer.Option("--tokens", help="Label the queries (and a context's keys) with random words "
+                                      "(tokens, context_tokens; padded keys <pad>): labels only, the numbers are "
+                                      "the same as without.")]
 Seed = Annotated[int | None, _count("--seed", "S", "Same seed, same document.", minimum=0)]
 
 # --- shell completion -----------------------------------------------------------------------------

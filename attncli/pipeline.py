@@ -122,8 +122,8 @@ _LAYOUTS: dict[tuple, tuple[Plan, TraceMeta, tuple[Stage, ...]]] = {}
 
 def _layout(problem: Problem) -> tuple[Plan, TraceMeta, tuple[Stage, ...]]:
     """The problem's steps (see _steps_plan), its TraceMeta and the stages it runs, made once per
-    layout. A stage that transforms a slot and that the problem lacks (a rotation without RoPE)
-    would hand its slot on unchanged: it is not run."""
+    layout (but the tokens, the problem's own). A stage that transforms a slot and that the problem
+    lacks (a rotation without RoPE) would hand its slot on unchanged: it is not run."""
     key = layout_key(problem)
     layout = _LAYOUTS.get(key)
     if layout is None:
@@ -133,7 +133,7 @@ def _layout(problem: Problem) -> tuple[Plan, TraceMeta, tuple[Stage, ...]]:
         running = tuple(stage for stage in STAGES if not stage.requested and (
             stage.transforms is None or stage.present(sizes)))
         layout = _LAYOUTS[key] = (_steps_plan(sizes), TraceMeta.of(problem), running)
-    return layout
+    return layout if problem.tokens is None else (layout[0], layout[1]._replace(tokens=problem.tokens), layout[2])
 
 
 @functools.lru_cache(maxsize=128)

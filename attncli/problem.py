@@ -20,6 +20,7 @@ from attncli.errors import ProblemError, option
 from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, REQUIRED_ROLES, VARIANT_KEYS
 from attncli.numbers import as_array, counted, index_text
 from attncli.precision import LARGEST, STORAGE, Precision
+from attncli.tokens import Tokens, labels_of
 from attncli.variants import QKNorm, Rope, parse_scale
 from attncli.visibility import Visibility, parse_mask, visibility
 from attncli.wording import closest, describe, head_counts
@@ -86,6 +87,7 @@ class Problem:
     seq_first: bool = False  # the document's 3-D inputs were (seq, batch, E): its output is given so
     notes: tuple[str, ...] = ()  # warnings about how the document was read
     precision: Precision | None = None  # float16 or bfloat16: every stage's result rounded (precision.py)
+    tokens: Tokens | None = None  # the rows' labels (tokens.py): never computed with
 
     def __post_init__(self) -> None:
         if not self.kv_heads:
@@ -318,9 +320,13 @@ def problem_from_document(
         mask_array, mask_rule, modern.get("window"), modern.get("padding"), modern.get("bias"),
         *(modern.get("positions") or variants.default_positions(q_len, k_len)))
 
+    labelled = "tokens" in document or "context_tokens" in document
+    labels = labels_of(document, batch, batched, q_len, context3.shape[1], cross,
+                       () if extra is None else extra.names) if labelled else None
     return Problem(x=x3, context=context3, **weights, **biases, w_out=w_out, b_out=b_out, heads=heads,
                    scale=scale_value, visibility=seen, mask_rule=mask_rule, batched=batched, cross=cross,
-                   kv_heads=kv_heads, appended=extra, seq_first=seq_first and batched, notes=notes, **modern)
+                   kv_heads=kv_heads, appended=extra, seq_first=seq_first and batched, notes=notes,
+                   tokens=labels, **modern)
 
 
 def _reject_unknown_keys(document: dict) -> None:

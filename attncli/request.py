@@ -154,6 +154,7 @@ class RandomRequest(NamedTuple):
     sinks: bool = False
     qk_norm: bool = False
     padding: bool = False
+    tokens: bool = False
 
 
 def check_options(request: ComputeRequest | ShapesRequest | CheckRequest | RandomRequest | Given) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 from attncli.errors import ProblemError
 from attncli.keys import STEP_NAMES
 from attncli.stages import HEAD_AXES, STEP_AXES
+from attncli.tokens import Tokens
 
 if TYPE_CHECKING:
     from attncli.problem import Problem
@@ -86,6 +87,7 @@ class TraceMeta(NamedTuple):
     ``window``, ``padding``, ``sinks`` and ``masked_rows`` ("nan" when a query that sees no key
     gets NaN), ``appended``: the rows after K's and V's ("bias_k", "zero"; see appended.py), and
     ``seq_first``: the output given (q_len, batch, d_out), as the document's inputs were.
+    ``tokens``: the rows' labels (tokens.py), or None; the views show them beside the indices.
 
     A stream of problems (JSON Lines) makes it once per sizes.layout_key: it may hold only what
     that key holds (ALiBi's slopes and the positions are not in it, so they are not here)."""
@@ -111,6 +113,7 @@ class TraceMeta(NamedTuple):
     masked_rows: str = "zero"
     appended: tuple[str, ...] = ()
     seq_first: bool = False
+    tokens: Tokens | None = None  # set per problem by the pipeline (not in a stream's layout key)
 
     @classmethod
     def of(cls, problem: Problem) -> TraceMeta:
@@ -165,6 +168,8 @@ class TraceMeta(NamedTuple):
                     "appended": list(self.appended) or None, "batch_first": False if self.seq_first else None}
         meta.update((key, value) for key, value in variants.items() if value is not None)
         meta["dtype"] = self.dtype
+        if self.tokens is not None:
+            meta.update(self.tokens.as_dict())
         return meta
 
 

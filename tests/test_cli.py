@@ -141,7 +141,8 @@ def test_table_view_names_batch_and_head_and_respects_precision():
     assert result.exit_code == 0
     titles = [line for line in result.stdout.splitlines() if line.startswith("softmax")]
     assert titles == [f"softmax = softmax(logits) over keys   3×5   (batch {b})" for b in (0, 1)]
-    assert "│ 0.39 │" in result.stdout and "0.0000" not in result.stdout and "│ · │" in result.stdout  # · masked
+    assert "│ 0.39 │" in result.stdout and "0.0000" not in result.stdout
+    assert "│ 0 A       │ 0.35 │  0.34 │    0.32 │     · │     · │" in result.stdout  # · masked, under its token
 
 
 def test_wide_tables_are_not_squeezed_when_piped(tmp_path):
@@ -160,11 +161,13 @@ PROBLEM_SAMPLES = sorted(path.name for path in SAMPLES.glob("*.json") if "x" in 
 
 
 def test_the_samples_are_there():
-    assert PROBLEM_SAMPLES == ["classic.json", "cross_attention.json", "llama_style.json", "multihead_causal.json"]
+    assert PROBLEM_SAMPLES == ["classic.json", "cross_attention.json", "gqa_rope.json", "llama_style.json",
+                               "multihead_causal.json", "window_padding.json"]
 
 
-# the samples of classic attention, which the plain reference computes (llama_style has its own below)
-CLASSIC_SAMPLES = [name for name in PROBLEM_SAMPLES if "rope" not in json.loads((SAMPLES / name).read_text())]
+# the samples of classic attention, which the plain reference computes (the others have their own below)
+CLASSIC_SAMPLES = [name for name in PROBLEM_SAMPLES
+                   if not {"rope", "window", "padding"} & set(json.loads((SAMPLES / name).read_text()))]
 
 
 @pytest.mark.parametrize("sample", CLASSIC_SAMPLES)
@@ -190,29 +193,59 @@ def rotate_neox(vectors, positions, theta=10000.0):
     return vectors * cos + halves * sin
 
 
-def test_the_llama_style_sample_is_grouped_query_attention_with_rope_and_a_causal_mask():
-    document = json.loads((SAMPLES / "llama_style.json").read_text())
-    result = run("compute", SAMPLES / "llama_style.json", "--format", "json")
+@pytest.mark.parametrize("sample", ["llama_style.json", "gqa_rope.json"])
+def test_the_llama_style_samples_are_grouped_query_attention_with_rope_and_a_causal_mask(sample):
+    document = json.loads((SAMPLES / sample).read_text())
+    result = run("compute", SAMPLES / sample, "--format", "json")
     assert result.exit_code == 0, result.output
     computed = json.loads(result.stdout)
     assert list(computed) == ["q", "k", "v", "q_rotated", "k_rotated", "scores", "logits", "softmax", "concat",
                               "output", "meta"]
     assert computed["meta"]["kv_heads"] == 2 and computed["meta"]["mask"] == "causal"
     assert computed["meta"]["rope"] == {"style": "neox", "theta": 10000.0, "rotary_dim": 2}
-    # written out plainly: each query head h reads key/value head h // 2 (repeat_kv), RoPE at positions 0..4
+    assert computed["meta"]["tokens"] == document["tokens"]
+    # written out plainly: each query head h reads key/value head h // 2 (repeat_kv), RoPE at positions 0..L-1
     x, w_q, w_k, w_v, w_o = (np.array(document[name]) for name in ("x", "w_query", "w_key", "w_value", "w_out"))
-    positions = np.arange(5.0)
+    length = len(x)
+    positions = np.arange(float(length))
     heads = []
     for h in range(4):
         g = h // 2
         q = rotate_neox(x @ w_q[:, 2 * h:2 * h + 2], positions)
         k = rotate_neox(x @ w_k[:, 2 * g:2 * g + 2], positions)
-        logits = np.where(np.tri(5, dtype=bool), q @ k.T / np.sqrt(2), -np.inf)
+        logits = np.where(np.tri(length, dtype=bool), q @ k.T / np.sqrt(2), -np.inf)
         weights = np.exp(logits - logits.max(axis=1, keepdims=True))
         weights /= weights.sum(axis=1, keepdims=True)
         np.testing.assert_allclose(computed["softmax"][h], weights, rtol=1e-12, atol=1e-15)
         heads.append(weights @ (x @ w_v[:, 2 * g:2 * g + 2]))
     np.testing.assert_allclose(computed["output"], np.concatenate(heads, axis=1) @ w_o, rtol=1e-12)
+
+
+def test_the_window_padding_sample_hides_keys_outside_the_window_and_the_padding():
+    document = json.loads((SAMPLES / "window_padding.json").read_text())
+    result = run("compute", SAMPLES / "window_padding.json", "--format", "json")
+    assert result.exit_code == 0, result.output
+    computed = json.loads(result.stdout)
+    assert computed["meta"]["window"] == 3 and computed["meta"]["padding"] is True
+    assert computed["meta"]["tokens"] == [["The", "cat", "sat", "on", "mats"], ["A", "dog", "ran", "<pad>", "<pad>"]]
+    # written out plainly: query i sees key j when i-3 < j <= i and j is not padding
+    x, w_q, w_k, w_v = (np.array(document[name]) for name in ("x", "w_query", "w_key", "w_value"))
+    i, j = np.arange(5)[:, None], np.arange(5)[None]
+    for b in range(2):
+        sees = (j <= i) & (j > i - 3) & np.array(document["padding"][b], bool)[None]
+        for h in range(2):
+            q, k = x[b] @ w_q[:, 2 * h:2 * h + 2], x[b] @ w_k[:, 2 * h:2 * h + 2]
+            logits = np.where(sees, q @ k.T / np.sqrt(2), -np.inf)
+            weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+            weights /= weights.sum(axis=1, keepdims=True)
+            np.testing.assert_allclose(computed["softmax"][b][h], weights, rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(computed["output"][b], np.concatenate(
+                [w @ (x[b] @ w_v[:, 2 * n:2 * n + 2]) for n, w in enumerate(np.array(computed["softmax"][b]))],
+                axis=1), rtol=1e-12)
+    # the padded queries' rows show their tokens; the keys of item 1 are its own
+    table = run("compute", SAMPLES / "window_padding.json", "-s", "softmax").stdout
+    assert "┃ query╲key ┃      A ┃    dog ┃    ran ┃ <pad> ┃ <pad> ┃" in table
+    assert "│ 4 <pad>   │      · │      · │ 1.0000 │     · │     · │" in table
 
 
 # --- compute, explain, check: the variants' options -----------------------------------------------

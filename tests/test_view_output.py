@@ -61,14 +61,14 @@ def cells_of(out, row):
 @pytest.mark.parametrize("steps", [("-s", "softmax"), ("-s", "logits", "-s", "softmax"), ()])
 def test_a_masked_weight_is_not_shown_as_a_zero(steps):
     out = stdout_of("compute", CAUSAL, *steps)
-    assert cells_of(out, "0")[-4:] == ["1.0000", "·", "·", "·"]
+    assert cells_of(out, "0 We")[-4:] == ["1.0000", "·", "·", "·"]  # the sample's query 0, "We"
     assert "0.0000" not in out[out.index("softmax = "):out.index("· a masked")]
     assert "· a masked key (its logit is −∞): weight 0" in out
 
 
 def test_a_masked_logit_is_minus_infinity_with_a_minus_sign():
     out = stdout_of("compute", CAUSAL, "-s", "logits")
-    assert cells_of(out, "0")[1:] == ["−∞", "−∞", "−∞"] and "-∞" not in out
+    assert cells_of(out, "0 We")[1:] == ["−∞", "−∞", "−∞"] and "-∞" not in out
 
 
 def test_a_masked_array_in_tables_and_heatmap(tmp_path):
@@ -81,7 +81,7 @@ def test_a_masked_array_in_tables_and_heatmap(tmp_path):
 
 def test_the_no_colour_heatmap_tells_masked_from_small_weights():
     grid = stdout_of("compute", CAUSAL, "--view", "heatmap").splitlines()
-    assert grid[3:7] == ["0 █···", "1 ▒▒··", "2  ▒░·", "3 ░░░"]
+    assert grid[3:7] == ["0 We  █···", "1 saw ▒▒··", "2 a    ▒░·", "3 cat ░░░"]  # the sample's tokens by its rows
 
 
 def terminal(width, render):

@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from attncli.numbers import format_number
+from attncli.view.labels import shown_token
 
 if TYPE_CHECKING:
     from attncli.explain import Explanation
 
+# A token in the explanation is cut to this many cells.
+TOKEN_WIDTH = 24
 # Past this many terms a sum shows its first and last few around "…".
 MAX_TERMS = 8
 EDGE_TERMS = 3
@@ -39,11 +42,12 @@ def explanation_sections(explained: Explanation, precision: int) -> list[Section
         f"batch {explained.batch}" if explained.batch is not None else "",
         f"head {explained.head}" if explained.head is not None else "",
         f"key/value head {explained.kv_head}" if explained.kv_head is not None else "") if part)
-    lead = f"Query {query}" + (f" ({where})" if where else "")
+    lead = f"Query {query}{_token(explained.query_token)}" + (f" ({where})" if where else "")
 
     sections = _norm_sections(explained, write) + _rotation_sections(explained, write)
     vectors = (f"q[{query}] = {write.vector(q_row)}",) + tuple(
-        "…" if j is None else f"k[{j}] = {write.vector(explained.key_vectors[j])}" for j in _elide(keys))
+        "…" if j is None else f"k[{j}]{_key_token(explained, j)} = {write.vector(explained.key_vectors[j])}"
+        for j in _elide(keys))
     if sections:
         changes = " and ".join(name for name, done in (("QK-norm", explained.query_norm),
                                                         ("RoPE", explained.query_rotation)) if done)
@@ -222,7 +226,7 @@ def _mask_lines(explained: Explanation) -> list[str]:
                      f"{position - size + 1} to {position}")
     masked = [j for j in range(len(explained.scores)) if not explained.allowed[j]]
     if masked:
-        lines.append(f"masked keys (−∞, weight 0): {_join([str(j) for j in masked], ', ')}")
+        lines.append(f"masked keys (−∞, weight 0): {_join([f'{j}{_key_token(explained, j)}' for j in masked], ', ')}")
     return lines
 
 
@@ -253,7 +257,8 @@ def _softmax_sections(explained: Explanation, write: _Writer) -> list[Section]:
         terms += f" + {write.number(explained.sink_term)} (sink)"
     lines.append(f"sum = {terms} = {write.number(total)}")
     lines += ["…" if j is None else
-              f"weight[{j}] = {write.number(exps[j])} / {write.number(total)} = {write.number(weights[j])}"
+              f"weight[{j}]{_key_token(explained, j)} = {write.number(exps[j])} / {write.number(total)} = "
+              f"{write.number(weights[j])}"
               for j in _elide(visible)]
     if sink is not None:
         lines.append(f"the weights sum to {write.number(float(np.add.reduce(weights[visible])))}, less than 1: "
@@ -275,6 +280,15 @@ def _projection_note(explained: Explanation) -> tuple[str, ...]:
     if explained.w_out:
         steps.append("multiplied by W_O" + (" plus b_O" if explained.b_out else "") + " (output)")
     return ("then " + " and ".join(steps),) if steps else ()
+
+
+def _token(token: str | None) -> str:
+    """A token after its index, in quotes (so its spaces show): `` “sat”``; nothing without tokens."""
+    return "" if token is None else f" “{shown_token(token, TOKEN_WIDTH)}”"
+
+
+def _key_token(explained: Explanation, key: int) -> str:
+    return "" if explained.key_tokens is None else _token(explained.key_tokens[key])
 
 
 def _elide(items: list) -> list:

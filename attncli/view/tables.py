@@ -20,6 +20,7 @@ from attncli.numbers import counted
 from attncli.precision import REDUCED, UNIT_ROUNDOFF
 from attncli.trace import Step, Trace
 from attncli.view.console import PipeAwareConsole, measure_width, print_blocks
+from attncli.view.labels import labelled, shown_token, table_labels
 from attncli.view.numbers import format_number
 
 # matplotlib's viridis at 0, 1/9, …, 1: perceptually uniform, dark purple to yellow; weights are
@@ -95,6 +96,7 @@ def _table(
     precision: int,
     heatmap: bool,
     masked: np.ndarray | None = None,
+    labels: tuple[tuple[str, ...] | None, tuple[str, ...] | None] = (None, None),
 ) -> Table:
     finite = array[np.isfinite(array)]
     # a value this far below the table's largest is rounding left-over (0.1 + 0.2 - 0.3), shown as 0
@@ -106,10 +108,14 @@ def _table(
         and np.array_equal(finite, np.round(finite))
         and np.abs(finite).max() < 1e9
     )
+    row_labels, column_labels = labels
     table = Table()
-    table.add_column(corner, justify="right", style="dim", no_wrap=True)
+    # tokens beside the indices, in Text: a token's [brackets] are not markup
+    table.add_column(corner, justify="right" if row_labels is None else "left", style="dim", no_wrap=True)
     for column in columns:
-        table.add_column("…" if column is None else str(column), justify="right", no_wrap=True)
+        header = "…" if column is None else Text(str(column) if column_labels is None else
+                                                  f"{column}\n{shown_token(column_labels[column])}")
+        table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
         if row is None:
             table.add_row("…", *("…" for _ in columns))
@@ -125,7 +131,7 @@ def _table(
                 continue
             text = format_number(0.0 if abs(value) < noise else value, precision, integers)
             cells.append(Text(text, style=heat_style(value)) if heatmap and np.isfinite(value) else text)
-        table.add_row(str(row), *cells)
+        table.add_row(Text(labelled(row, row_labels)), *cells)
     return table
 
 
@@ -138,8 +144,10 @@ def matrix_block(
     heatmap: bool = False,
     full: bool = False,
     masked: np.ndarray | None = None,
+    labels: tuple[tuple[str, ...] | None, tuple[str, ...] | None] = (None, None),
 ) -> RenderableType:
-    """The title line, then a table of the 2-D ``array`` (rows, columns) labelled by index.
+    """The title line, then a table of the 2-D ``array`` (rows, columns) labelled by index, and
+    by token where ``labels`` (the rows', the columns') gives them.
 
     Unless ``full``, a large array's middle is elided, and in a terminal the columns are cut
     further until the table fits its width.
@@ -147,7 +155,7 @@ def matrix_block(
     n_rows, n_columns = array.shape
     rows = list(range(n_rows)) if full else visible_indices(n_rows, MAX_ROWS, EDGE_ROWS)
     return _titled(console, title, n_rows, rows, n_columns, full,
-                   lambda columns: _table(array, rows, columns, corner, precision, heatmap, masked))
+                   lambda columns: _table(array, rows, columns, corner, precision, heatmap, masked, labels))
 
 
 def _titled(console: Console, title: str, n_rows: int, rows: list[int | None], n_columns: int, full: bool,
@@ -262,11 +270,12 @@ def step_title(step: Step) -> str:
 
 def step_blocks(
     console: Console, step: Step, precision: int, full: bool = False, masked: np.ndarray | None = None,
-    legend: HeatLegend | None = None,
+    legend: HeatLegend | None = None, trace: Trace | None = None,
 ) -> Iterator[RenderableType]:
     """One titled table per batch item and head of ``step`` (formula, shape and position), with
-    ``masked`` cells (step's shape) shown as such; past MAX_TABLES of them, unless ``full``, a
-    line saying how many more there are; then the ``legend`` (for the weights, or masked cells)."""
+    ``masked`` cells (step's shape) shown as such and the ``trace``'s tokens beside the indices;
+    past MAX_TABLES of them, unless ``full``, a line saying how many more there are; then the
+    ``legend`` (for the weights, or masked cells)."""
     heatmap = step.name in WEIGHT_STEPS
     leading_axes = step.axes[:-2]
     n_rows, n_columns = step.shape[-2:]
@@ -277,7 +286,8 @@ def step_blocks(
         where = table_position(leading_axes, index)
         title = f"{step_title(step)}   {n_rows}×{n_columns}" + (f"   ({where})" if where else "")
         yield matrix_block(console, step.array[index], title, corner, precision, heatmap, full,
-                           None if masked is None else masked[index])
+                           None if masked is None else masked[index],
+                           (None, None) if trace is None else table_labels(trace, step, index))
     if len(shown) < len(positions):
         yield Text(
             f"… {len(positions) - len(shown)} more {step.name} tables ({' × '.join(leading_axes)}) not shown: "
@@ -307,7 +317,7 @@ def _step_renderables(console: Console, trace: Trace | None, step: Step, precisi
     masked cells and the weights' legend from ``trace`` (None: a step of no trace, an input)."""
     legend = weights_legend(trace, step) if trace is not None and step.name == "softmax" else None
     masked = None if trace is None else masked_cells(trace, step)
-    blocks = list(step_blocks(console, step, precision, full, masked, legend))
+    blocks = list(step_blocks(console, step, precision, full, masked, legend, trace))
     tables = [block for block in blocks if isinstance(block, Group)]
     widest = max(measure_width(console, table) for table in tables)
     if len(tables) > 1 and 2 * widest + SIDE_BY_SIDE_GAP <= console.width:

@@ -194,6 +194,25 @@ VARIANT_CASES = {
     "mask_lower_right_typo.json": (doc(mask="causal_lower_rigth"), [],
                                    "mask is 'causal_lower_rigth'; use \"causal\", \"causal_lower_right\" or an array "
                                    "of 0/1 (1 = may attend); did you mean 'causal_lower_right'?"),
+    # tokens: labels of the rows, one string per query (and per key of a context)
+    "tokens_too_few.json": (doc(tokens=["The", "cat"]), [],
+                            "tokens has 2 strings but x has 3 queries: one token per query"),
+    "tokens_string.json": (doc(tokens="The cat sat"), [],
+                           "tokens is the string 'The cat sat'; it is a list of strings, one per query"),
+    "tokens_number.json": (doc(tokens=["The", 7, "sat"]), [], "tokens[1] is 7; a token is a string"),
+    "tokens_null_item.json": (doc(tokens=["The", None, "sat"]), [], "tokens[1] is null; a token is a string"),
+    "tokens_nested_unbatched.json": (doc(tokens=[["The", "cat", "sat"]]), [],
+                                     "tokens has 1 string but x has 3 queries: one token per query"),
+    "tokens_batch_count.json": (doc(x=[GOOD["x"]] * 2, tokens=[["a", "b", "c"]] * 3), [],
+                                "tokens has 3 lists but x has a batch of 2: give one list per batch item, or one list "
+                                "for every item"),
+    "tokens_batch_item.json": (doc(x=[GOOD["x"]] * 2, tokens=[["a", "b", "c"], ["a", "b"]]), [],
+                               "tokens[1] has 2 strings but x has 3 queries: one token per query"),
+    "context_tokens_self.json": (doc(context_tokens=["a", "b", "c"]), [],
+                                 "context_tokens is given without context: in self-attention the keys are the tokens "
+                                 "(give tokens)"),
+    "context_tokens_count.json": (doc(context=[[1, 0, 1, 0], [0, 2, 0, 2]], context_tokens=["a", "b", "c"]), [],
+                                  "context_tokens has 3 strings but context has 2 keys: one token per key"),
 }
 
 
@@ -316,8 +335,8 @@ def main() -> None:
         ("option_heads_zero", ["--heads", "0"], "Invalid value for '--heads': 0 is not allowed; use a whole number "
                                                 "of at least 1 (see 'attncli compute --help')"),
         ("option_scale_word", ["--scale", "sqrtt"], None),
-        ("option_dtype", ["--dtype", "float16"], "Invalid value for '--dtype': 'float16' is not one of float64, "
-                                                 "float32 (see 'attncli compute --help')"),
+        ("option_dtype", ["--dtype", "float8"], "Invalid value for '--dtype': 'float8' is not one of float64, "
+                                                "float32, float16, bfloat16 (see 'attncli compute --help')"),
         ("option_precision", ["--precision", "99"], "Invalid value for '--precision': 99 is not allowed; use a "
                                                     "whole number from 0 to 17 (see 'attncli compute --help')"),
         ("option_step", ["--step", "attn"], "Invalid value for --step: 'attn' is not a step; the steps are q, k, v, "
