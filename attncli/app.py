@@ -34,7 +34,7 @@ from attncli.request import (
     is_lines,
     naming_options,
 )
-from attncli.results import blaming, emit, json_or_view, show
+from attncli.results import blaming, emit, json_or_view, page_of, show
 
 if TYPE_CHECKING:
     from attncli.problem import Problem
@@ -147,17 +147,21 @@ def run_compute(request: ComputeRequest, report: Report) -> bool:
     shown = request.shown
     loaded = load(request.given)
     heatmap = shown.view == "heatmap"
-    trace = compute(loaded.problem, None if heatmap else request.steps, loaded.source)
+    # the page explains the weights it shows from every step (explain's arithmetic)
+    every = heatmap or shown.export_html is not None
+    trace = compute(loaded.problem, None if every else request.steps, loaded.source)
     with blaming(loaded.source, always=True):
         steps = trace.select(request.steps)
+    page = page_of(loaded.problem, trace, steps, shown, f"attncli compute {loaded.source}")
     if heatmap:
         from attncli.view import print_heatmaps
 
-        show(lambda console: print_heatmaps(trace, shown.full, console), shown, loaded.inputs)
+        show(lambda console: print_heatmaps(trace, shown.full, console), shown, loaded.inputs, page)
     elif shown.export_svg is not None or shown.export_html is not None:
         from attncli.view import print_trace
 
-        show(lambda console: print_trace(trace, steps, shown.precision, shown.full, console), shown, loaded.inputs)
+        show(lambda console: print_trace(trace, steps, shown.precision, shown.full, console), shown, loaded.inputs,
+             page)
     else:
         emit(trace, steps, shown, loaded.inputs)
     return True
@@ -224,7 +228,7 @@ def run_demo(given: Given, shown: Shown) -> None:
     from attncli.view import print_demo
 
     show(lambda console: print_demo(sections, "", shown.precision, console, trace, shown.full), shown,
-         loaded.inputs)
+         loaded.inputs, page_of(loaded.problem, trace, trace.select(None), shown, f"attncli demo {loaded.source}"))
 
 
 def _demo_classic(given: Given, shown: Shown) -> None:
@@ -239,7 +243,8 @@ def _demo_classic(given: Given, shown: Shown) -> None:
     from attncli.view import print_demo
 
     sections, warning = walkthrough(problem, trace)
-    show(lambda console: print_demo(sections, warning, shown.precision, console), shown)
+    show(lambda console: print_demo(sections, warning, shown.precision, console), shown, (),
+         page_of(problem, trace, trace.select(None), shown, "attncli demo: the classic example"))
 
 
 def run_shapes(request: ShapesRequest, shown: Shown) -> None:

@@ -70,7 +70,9 @@ ExportSvg = Annotated[
     str | None, typer.Option("--export-svg", metavar="FILE", help="Also save what is shown as an SVG picture.")
 ]
 ExportHtml = Annotated[
-    str | None, typer.Option("--export-html", metavar="FILE", help="Also save what is shown as an HTML page.")
+    str | None, typer.Option("--export-html", metavar="FILE",
+                               help="Also save a page to open offline in a browser: every step's tables, the "
+                                    "heatmaps per head, each weight's arithmetic (HTML).")
 ]
 Heads = Annotated[int | None, _count("--heads", "N", "Number of heads (overrides the document).")]
 Scale = Annotated[

@@ -1,6 +1,7 @@
 """Where results go: a trace emitted in the asked format (stdout or files), a view shown (stdout,
-and the same again as SVG/HTML pictures), JSON or a view; and ``blaming``, which names the file or
-place an error is about. Rich and numpy are imported inside functions, when a result is shown.
+and the same again as an SVG picture; and the page of a trace, --export-html), JSON or a view; and
+``blaming``, which names the file or place an error is about. Rich and numpy are imported inside
+functions, when a result is shown.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from attncli import formats
 from attncli.errors import ProblemError
 
 if TYPE_CHECKING:
+    from attncli.problem import Problem
     from attncli.request import Shown
     from attncli.trace import Step, Trace
 
@@ -54,9 +56,11 @@ def emit(trace: Trace, steps: list[Step], shown: Shown, inputs: list[str]) -> No
     write_stdout(render(trace, steps, plan.format))
 
 
-def show(render: Callable[[Any], None], shown: Shown, inputs: Iterable[str] = ()) -> None:
-    """Render a view on stdout and, when ``shown`` asks, the same again into SVG/HTML pictures at
-    the width shown. The picture paths are checked before anything is shown."""
+def show(render: Callable[[Any], None], shown: Shown, inputs: Iterable[str] = (),
+         page: Callable[[], bytes] | None = None) -> None:
+    """Render a view on stdout and, when ``shown`` asks, the same again as an SVG picture at the
+    width shown (--export-svg), and the ``page`` (--export-html: attncli.view.page, made only
+    then). The paths are checked before anything is shown."""
     from attncli.view import recording, stdout_console
     from attncli.writers import check_folder_exists, refuse_inputs, stdout_guard, write_files
 
@@ -73,17 +77,28 @@ def show(render: Callable[[Any], None], shown: Shown, inputs: Iterable[str] = ()
     console = stdout_console(shown.no_color)
     with stdout_guard():
         render(console)
-    if not pictures_at:
-        return
-    recorder = recording(console.width)
-    render(recorder)
     pictures = {}
     if "--export-svg" in pictures_at:
+        recorder = recording(console.width)
+        render(recorder)
         pictures[pictures_at["--export-svg"]] = recorder.export_svg(title="attncli", clear=False).encode()
     if "--export-html" in pictures_at:
-        pictures[pictures_at["--export-html"]] = recorder.export_html(clear=False).encode()
-    with blaming("picture"):
-        write_files(pictures, inputs)
+        if page is None:
+            raise ValueError("this view has no page: --export-html is for compute and demo")
+        pictures[pictures_at["--export-html"]] = page()
+    if pictures:
+        with blaming("picture"):
+            write_files(pictures, inputs)
+
+
+def page_of(problem: Problem, trace: Trace, steps: list[Step], shown: Shown, title: str) -> Callable[[], bytes]:
+    """What makes the page of ``steps`` (--export-html), at the precision and fullness ``shown`` asks."""
+    def make() -> bytes:
+        from attncli.view.page import trace_page
+
+        return trace_page(problem, trace, steps, shown.precision, shown.full, title).encode()
+
+    return make
 
 
 def json_or_view(shown: Shown, exporter: str, viewer: str, *values: Any) -> None:

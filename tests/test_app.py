@@ -172,12 +172,15 @@ def test_show_checks_picture_paths_before_showing(tmp_path, capsys):
     assert shown == [] and capsys.readouterr().out == ""
 
 
-def test_show_saves_the_pictures_of_what_it_shows(tmp_path, capsys):
-    app.show(lambda console: console.print("attention"), Shown(export_svg=str(tmp_path / "a.svg"),
-                                                               export_html=str(tmp_path / "a.html")), [])
-    assert capsys.readouterr().out == "attention\n"
-    assert "attention" in (tmp_path / "a.html").read_text()
-    assert (tmp_path / "a.svg").read_text().startswith("<svg")
+def test_show_saves_the_picture_of_what_it_shows_and_the_page(tmp_path, capsys):
+    made = []
+    app.show(lambda console: console.print("attention"), Shown(export_svg=str(tmp_path / "a.svg")), [],
+             lambda: made.append("page") or b"page")
+    assert capsys.readouterr().out == "attention\n" and made == []  # the page is made only when asked for
+    assert (tmp_path / "a.svg").read_text().startswith("<svg") and "attention" in (tmp_path / "a.svg").read_text()
+    app.show(lambda console: console.print("attention"), Shown(export_html=str(tmp_path / "a.html")), [],
+             lambda: b"<!DOCTYPE html>the page")
+    assert (tmp_path / "a.html").read_text() == "<!DOCTYPE html>the page"
 
 
 # --- JSON Lines and the commands ------------------------------------------------------------------

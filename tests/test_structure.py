@@ -26,7 +26,7 @@ LAYERS = [
     {"pipeline"},
     {"shapes", "explain", "known_mistakes", "layouts", "wrong_runs", "tolerance", "mistakes", "demo", "walkthrough"},
     {"export", "writers", "view.labels", "view.numbers", "view.console", "view.tables", "view.heatmap", "view.text",
-     "view.layers", "view"},
+     "view.layers", "view.page", "view"},
     {"stream", "request", "models", "results"},
     {"app"},
     {"options", "cli", "__main__", "__init__"},

@@ -6,7 +6,8 @@ No Rich here: lines of text that the console views print.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -60,11 +61,32 @@ def explanation_sections(explained: Explanation, precision: int) -> list[Section
         if j is None:
             dot_lines.append("…")
             continue
-        terms = [f"{write.factor(a)}×{write.factor(b)}" for a, b in zip(q_row, explained.key_vectors[j], strict=True)]
-        dot_lines.append(f"q[{query}]·k[{j}] = {_join(terms, ' + ')} = {write.number(explained.scores[j])}")
+        terms = _join(list(zip(q_row, explained.key_vectors[j], strict=True)), " + ",
+                      lambda pair: f"{write.factor(pair[0])}×{write.factor(pair[1])}")
+        dot_lines.append(f"q[{query}]·k[{j}] = {terms} = {write.number(explained.scores[j])}")
     sections.append(Section("Scores: the dot product of the query with each key", tuple(dot_lines)))
     sections += _logit_sections(explained, write)
     return sections + _softmax_sections(explained, write)
+
+
+def key_section(explained: Explanation, key: int, precision: int) -> Section:
+    """Key ``key``'s part of the row, for one cell (the page): its exponential over the row's sum,
+    its weight, and its part of the output row, weight × its value row."""
+    write = _Writer(precision)
+    weight, label = float(explained.weights[key]), f"{key}{_key_token(explained, key)}"
+    heading = f"Key {label}: its weight and its part of out[{explained.query}]"
+    if not explained.allowed[key] or explained.shift is None:
+        state = "NaN" if math.isnan(weight) else "0"
+        return Section(heading, (f"key {label} is masked (its logit is −∞): weight[{key}] = {state}, and nothing "
+                                 f"of v[{key}] reaches out[{explained.query}]",))
+    value, exponential = explained.values[key], float(explained.exponentials[key])
+    return Section(heading, (
+        f"e^({write.number(explained.softmax_input[key])} - {write.number(explained.shift)}) = "
+        f"{write.number(exponential)}",
+        f"weight[{key}] = {write.number(exponential)} / {write.number(explained.total)} = {write.number(weight)}",
+        f"weight[{key}]×v[{key}] = {write.number(weight)}×{write.vector(value)} = {write.vector(weight * value)}",
+        f"out[{explained.query}] = {write.vector(explained.output)}: the sum of every key's part",
+    ))
 
 
 class _Writer:
@@ -82,7 +104,7 @@ class _Writer:
         return f"({self.number(value)})" if value < 0 else self.number(value)
 
     def vector(self, values: np.ndarray) -> str:
-        return "[" + _join([self.number(value) for value in values], ", ") + "]"
+        return "[" + _join(list(values), ", ", self.number) + "]"
 
 
 def _query_and_key(explained: Explanation, of_query, of_key) -> list[tuple[str, str, object]]:
@@ -97,7 +119,7 @@ def _norm_sections(explained: Explanation, write: _Writer) -> list[Section]:
     for label, what, norm in _query_and_key(explained, explained.query_norm, explained.key_norm):
         count = len(norm.squared)
         over = f"its {count} values" if norm.over == "head" else f"its {count} values in every head"
-        squares = _join([f"{write.factor(value)}²" for value in norm.squared], " + ")
+        squares = _join(list(norm.squared), " + ", lambda value: f"{write.factor(value)}²")
         sections.append(Section(f"QK-norm of {what} (RMSNorm over {over})", (
             f"projection {label} = {write.vector(norm.before)}",
             f"mean of squares = ({squares}) / {count} = {write.number(norm.mean_square)}",
@@ -249,7 +271,7 @@ def _softmax_sections(explained: Explanation, write: _Writer) -> list[Section]:
              f"{' (the sink)' if by_sink else ''}, so no exponential overflows"]
     lines += ["…" if j is None else f"e^({write.number(row[j])} - {write.number(top)}) = {write.number(exps[j])}"
               for j in _elide(visible)]
-    terms = _join([write.number(exps[j]) for j in visible], " + ")
+    terms = _join(visible, " + ", lambda j: write.number(exps[j]))
     if sink is not None:
         head = "" if explained.head is None else f"head {explained.head}'s "
         lines.append(f"the sink: e^({write.number(sink)} - {write.number(top)}) = {write.number(explained.sink_term)} "
@@ -265,9 +287,9 @@ def _softmax_sections(explained: Explanation, write: _Writer) -> list[Section]:
                      f"the sink's weight, {write.number(explained.sink_term)} / {write.number(total)} = "
                      f"{write.number(explained.sink_term / total)}, is dropped")
     sections = [Section("Softmax over the keys" + (" and the sink" if sink is not None else ""), tuple(lines))]
-    terms = [f"{write.number(weights[j])}×{write.vector(explained.values[j])}" for j in visible]
+    terms = _join(visible, " + ", lambda j: f"{write.number(weights[j])}×{write.vector(explained.values[j])}")
     sections.append(Section("Output: the weighted sum of the value rows", (
-        f"out[{explained.query}] = {_join(terms, ' + ')}",
+        f"out[{explained.query}] = {terms}",
         f"       = {write.vector(explained.output)}",
     ) + _projection_note(explained)))
     return sections
@@ -298,5 +320,6 @@ def _elide(items: list) -> list:
     return [*items[:EDGE_TERMS], None, *items[-EDGE_TERMS:]]
 
 
-def _join(texts: list[str], separator: str) -> str:
-    return separator.join("…" if text is None else text for text in _elide(texts))
+def _join(items: list, separator: str, write: Callable[[Any], str] = str) -> str:
+    """The items written (by ``write``, after eliding: a long row is never written whole) and joined."""
+    return separator.join("…" if item is None else write(item) for item in _elide(items))
