@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLES
+from conftest import ROOT, SAMPLES
 from test_cli import run
 
 from attncli.generate import random_document
@@ -236,3 +236,13 @@ def test_in_a_browser_the_screenshot_shows_the_page(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     # text, the viridis cells and the highlighted arithmetic: a blank page has one colour
     assert png_colours(tmp_path / "page.png") > 200
+
+
+def test_the_readme_shows_a_screenshot_of_the_classic_page_and_how_it_was_taken():
+    readme = (ROOT / "README.md").read_text()
+    assert "![the classic example's page" in readme and "](docs/page.png)" in readme
+    command = re.search(r"```sh\n(attncli compute samples/classic.json --export-html page.html\nchromium [^`]*)```",
+                        readme).group(1)
+    assert "--screenshot=docs/page.png" in command and '"file://$PWD/page.html#explain=0,1"' in command
+    width, height = struct.unpack(">II", (ROOT / "docs" / "page.png").read_bytes()[16:24])
+    assert (width, height) == (1280, 900) and png_colours(ROOT / "docs" / "page.png") > 200

@@ -235,8 +235,9 @@ class _Page:
             out.append("</tr>\n")
         out.append("</tbody></table></div>\n")
         if step.name in SPREAD and finite.size:
-            out.append(f'<p class="note">colour: {esc(format_number(low, self.precision))} (dark purple) to '
-                       f"{esc(format_number(high, self.precision))} (yellow), this table's smallest and largest</p>\n")
+            out.append(f'<p class="note">colour: {esc(format_number(low, self.precision, integers))} (dark purple) '
+                       f"to {esc(format_number(high, self.precision, integers))} (yellow), this table's smallest and "
+                       "largest</p>\n")
         if len(rows) < n_rows or len(columns) < n_columns:
             elided = " and ".join(filter(None, (_gap(rows, row_word), _gap(columns, column_word))))
             out.append(f'<p class="note elided">{elided} elided: --full shows every value, --format json gives '
