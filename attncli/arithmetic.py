@@ -193,11 +193,12 @@ def row_shift(logits: np.ndarray, any_masked: bool) -> np.ndarray:
     return row_max
 
 
-def exponentials(logits: np.ndarray, shift: np.ndarray, power: Callable = np.exp,
+def exponentials(logits: np.ndarray, shift: np.ndarray | None, power: Callable = np.exp,
                  out: np.ndarray | None = None) -> np.ndarray:
-    """power(logits − shift), into ``out`` when given (the blocked path reuses its scores)."""
-    shifted = np.subtract(logits, shift, out=out)
-    return power(shifted, out=shifted)
+    """power(logits − shift) (of logits when ``shift`` is None), into ``out`` when given (the
+    blocked path reuses its scores)."""
+    shifted = logits if shift is None else np.subtract(logits, shift, out=out)
+    return power(shifted, out=out if shift is None else shifted)
 
 
 def masked_softmax(logits: np.ndarray, allowed: np.ndarray | None, axis: int = -1,

@@ -18,7 +18,7 @@ import numpy as np
 from attncli.arithmetic import project
 from attncli.problem import Problem
 
-# Guards what the blocks of one run share as it is first made (the heads' weights).
+# Guards what the blocks of one run share as it is first made (the mean squares of QK-norm).
 _SHARING = threading.Lock()
 
 
@@ -201,22 +201,27 @@ class Flow:
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
         """(source, weight, bias, heads) of a projection: the whole problem's (split into heads or
         kv_heads), or on a block its rows of the source and its head's columns of the weight and
-        bias (contiguous). Only queries are projected per block."""
+        bias. Only queries are projected per block."""
         problem = self.problem
         arrays = getattr(problem, source), getattr(problem, weight), getattr(problem, bias)
         if self.block is None:
             return (*arrays, problem.heads if heads_axis == "heads" else problem.kv_heads)
-        if weight not in self.shared:
-            with _SHARING:  # the first block of each worker may get here at once: one makes them
-                if weight not in self.shared:
-                    heads = problem.heads
-                    if arrays[2] is not None:
-                        self.shared[bias] = arrays[2].reshape(heads, -1)
-                    self.shared[weight] = np.ascontiguousarray(arrays[1].reshape(arrays[1].shape[0], heads, -1)
-                                                               .transpose(1, 0, 2))
-        head = self.block.head
-        return (self.block.take(arrays[0], ("batch", length, "width")), self.shared[weight][head],
-                None if arrays[2] is None else self.shared[bias][head], 1)
+        # the head's columns of the weight: a view (BLAS reads it in place, as fast as a copy)
+        width = arrays[1].shape[1] // problem.heads
+        columns = slice(self.block.head * width, (self.block.head + 1) * width)
+        return (self.block.take(arrays[0], ("batch", length, "width")), arrays[1][:, columns],
+                None if arrays[2] is None else arrays[2][columns], 1)
+
+    def shift_free(self) -> bool:
+        """Whether this block's exponentials may skip subtracting each row's largest logit: when no
+        folded score can exceed the limit the blocked path put in ``shared`` ("query_limit", per
+        batch item and key/value head: |q·k| <= |q|·|k|), every weight stays a normal number."""
+        limits = self.shared.get("query_limit")
+        if limits is None or self.block is None:
+            return False
+        queries = self.arrays["q"]
+        peak = float(np.sqrt(np.maximum.reduce(np.add.reduce(np.square(queries), axis=-1), axis=None)))
+        return peak <= float(limits[self.block.batch, self.block.kv_head])
 
     def values_with_ones(self) -> np.ndarray:
         """This block's V with a column of ones beside it (batch, kv_heads, k_len, head_dim_v + 1):

@@ -10,20 +10,15 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed, wait
-from typing import Any
 
 import numpy as np
 
-from attncli.arithmetic import scaled
-from attncli.blas import single_threaded_blas
-from attncli.errors import ProblemError
-from attncli.flow import RIGHT, Block, Flow, Slip, keys_needed, share_values_with_ones
-from attncli.precision import LARGEST
+from attncli.blocked import blocked_steps, check_finite
+from attncli.flow import RIGHT, Flow, Slip
 from attncli.problem import Problem
 from attncli.sizes import Sizes, layout_key, sizes_of
 from attncli.stages import REQUESTED, STAGE, STAGES, STEP_AXES, Stage
-from attncli.trace import Step, Trace, TraceMeta, in_layout, kept_axes, present_axes, present_shape
+from attncli.trace import Step, Trace, TraceMeta, in_layout, kept_axes, present_axes
 
 # Stages made only when named: after the others, from what they made
 REQUESTED_STAGES = tuple(stage for stage in STAGES if stage.requested)
@@ -154,207 +149,15 @@ def _steps_plan(sizes: Sizes) -> dict[str, tuple[str, tuple, tuple[str, ...]]]:
 def _blocked_attention(
     problem: Problem, wanted: tuple[str, ...], progress: Callable[[int, int], None] | None, workers: int
 ) -> Trace:
-    """The stages, a block of queries of one head at a time: those of unit "problem" (keys and
-    values) once, those of unit "block" per block with the Flow's fast arithmetic, then those of
-    unit "heads" on the blocks put together."""
-    sizes = sizes_of(problem)
-    shared: dict[str, np.ndarray] = {}
-    whole = Flow(problem, shared=shared)
-    arrays: dict[str, np.ndarray] = {}
-    block_stages = [stage for stage in STAGES if stage.unit == "block"]
-    assembled = block_stages[-1]  # what each block contributes to: its head's columns of its rows
-    # a per-query step asked for (q, q_rotated…) is made whole, with every block stage before it (the
-    # rotation reads the norm's Q); none of these has a key axis (LIGHT_STEPS)
-    asked = [index for index, stage in enumerate(block_stages) if stage.name in wanted and stage is not assembled]
-    made_whole = {stage.name for stage in block_stages[:max(asked) + 1]} if asked else set()
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for stage in STAGES:
-            if stage.unit == "problem" or stage.name in made_whole:
-                # each head's rows contiguous: the blocks read them head by head
-                array = whole.put(stage.name, stage.slot, np.ascontiguousarray(stage.make(whole)))
-                check_finite(stage.name, array, problem)
-                if stage.unit == "problem":
-                    shared[stage.slot] = array
-                del array
-        arrays.update((name, array) for name, array in whole.made.items() if name in wanted)
-        whole.arrays.clear()
-        whole.made.clear()  # what the blocks need is in shared: drop the rest before they run
-        share_values_with_ones(shared)
-        # numpy's float32 exp2 runs about twice as fast as its exp: with log2(e) folded into Q too,
-        # 2^(score·log2 e) is the same e^score
-        power = np.exp2 if problem.x.dtype == np.float32 else np.exp
-        # the fast arithmetic (scale folded into Q, totals from V's ones) holds for masks, groups,
-        # rotations and norms; what acts on the logits themselves, or NaN rows, takes the plain one
-        fast = not (problem.softcap or problem.additive or problem.sinks is not None
-                    or problem.masked_rows == "nan" or problem.precision is not None)
-        fold = _query_fold(problem, log2=power is np.exp2)
-        axis_sizes = sizes.axis_sizes()
-        merged = np.empty(tuple(axis_sizes[axis] for axis in assembled.axes), dtype=problem.x.dtype)
-        batch, heads, q_len = problem.x.shape[0], problem.heads, problem.x.shape[1]
-        k_len = problem.k_len
-        block_rows = BLOCK_ROWS or max(16, BLOCK_BYTES // (k_len * problem.x.itemsize))
-        blocks = []
-        for b in range(batch):
-            for h in range(heads):
-                for start in range(0, q_len, block_rows):
-                    stop = min(start + block_rows, q_len)
-                    k_start, k_stop = keys_needed(problem, b, h, start, stop)
-                    blocks.append(Block(b, h, heads, start, stop, k_stop, k_start, problem.kv_heads))
-
-        # the largest |key| of each key/value head, for a bound on its scores (see overflow_possible)
-        key_peaks = np.abs(shared["k"]).max(axis=(-2, -1))
-        fold_factor = float(np.abs(fold(np.ones(1, dtype=problem.x.dtype)))[0])
-        largest = float(np.finfo(problem.x.dtype).max)
-
-        def overflow_possible(flow: Flow) -> bool:
-            # |q·k| <= head_dim·max|q|·max|k| (Cauchy-Schwarz): far below the largest float, no score
-            # or logit of this block overflowed, and the pass over every score that would prove it is saved
-            queries, keys, block = flow.arrays["q"], flow.arrays["k"], flow.block
-            peak_key = float(key_peaks[block.batch, block.kv_head])
-            return keys.shape[-1] * fold_factor * float(np.abs(queries).max()) * peak_key >= largest / 4
-
-        def run(block: Block) -> None:
-            # numpy's error state is per thread: the workers set their own
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                if not fast:
-                    contribution = _plain_block(problem, block, shared)[assembled.name]
-                    merged[block.slices(merged.shape, assembled.axes)] = contribution
-                    return
-                flow = _block_flow(problem, block, shared, fast=True, fold=fold, power=power)
-                plain = False
-                for stage in block_stages:
-                    array = flow.put(stage.name, stage.slot, stage.make(flow))
-                    plain = plain or (stage.checked == "all" and not math.isfinite(np.add.reduce(array, axis=None)))
-                contribution = flow.made[assembled.name]
-                if plain or overflow_possible(flow) or (not math.isfinite(np.add.reduce(contribution, axis=None))
-                                                       and np.isnan(contribution).any()):
-                    # run the block again plainly: it names the step and cell that overflowed, as the
-                    # full path does, or gives the numbers when only the fast arithmetic overflowed
-                    contribution = _plain_block(problem, block, shared)[assembled.name]
-                merged[block.slices(merged.shape, assembled.axes)] = contribution
-
-        _run_tasks(run, blocks, workers if len(blocks) > 1 else 1, progress)
-        shared.clear()  # K and V are no longer needed: free them before the output projection
-        after = Flow(problem)
-        after.put(assembled.name, assembled.slot, merged)
-        if assembled.name in wanted and assembled.present(sizes):
-            arrays[assembled.name] = merged
-        for stage in STAGES:
-            if stage.unit == "heads" and not stage.requested:  # a requested one has the scores: not light
-                array = after.put(stage.name, stage.slot, stage.make(after))
-                check_finite(stage.name, array, problem)
-                if stage.name in wanted:
-                    arrays[stage.name] = array
+    """The steps asked for, made block by block (blocked.blocked_steps), as a Trace."""
+    block_rows = BLOCK_ROWS or max(16, BLOCK_BYTES // (problem.k_len * problem.x.itemsize))
+    arrays = blocked_steps(problem, wanted, progress, workers, block_rows)
     plan, meta, _ = _layout(problem)
     steps = {name: Step(name, formula, arrays[name][index], axes)
              for name, (formula, index, axes) in plan.items() if name in arrays}
     # no mask: none of the blocked path's steps has a key axis, and a long sequence's mask is never made
     return Trace(steps=in_layout(steps, problem.seq_first), meta=meta,
                  warnings=problem.notes + _masked_row_warnings(problem), available=tuple(plan))
-
-
-def _block_flow(problem: Problem, block: Block, shared: dict[str, np.ndarray], **arithmetic: Any) -> Flow:
-    flow = Flow(problem, block=block, shared=shared, **arithmetic)
-    for stage in STAGES:
-        if stage.unit == "problem":
-            flow.arrays[stage.slot] = block.take(shared[stage.slot], stage.axes)
-    return flow
-
-
-def _plain_block(problem: Problem, block: Block, shared: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run this block's stages with the plain arithmetic (the full path's), checking each step as
-    the full path does: a ProblemError names the step and cell that overflowed; else what each made."""
-    flow = _block_flow(problem, block, shared)
-    sizes = sizes_of(problem)
-    for stage in STAGES:
-        if stage.unit != "block":
-            continue
-        array = flow.put(stage.name, stage.slot, stage.make(flow))
-        if stage.checked and stage.present(sizes):
-            check_finite(stage.name, array, problem, flow.allowed if stage.checked == "allowed" else None, block)
-    return flow.made
-
-
-def _query_fold(problem: Problem, log2: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """What the blocked path does to Q instead of scaling every score: the scale (÷√head_dim, or
-    × the factor), and × log2(e) when the exponentials are powers of 2."""
-    log2_e = np.asarray(np.log2(np.e), dtype=problem.x.dtype)
-
-    def fold(queries: np.ndarray) -> np.ndarray:
-        # scaled() is the logits stage's own scaling, here of Q: (q/√d)·k = (q·k)/√d up to rounding
-        queries = scaled(queries, problem)
-        return queries * log2_e if log2 else queries
-
-    return fold
-
-
-def _run_tasks(run: Callable[[Any], None], tasks: list, workers: int,
-               progress: Callable[[int, int], None] | None) -> None:
-    """Run every task, on ``workers`` threads when more than one (numpy releases the GIL in its
-    products and ufuncs), reporting progress as tasks finish. On an error the tasks not started
-    are cancelled, and the error of the earliest task is raised: the same one whichever thread
-    got there first, and for blocks the first cell in the full path's order."""
-    total = len(tasks)
-    if workers <= 1:
-        for done, task in enumerate(tasks, start=1):
-            run(task)
-            if progress:
-                progress(done, total)
-        return
-    with single_threaded_blas(), ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run, task) for task in tasks]
-        try:
-            for done, future in enumerate(as_completed(futures), start=1):
-                future.result()
-                if progress:
-                    progress(done, total)
-        except ProblemError:
-            for future in futures:
-                future.cancel()
-            # every task before the one that failed had started: wait for them, raise the earliest error
-            wait(futures)
-            raise next(future.exception() for future in futures
-                       if not future.cancelled() and future.exception() is not None) from None
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-
-
-def check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.ndarray | None = None,
-                 block: Block | None = None) -> None:
-    """ProblemError naming the first cell of step ``name`` (full axes; of ``block`` when given)
-    that overflowed its dtype; cells ``allowed`` marks False (masked) are not used and may overflow."""
-    # a finite sum means every value is finite (one reduction, the cheap test run on every step);
-    # an infinite one may be a masked −∞ or a sum too large, and gets the cell-by-cell test
-    if allowed is None and math.isfinite(np.add.reduce(array, axis=None)):
-        return
-    finite = np.isfinite(array)
-    if allowed is not None:
-        finite |= ~allowed
-    elif problem.masked_rows == "nan" and problem.visibility is not None and STEP_AXES[name][-2:] == ("q_len", "d_out"):
-        # a query that sees no key has NaN outputs by the user's choice: not an overflow
-        blind = problem.visibility.blind().any(axis=1)[:, :, None]  # (batch | 1, q_len, 1)
-        finite |= np.isnan(array) & (blind if block is None else block.take(blind, ("batch", "q_len", "d_out")))
-    if finite.all():
-        return
-    axes = STEP_AXES[name]
-    where = np.argwhere(~finite)[0] + np.asarray(block.offset(axes) if block else (0,) * len(axes))
-    kept = kept_axes(name, problem.batched, problem.heads, problem.kv_heads)
-    shown = iter(present_axes(name, problem.batched, problem.heads, problem.kv_heads))
-    position = ", ".join(f"{next(shown)} {int(index)}" for axis, index in zip(axes, where, strict=True) if axis in kept)
-    axis_sizes = sizes_of(problem).axis_sizes()
-    dtype = problem.precision.name if problem.precision is not None else array.dtype  # float16 is held in float32
-    raise ProblemError(
-        f"{name} overflows {dtype} at ({position}): beyond ±{_largest(dtype)}; "
-        "scale the inputs or weights down",
-        {name: present_shape(tuple(axis_sizes[axis] for axis in axes), name, problem.batched, problem.heads,
-                             problem.kv_heads)},
-    )
-
-
-def _largest(dtype: np.dtype | str) -> str:
-    return f"{LARGEST[dtype] if dtype in LARGEST else np.finfo(dtype).max:.1e}".replace("e+", "e")
 
 
 def formula(name: str, problem: Problem) -> str:

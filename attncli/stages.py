@@ -266,7 +266,9 @@ def _biased(flow: Flow) -> np.ndarray:
 def _softmax(flow: Flow) -> np.ndarray:
     logits, problem = flow.arrays["logits"], flow.problem
     if flow.fast:  # in place, and normalised after the product with V (see _weighted)
-        return exponentials(logits, row_shift(logits, any_masked=True), flow.power, out=logits)
+        # no row's maximum subtracted when the block's scores are bounded small enough
+        shift = None if flow.shift_free() else row_shift(logits, any_masked=True)
+        return exponentials(logits, shift, flow.power, out=logits)
     sinks = None if problem.sinks is None else flow.per_head(problem.sinks).astype(logits.dtype, copy=False)
     slip = flow.slip
     return masked_softmax(logits, flow.allowed, slip.softmax_axis, sinks, slip.empty_rows or problem.masked_rows,

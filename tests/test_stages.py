@@ -114,7 +114,7 @@ def test_a_new_stage_is_one_entry_in_the_list(monkeypatch):
     # path and the blocked path run it with no change of their own, and the scores read its Q.
     import dataclasses
 
-    from attncli import pipeline, stages
+    from attncli import blocked, pipeline, stages
 
     problem = problem_from_document(random_document(seq_len=40, d_model=8, heads=2, bias=True, causal=True,
                                                     out_proj=True, seed=5))
@@ -128,6 +128,7 @@ def test_a_new_stage_is_one_entry_in_the_list(monkeypatch):
     with_new_stage = (STAGES[0], negated, *STAGES[1:])
     monkeypatch.setattr(stages, "STAGES", with_new_stage)
     monkeypatch.setattr(pipeline, "STAGES", with_new_stage)
+    monkeypatch.setattr(blocked, "STAGES", with_new_stage)
     monkeypatch.setattr(pipeline, "_LAYOUTS", {})  # the stages a layout runs are kept with it
     full = pipeline.full_attention(problem)
     monkeypatch.setattr(pipeline, "BLOCKED_MIN_CELLS", 0)

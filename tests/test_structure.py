@@ -23,6 +23,7 @@ LAYERS = [
     {"arithmetic", "flow"},
     {"stages"},
     {"trace"},
+    {"blocked"},
     {"pipeline"},
     {"shapes", "explain", "known_mistakes", "layouts", "wrong_runs", "tolerance", "mistakes", "demo", "walkthrough"},
     {"export", "writers", "view.labels", "view.numbers", "view.console", "view.tables", "view.heatmap", "view.text",
