@@ -41,6 +41,17 @@ def trace_to_json(trace: Trace, steps: list[Step]) -> str:
     return json.dumps(document, allow_nan=False) + "\n"
 
 
+def traces_to_json(traces: list[Trace], names: list[str] | None) -> list[str]:
+    """trace_to_json of each trace's steps ``names`` (None: all), for traces that differ only in their
+    steps' numbers (a stack's problems, attncli.stacks): the meta is written once for all."""
+    steps = traces[0].select(names)
+    # json.dumps writes a dict as {key: value, …}: each key and value dumped alone, so the same bytes
+    meta = f'"meta": {json.dumps(trace_meta(traces[0], steps), allow_nan=False)}}}\n'
+    keys = [(step.name, json.dumps(step.name) + ": ") for step in steps]
+    return ["{" + "".join(key + json.dumps(array_to_json_value(trace.steps[name].array), allow_nan=False) + ", "
+                          for name, key in keys) + meta for trace in traces]
+
+
 def step_to_csv(step: Step) -> str:
     """A step as CSV at full precision, −∞ written as ``-inf`` and NaN (masked_rows "nan") as ``nan``.
 

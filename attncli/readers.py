@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import re
+import select
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -316,16 +317,47 @@ def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
     """(line number, parsed document or ProblemError) for each non-blank line, one line in memory
     at a time."""
     for number, raw in enumerate(stream, start=1):
-        if not raw.strip():
-            continue
-        try:
-            document = parse_json(raw)
-        except ProblemError as error:
-            # the stream's line number is given by the caller; within one line only the column counts
-            error.message = re.sub(r"^(invalid JSON at )?line 1, column", r"\1column", error.message)
-            yield number, error
-            continue
-        yield number, document
+        if raw.strip():
+            yield number, _json_line(raw)
+
+
+def json_line_chunks(stream: BinaryIO, lines: int, size: int) -> Iterator[list[tuple[int, Any]]]:
+    """iter_json_lines' pairs, a chunk at a time: at most ``lines`` lines of about ``size`` bytes
+    in all, and only those at hand. A line is waited for only when the chunk has none, so a
+    program that writes a line and waits for its answer gets it."""
+    number, chunk, held = 0, [], 0
+    for raw in stream:
+        number += 1
+        if raw.strip():
+            chunk.append((number, _json_line(raw)))
+            held += len(raw)
+        if chunk and (len(chunk) >= lines or held >= size or not _at_hand(stream)):
+            yield chunk
+            chunk, held = [], 0
+    if chunk:
+        yield chunk
+
+
+def _at_hand(stream: BinaryIO) -> bool:
+    """Whether reading ``stream`` now may not wait for a writer: a file, or a pipe with bytes in it
+    (a buffered line is not seen: the chunk ends early, which is only slower)."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream in memory (io.BytesIO): all at hand
+        return True
+    try:
+        return bool(select.select([descriptor], [], [], 0)[0])
+    except (OSError, ValueError):  # select cannot tell (a descriptor it does not take): one line at a time
+        return False
+
+
+def _json_line(raw: bytes) -> Any:
+    try:
+        return parse_json(raw)
+    except ProblemError as error:
+        # the stream's line number is given by the caller; within one line only the column counts
+        error.message = re.sub(r"^(invalid JSON at )?line 1, column", r"\1column", error.message)
+        return error
 
 
 def open_lines(path: str, stdin: BinaryIO | None = None) -> BinaryIO:
