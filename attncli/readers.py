@@ -13,7 +13,6 @@ import functools
 import io
 import json
 import re
-import select
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from attncli.sources import (
     BOM,
     STDIN_NAME,
     Reading,
+    at_hand,
     decode_text,
     open_binary,
     read_bytes,
@@ -66,7 +66,9 @@ def parse_json(data: bytes, what: str = "a JSON object") -> Any:
         raise ProblemError(f"is empty; expected {what}")
     text = decode_text(data)
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=float)
+        if text.startswith("\ufeff"):  # a second BOM: as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as error:
         slip = json_slip(error.msg, error.doc, error.pos)
         if slip is not None:
@@ -85,12 +87,19 @@ def parse_json(data: bytes, what: str = "a JSON object") -> Any:
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document: dict[str, Any] = {}
+    document = dict(pairs)
+    if len(document) == len(pairs):  # no key twice (the common case, checked at C speed)
+        return document
+    document = {}
     for key, value in pairs:
         if key in document:
             raise ProblemError(f"key {key!r} appears twice in one object")
         document[key] = value
     return document
+
+
+# one decoder for every document (json.loads with options makes one per call: a stream has many)
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys, parse_constant=float)
 
 
 # --- choosing a reader from the registry -----------------------------------------------------------
@@ -322,33 +331,36 @@ def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
 
 
 def json_line_chunks(stream: BinaryIO, lines: int, size: int) -> Iterator[list[tuple[int, Any]]]:
-    """iter_json_lines' pairs, a chunk at a time: at most ``lines`` lines of about ``size`` bytes
-    in all, and only those at hand. A line is waited for only when the chunk has none, so a
-    program that writes a line and waits for its answer gets it."""
-    number, chunk, held = 0, [], 0
-    for raw in stream:
-        number += 1
-        if raw.strip():
-            chunk.append((number, _json_line(raw)))
-            held += len(raw)
-        if chunk and (len(chunk) >= lines or held >= size or not _at_hand(stream)):
+    """iter_json_lines' pairs, a chunk at a time: at most ``lines`` lines, read ``size`` bytes at a
+    time (a longer line whole), and only those at hand. Input is waited for only when the chunk has
+    no line, so a program that writes a line and waits for its answer gets it."""
+    read = getattr(stream, "read1", stream.read)
+    number, chunk, begun = 0, [], []  # begun: the pieces of a line not yet ended
+    while True:
+        if chunk and (len(chunk) >= lines or not at_hand(stream)):
             yield chunk
-            chunk, held = [], 0
+            chunk = []
+        data = read(size)
+        if not data:
+            break
+        end = data.rfind(b"\n") + 1
+        if not end:
+            begun.append(data)
+            continue
+        block = b"".join([*begun, data[:end]]) if begun else data[:end]
+        begun = [data[end:]] if end < len(data) else []
+        for raw in block.split(b"\n")[:-1]:
+            number += 1
+            if raw.strip():
+                chunk.append((number, _json_line(raw + b"\n")))  # as the line is read: its line break kept
+            if len(chunk) >= lines:
+                yield chunk
+                chunk = []
+    last = b"".join(begun)
+    if last.strip():
+        chunk.append((number + 1, _json_line(last)))
     if chunk:
         yield chunk
-
-
-def _at_hand(stream: BinaryIO) -> bool:
-    """Whether reading ``stream`` now may not wait for a writer: a file, or a pipe with bytes in it
-    (a buffered line is not seen: the chunk ends early, which is only slower)."""
-    try:
-        descriptor = stream.fileno()
-    except (AttributeError, OSError, ValueError):  # a stream in memory (io.BytesIO): all at hand
-        return True
-    try:
-        return bool(select.select([descriptor], [], [], 0)[0])
-    except (OSError, ValueError):  # select cannot tell (a descriptor it does not take): one line at a time
-        return False
 
 
 def _json_line(raw: bytes) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,3 +118,17 @@ def stdin_stream(stdin: BinaryIO | None) -> BinaryIO:
     if sys.stdin is None:
         raise ProblemError("standard input is closed", source=STDIN_NAME)
     return sys.stdin.buffer
+
+
+def at_hand(stream: BinaryIO) -> bool:
+    """Whether reading ``stream`` now does not wait for a writer: a file, or a pipe with bytes in it
+    (a reader that takes what the stream buffered, as readers.json_line_chunks, may ask the
+    descriptor)."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream in memory (io.BytesIO): all at hand
+        return True
+    try:
+        return bool(select.select([descriptor], [], [], 0)[0])
+    except (OSError, ValueError):  # select cannot tell (a descriptor it does not take): no waiting
+        return False

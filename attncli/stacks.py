@@ -29,7 +29,7 @@ from attncli.errors import ProblemError
 from attncli.keys import KNOWN_KEYS, LABEL_KEYS, MATRIX_KEYS
 from attncli.pipeline import attention, blocked_path, full_attention
 from attncli.problem import Problem
-from attncli.trace import Trace
+from attncli.trace import Step, Trace
 
 _STACKABLE = frozenset(KNOWN_KEYS) - frozenset(LABEL_KEYS) - {"batch_first"}
 _MATRICES = frozenset(MATRIX_KEYS)
@@ -53,13 +53,11 @@ def signature(document: Any) -> tuple | None:
             while type(value) is list and value:
                 shape.append(len(value))
                 value = value[0]
-            if len(shape) != _RANKS.get(key, len(shape)) or len(shape) not in (1, 2, 3):
+            if len(shape) != _RANKS.get(key, len(shape)) or not 0 < len(shape) < 4:
                 return None
-            parts.append((key, tuple(shape)))
-        elif key == "about":
-            parts.append(key)
+            parts.append((key, *shape))
         elif key in _STACKABLE:
-            parts.append((key, repr(value)))  # repr: 1, 1.0, True and -0.0 stay apart
+            parts.append((key, None if key == "about" else repr(value)))  # repr: 1, 1.0, True, -0.0 apart
         else:
             return None
     return tuple(parts)
@@ -137,13 +135,10 @@ def stacked_traces(template: Trace, stacked: Problem, count: int, steps: list[st
     """The Trace of each of the ``count`` problems of ``stacked`` (see stacked_problem): the
     template's Trace with each step's array the problem's own. ProblemError (an overflow) names a
     cell of the stack: the caller then computes its problems alone."""
-    trace = full_attention(stacked, tuple(steps) if steps else None)
-    per = stacked.x.shape[0] // count
-    batched = template.meta.batched
-    traces = []
-    for index in range(count):
-        part = slice(index * per, (index + 1) * per)
-        traces.append(template._replace(steps={
-            name: step._replace(array=trace.steps[name].array[part] if batched else trace.steps[name].array[index])
-            for name, step in template.steps.items()}))
-    return traces
+    made = full_attention(stacked, tuple(steps) if steps else None).steps
+    per, rest = stacked.x.shape[0] // count, tuple(template)[1:]
+    # each problem's part of every step: its batch items, or without a batch axis its one item
+    parts = [(step, list(made[name].array.reshape(count, per, *step.array.shape[1:])) if template.meta.batched
+              else list(made[name].array)) for name, step in template.steps.items()]
+    return [Trace({step.name: Step(step.name, step.formula, arrays[index], step.axes) for step, arrays in parts}, *rest)
+            for index in range(count)]

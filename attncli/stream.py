@@ -63,10 +63,10 @@ def compute_lines(
     """Compute each JSON Lines problem of ``stream`` in turn: ``trace_of(document)`` validates and
     computes one line's document, and the trace's ``step_names`` (None: all) make its line.
 
-    With ``traces_of``, the lines are read a chunk at a time (CHUNK_LINES, CHUNK_BYTES: memory is
-    bounded by the chunk) and those of one signature (attncli.stacks) are given to it together:
-    their traces, the first line's made by ``trace_of``, or None when they are not stacked (each
-    line is then computed alone). A ProblemError from it (a line of the group is wrong, or
+    With ``traces_of``, the lines are read a chunk at a time (CHUNK_LINES lines at most, read
+    CHUNK_BYTES at a time: memory is bounded by the chunk) and those of one signature
+    (attncli.stacks) are given to it together: it gives their traces, or None when they are not
+    stacked (each line is then computed alone). A ProblemError from it (a line of the group is wrong, or
     overflows) splits the group in two, down to single lines, which take ``trace_of``: a wrong
     line gets the error it gets alone. The results come in the lines' order either way."""
     if traces_of is None:
@@ -90,7 +90,7 @@ def compute_lines(
 
 # Lines read and computed together, at most (JSON Lines with stacking): the memory they hold
 CHUNK_LINES = 512
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 1 << 20
 
 
 def _group_results(lines: list[tuple[int, Any]], trace_of: Callable[[Any], Trace],

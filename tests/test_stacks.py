@@ -3,8 +3,12 @@ bytes on stdout, the same errors and warnings on stderr, the same exit code, on 
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import select
+import subprocess
+import sys
 
 import pytest
 from conftest import DATA, SAMPLES
@@ -117,3 +121,38 @@ def test_signature_groups_what_may_be_stacked():
     assert signature({**CLASSIC, "w_query": [CLASSIC["w_query"]]}) is None  # per-head weights
     assert signature({**CLASSIC, "batch_first": False}) is None
     assert signature([1, 2]) is None and signature({"in_proj_weight": [[1]]}) is None
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 1 << 20])
+def test_chunks_read_the_lines_iter_json_lines_reads(size):
+    from attncli.readers import iter_json_lines, json_line_chunks
+
+    data = b"".join([json.dumps(CLASSIC).encode() + b"\n", b"\n", b"  \r\n", b'{"x": \n', b"\xef\xbb\xbf{}\r\n",
+                     b"\xef\xbb\xbf\xef\xbb\xbf{}\n", b"[1, 2]\n", b'{"a": 1, "a": 2}\n', b"\x80\n",
+                     json.dumps(CLASSIC).encode() * 3 + b"\n", b'{"x": [[1]]}'])
+
+    def plain(pairs):
+        return [(number, repr(parsed) if not isinstance(parsed, Exception) else parsed.message)
+                for number, parsed in pairs]
+
+    chunks = list(json_line_chunks(io.BytesIO(data), 3, size))
+    assert all(0 < len(chunk) <= 3 for chunk in chunks)
+    assert plain(pair for chunk in chunks for pair in chunk) == plain(iter_json_lines(io.BytesIO(data)))
+
+
+def test_a_program_that_waits_for_each_answer_gets_it():
+    # a line written, its answer read, then the next: no chunk waits for lines not yet written
+    process = subprocess.Popen([sys.executable, "-m", "attncli", "compute", "--lines", "-", "--step", "output"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(3):
+            process.stdin.write(json.dumps(CLASSIC).encode() + b"\n")
+            process.stdin.flush()
+            ready = select.select([process.stdout], [], [], 30)[0]
+            assert ready, "no answer before the next line"
+            assert json.loads(process.stdout.readline())["output"][0][0] == 1.9366210616669624
+        process.stdin.close()
+        assert process.wait(30) == 0
+    finally:
+        process.kill()
+        process.wait()
