@@ -36,6 +36,7 @@ _MATRICES = frozenset(MATRIX_KEYS)
 # how many axes a stackable document's weights and biases have (x and context: 2 or 3)
 _RANKS = {"w_query": 2, "w_key": 2, "w_value": 2, "w_out": 2, "b_query": 1, "b_key": 1, "b_value": 1, "b_out": 1}
 _NUMBERS = frozenset((int, float))
+_LIST = {list}
 # The scores a stack may hold at once (float64: 8 MiB a step of scores).
 STACK_CELLS = 1 << 20
 
@@ -46,20 +47,20 @@ def signature(document: Any) -> tuple | None:
     aside); None for a document the per-line path takes (see the module's docstring)."""
     if type(document) is not dict:
         return None
-    parts = []
+    parts: list[Any] = [tuple(document)]  # the keys, in order
+    if not _STACKABLE.issuperset(parts[0]):
+        return None
     for key, value in document.items():
         if key in _MATRICES:
-            shape = []
+            rank = 0
             while type(value) is list and value:
-                shape.append(len(value))
-                value = value[0]
-            if len(shape) != _RANKS.get(key, len(shape)) or not 0 < len(shape) < 4:
+                parts.append(len(value))
+                value, rank = value[0], rank + 1
+            if rank != _RANKS.get(key, rank) or not 0 < rank < 4:
                 return None
-            parts.append((key, *shape))
-        elif key in _STACKABLE:
-            parts.append((key, None if key == "about" else repr(value)))  # repr: 1, 1.0, True, -0.0 apart
-        else:
-            return None
+            parts.append(-rank)  # where the shape ends
+        elif key != "about":
+            parts.append(repr(value))  # repr: 1, 1.0, True and -0.0 stay apart
     return tuple(parts)
 
 
@@ -72,19 +73,19 @@ def stacked_problem(template: Problem, documents: list[dict[str, Any]]) -> Probl
             (name, getattr(template, name)) for name in _RANKS)):
         if array is None or (key == "context" and not template.cross):
             continue
-        values = [document[key] for document in documents]
-        leaves: Any = values
-        depth = array.ndim - (1 if key in ("x", "context") and not template.batched else 0)
+        # each line's: lists of the template's lengths at every level, then int and float numbers
+        shape = array.shape[1:] if key in ("x", "context") and not template.batched else array.shape
+        items: list[Any] = [document[key] for document in documents]
+        for size in shape:
+            if set(map(type, items)) != _LIST or set(map(len, items)) != {size}:
+                raise ProblemError(f"{key}: not one shape in every line")
+            items = list(itertools.chain.from_iterable(items))
+        if not set(map(type, items)) <= _NUMBERS:
+            raise ProblemError(f"{key}: not numbers in every line")
         try:
-            for _ in range(depth):
-                leaves = itertools.chain.from_iterable(leaves)
-            if not set(map(type, leaves)) <= _NUMBERS:
-                raise ProblemError(f"{key}: not numbers in every line")
-            stack = np.array(values, dtype=np.float64)
-        except (TypeError, ValueError, OverflowError):
-            raise ProblemError(f"{key}: not one shape in every line") from None
-        if stack.shape[1:] != (array.shape[1:] if depth < array.ndim else array.shape):
-            raise ProblemError(f"{key}: not one shape in every line")
+            stack = np.array(items, dtype=np.float64).reshape(len(documents), *shape)
+        except OverflowError:  # an integer beyond float64
+            raise ProblemError(f"{key}: not a float64 in every line") from None
         if not np.isfinite(stack).all():
             raise ProblemError(f"{key}: not finite in every line")
         if key in ("x", "context"):

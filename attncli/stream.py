@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from attncli.errors import ProblemError
 from attncli.export import trace_to_json, traces_to_json
@@ -23,8 +22,7 @@ if TYPE_CHECKING:
     from attncli.trace import Trace
 
 
-@dataclass(frozen=True)
-class LineResult:
+class LineResult(NamedTuple):  # a tuple: one is made per line
     """What one input line gave: the JSON ``output`` line or the ``error``, and any ``warnings``."""
 
     output: str | None
@@ -111,7 +109,7 @@ def _group_results(lines: list[tuple[int, Any]], trace_of: Callable[[Any], Trace
         return
     outputs = traces_to_json(traces, step_names)
     for (number, _), trace, output in zip(lines, traces, outputs, strict=True):
-        results[number] = LineResult(output, None, tuple(f"line {number}: {warning}" for warning in trace.warnings))
+        results[number] = LineResult(output, None, _numbered(number, trace.warnings))
 
 
 def _line_result(number: int, parsed: Any, trace_of: Callable[[Any], Trace],
@@ -130,4 +128,8 @@ def _result(number: int, trace: Trace, step_names: list[str] | None) -> LineResu
         output = trace_to_json(trace, trace.select(step_names))
     except ProblemError as error:
         return LineResult(None, ProblemError(f"line {number}: {error.message}", error.shapes))
-    return LineResult(output, None, tuple(f"line {number}: {warning}" for warning in trace.warnings))
+    return LineResult(output, None, _numbered(number, trace.warnings))
+
+
+def _numbered(number: int, warnings: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"line {number}: {warning}" for warning in warnings) if warnings else ()
