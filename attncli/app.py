@@ -168,9 +168,11 @@ def run_compute(request: ComputeRequest, report: Report) -> bool:
 
 
 def run_lines(request: ComputeRequest, report: Report) -> bool:
-    """JSON Lines: each line's problem computed and written as one JSON line before the next is
-    read (a failed line gives ``null``, or ends the run when ``strict``); into a .json file, as the
-    elements of one JSON array. False when a line failed."""
+    """JSON Lines: each line's problem computed and written as one JSON line, a chunk of lines at a
+    time, those of one shape as stacks (attncli.stream, attncli.stacks; a failed line gives ``null``,
+    or ends the run when ``strict``); into a .json file, as the elements of one JSON array. False
+    when a line failed."""
+    from attncli import stacks
     from attncli.pipeline import attention
     from attncli.readers import open_lines, source_name
     from attncli.stream import compute_lines, json_array
@@ -191,8 +193,14 @@ def run_lines(request: ComputeRequest, report: Report) -> bool:
             if plan.target is not None and plan.target.suffix.lower() == ".json":  # one document: an array
                 sink = stack.enter_context(json_array(sink))
             # one problem among many: no progress bar, no memory check (it would cost more than a small problem)
-            for result in compute_lines(stream, lambda document: attention(problem_of(document, request.given),
-                                                                           request.steps), request.steps):
+            given, steps = request.given, request.steps
+            exact = given._replace(dtype="float64")  # a stack's template: stacked, then rounded to the dtype
+
+            def traces_of(documents: list[Any]) -> list[Trace] | None:
+                return stacks.traces_of(documents, lambda document: problem_of(document, exact), given.dtype, steps)
+
+            for result in compute_lines(stream, lambda document: attention(problem_of(document, given), steps),
+                                        steps, traces_of):
                 for warning in result.warnings:
                     warn(source, warning)
                 if result.error is not None:

@@ -41,6 +41,28 @@ def trace_to_json(trace: Trace, steps: list[Step]) -> str:
     return json.dumps(document, allow_nan=False) + "\n"
 
 
+def traces_to_json(traces: list[Trace], names: list[str] | None) -> list[str]:
+    """trace_to_json of each trace's steps ``names`` (None: all), for traces that differ only in their
+    steps' numbers (a stack's problems, attncli.stacks): the meta is written once for all."""
+    steps = traces[0].select(names)
+    # json.dumps writes a dict as {key: value, …}: each key and value dumped alone, so the same bytes
+    meta = f'"meta": {_STRICT.encode(trace_meta(traces[0], steps))}}}\n'
+    keys = [(step.name, json.dumps(step.name) + ": ") for step in steps]
+    return ["{" + "".join(key + _values_json(trace.steps[name].array) + ", " for name, key in keys) + meta
+            for trace in traces]
+
+
+_STRICT = json.JSONEncoder(allow_nan=False)  # json.dumps(…, allow_nan=False) makes one per call
+
+
+def _values_json(array: np.ndarray) -> str:
+    """json.dumps(array_to_json_value(array), allow_nan=False), the finite case tried first."""
+    try:
+        return _STRICT.encode(array.tolist())
+    except ValueError:  # −∞ or NaN: written null
+        return _STRICT.encode(array_to_json_value(array))
+
+
 def step_to_csv(step: Step) -> str:
     """A step as CSV at full precision, −∞ written as ``-inf`` and NaN (masked_rows "nan") as ``nan``.
 

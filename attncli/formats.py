@@ -57,7 +57,7 @@ INPUT_FORMATS = (
     # numbers separated by spaces, tabs or commas, as numpy's savetxt and MATLAB's dlmwrite write them
     InputFormat("text", (".txt",), b"", ("matrix",), "attncli.readers:read_text"),
     # Read where one problem is expected, a JSON Lines file is one JSON document (a file of one
-    # line is its problem); a stream of many is read line by line by attncli.readers.iter_json_lines.
+    # line is its problem); a stream of many is read a chunk of lines at a time by attncli.readers.json_line_chunks.
     InputFormat("JSON Lines", (".jsonl",), b"", ("lines",), "attncli.readers:read_json"),
     InputFormat("NPZ", (".npz",), b"PK\x03\x04", ("problem",), "attncli.readers:read_npz"),
     # A model: a .safetensors file, or a Hugging Face folder (config.json and model.safetensors or

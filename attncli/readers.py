@@ -29,6 +29,7 @@ from attncli.sources import (
     BOM,
     STDIN_NAME,
     Reading,
+    at_hand,
     decode_text,
     open_binary,
     read_bytes,
@@ -61,11 +62,13 @@ class Inputs:
 def parse_json(data: bytes, what: str = "a JSON object") -> Any:
     """Parse UTF-8 JSON strictly: duplicate keys are an error; NaN and Infinity literals become
     float nan/inf so that validation can say which cell holds them."""
-    if not data.strip():
+    if not data or data.isspace():  # as not data.strip(), without a copy (once per line of a stream)
         raise ProblemError(f"is empty; expected {what}")
     text = decode_text(data)
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=float)
+        if text.startswith("\ufeff"):  # a second BOM: as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as error:
         slip = json_slip(error.msg, error.doc, error.pos)
         if slip is not None:
@@ -84,12 +87,19 @@ def parse_json(data: bytes, what: str = "a JSON object") -> Any:
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document: dict[str, Any] = {}
+    document = dict(pairs)
+    if len(document) == len(pairs):  # no key twice (the common case, checked at C speed)
+        return document
+    document = {}
     for key, value in pairs:
         if key in document:
             raise ProblemError(f"key {key!r} appears twice in one object")
         document[key] = value
     return document
+
+
+# one decoder for every document (json.loads with options makes one per call: a stream has many)
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys, parse_constant=float)
 
 
 # --- choosing a reader from the registry -----------------------------------------------------------
@@ -316,16 +326,50 @@ def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
     """(line number, parsed document or ProblemError) for each non-blank line, one line in memory
     at a time."""
     for number, raw in enumerate(stream, start=1):
-        if not raw.strip():
+        if raw.strip():
+            yield number, _json_line(raw)
+
+
+def json_line_chunks(stream: BinaryIO, lines: int, size: int) -> Iterator[list[tuple[int, Any]]]:
+    """iter_json_lines' pairs, a chunk at a time: at most ``lines`` lines, read ``size`` bytes at a
+    time (a longer line whole), and only those at hand. Input is waited for only when the chunk has
+    no line, so a program that writes a line and waits for its answer gets it."""
+    read = getattr(stream, "read1", stream.read)
+    number, chunk, begun = 0, [], []  # begun: the pieces of a line not yet ended
+    while True:
+        if chunk and (len(chunk) >= lines or not at_hand(stream)):
+            yield chunk
+            chunk = []
+        data = read(size)
+        if not data:
+            break
+        end = data.rfind(b"\n") + 1
+        if not end:
+            begun.append(data)
             continue
-        try:
-            document = parse_json(raw)
-        except ProblemError as error:
-            # the stream's line number is given by the caller; within one line only the column counts
-            error.message = re.sub(r"^(invalid JSON at )?line 1, column", r"\1column", error.message)
-            yield number, error
-            continue
-        yield number, document
+        block = b"".join([*begun, data[:end]]) if begun else data[:end]
+        begun = [data[end:]] if end < len(data) else []
+        for raw in block.split(b"\n")[:-1]:
+            number += 1
+            if raw and not raw.isspace():  # not blank
+                chunk.append((number, _json_line(raw + b"\n")))  # as the line is read: its line break kept
+            if len(chunk) >= lines:
+                yield chunk
+                chunk = []
+    last = b"".join(begun)
+    if last.strip():
+        chunk.append((number + 1, _json_line(last)))
+    if chunk:
+        yield chunk
+
+
+def _json_line(raw: bytes) -> Any:
+    try:
+        return parse_json(raw)
+    except ProblemError as error:
+        # the stream's line number is given by the caller; within one line only the column counts
+        error.message = re.sub(r"^(invalid JSON at )?line 1, column", r"\1column", error.message)
+        return error
 
 
 def open_lines(path: str, stdin: BinaryIO | None = None) -> BinaryIO:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,12 @@ def open_binary(path: str) -> BinaryIO:
 
 def decode_text(data: bytes) -> str:
     """UTF-8 text (a BOM is dropped); ProblemError saying where it is not UTF-8."""
-    try:
+    try:  # utf-8, then the BOM: the utf-8-sig codec is Python code, slow on every line of a stream
+        text = data.decode()
+        return text[1:] if text.startswith("\ufeff") else text
+    except UnicodeDecodeError:
+        pass
+    try:  # its error's offsets are those a user has seen (after a BOM, counted from it)
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         hint = " (it looks like UTF-16: save it as UTF-8)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
@@ -117,3 +123,17 @@ def stdin_stream(stdin: BinaryIO | None) -> BinaryIO:
     if sys.stdin is None:
         raise ProblemError("standard input is closed", source=STDIN_NAME)
     return sys.stdin.buffer
+
+
+def at_hand(stream: BinaryIO) -> bool:
+    """Whether reading ``stream`` now does not wait for a writer: a file, or a pipe with bytes in it
+    (a reader that takes what the stream buffered, as readers.json_line_chunks, may ask the
+    descriptor)."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream in memory (io.BytesIO): all at hand
+        return True
+    try:
+        return bool(select.select([descriptor], [], [], 0)[0])
+    except (OSError, ValueError):  # select cannot tell (a descriptor it does not take): no waiting
+        return False

@@ -1,28 +1,28 @@
 """Many problems in one run: JSON Lines in, one JSON line out per problem, in order.
 
-One line is read, computed and written before the next is read, so memory stays
-that of the largest single problem however long the stream. What a line's problem is and how it
-is computed is the caller's (the application layer's): this module numbers the lines, names
-them in errors and warnings, and writes each trace as JSON.
+Lines are read a chunk at a time (those at hand, at most CHUNK_LINES), and the problems of one
+shape among them computed as one stack (attncli.stacks), so memory stays that of a chunk however
+long the stream; each line's output is the one it gets alone, in the lines' order. What a line's
+problem is and how it is computed is the caller's (the application layer's): this module numbers
+the lines, groups them, names them in errors and warnings, and writes each trace as JSON.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from attncli.errors import ProblemError
-from attncli.export import trace_to_json
-from attncli.readers import iter_json_lines
+from attncli.export import trace_to_json, traces_to_json
+from attncli.readers import iter_json_lines, json_line_chunks
+from attncli.stacks import signature
 
 if TYPE_CHECKING:
     from attncli.trace import Trace
 
 
-@dataclass(frozen=True)
-class LineResult:
+class LineResult(NamedTuple):  # a tuple: one is made per line
     """What one input line gave: the JSON ``output`` line or the ``error``, and any ``warnings``."""
 
     output: str | None
@@ -56,16 +56,80 @@ def json_array(sink: BinaryIO) -> Iterator[_ArrayElements]:
 
 def compute_lines(
     stream: BinaryIO, trace_of: Callable[[Any], Trace], step_names: list[str] | None = None,
+    traces_of: Callable[[list[Any]], list[Trace] | None] | None = None,
 ) -> Iterator[LineResult]:
     """Compute each JSON Lines problem of ``stream`` in turn: ``trace_of(document)`` validates and
-    computes one line's document, and the trace's ``step_names`` (None: all) make its line."""
-    for number, parsed in iter_json_lines(stream):
+    computes one line's document, and the trace's ``step_names`` (None: all) make its line.
+
+    With ``traces_of``, the lines are read a chunk at a time (CHUNK_LINES lines at most, read
+    CHUNK_BYTES at a time: memory is bounded by the chunk) and those of one signature
+    (attncli.stacks) are given to it together: it gives their traces, or None when they are not
+    stacked (each line is then computed alone). A ProblemError from it (a line of the group is wrong, or
+    overflows) splits the group in two, down to single lines, which take ``trace_of``: a wrong
+    line gets the error it gets alone. The results come in the lines' order either way."""
+    if traces_of is None:
+        for number, parsed in iter_json_lines(stream):
+            yield _line_result(number, parsed, trace_of, step_names)
+        return
+    for chunk in json_line_chunks(stream, CHUNK_LINES, CHUNK_BYTES):
+        groups: dict[Any, list[tuple[int, Any]]] = {}
+        results: dict[int, LineResult] = {}
+        for number, parsed in chunk:
+            key = None if isinstance(parsed, ProblemError) else signature(parsed)
+            if key is None:
+                results[number] = _line_result(number, parsed, trace_of, step_names)
+            else:
+                groups.setdefault(key, []).append((number, parsed))
+        for lines in groups.values():
+            _group_results(lines, trace_of, traces_of, step_names, results)
+        for number, _ in chunk:
+            yield results[number]
+
+
+# Lines read and computed together, at most (JSON Lines with stacking): the memory they hold
+CHUNK_LINES = 512
+CHUNK_BYTES = 1 << 20
+
+
+def _group_results(lines: list[tuple[int, Any]], trace_of: Callable[[Any], Trace],
+                   traces_of: Callable[[list[Any]], list[Trace] | None], step_names: list[str] | None,
+                   results: dict[int, LineResult]) -> None:
+    traces = None
+    if len(lines) > 1:
         try:
-            if isinstance(parsed, ProblemError):
-                raise parsed
-            trace = trace_of(parsed)
-            output = trace_to_json(trace, trace.select(step_names))
-        except ProblemError as error:
-            yield LineResult(None, ProblemError(f"line {number}: {error.message}", error.shapes))
-            continue
-        yield LineResult(output, None, tuple(f"line {number}: {warning}" for warning in trace.warnings))
+            traces = traces_of([document for _, document in lines])
+        except (ProblemError, MemoryError):  # a line alone says what is wrong, or fits the memory
+            middle = len(lines) // 2
+            _group_results(lines[:middle], trace_of, traces_of, step_names, results)
+            _group_results(lines[middle:], trace_of, traces_of, step_names, results)
+            return
+    if traces is None:
+        for number, document in lines:
+            results[number] = _line_result(number, document, trace_of, step_names)
+        return
+    outputs = traces_to_json(traces, step_names)
+    for (number, _), trace, output in zip(lines, traces, outputs, strict=True):
+        results[number] = LineResult(output, None, _numbered(number, trace.warnings))
+
+
+def _line_result(number: int, parsed: Any, trace_of: Callable[[Any], Trace],
+                 step_names: list[str] | None) -> LineResult:
+    try:
+        if isinstance(parsed, ProblemError):
+            raise parsed
+        trace = trace_of(parsed)
+    except ProblemError as error:
+        return LineResult(None, ProblemError(f"line {number}: {error.message}", error.shapes))
+    return _result(number, trace, step_names)
+
+
+def _result(number: int, trace: Trace, step_names: list[str] | None) -> LineResult:
+    try:
+        output = trace_to_json(trace, trace.select(step_names))
+    except ProblemError as error:
+        return LineResult(None, ProblemError(f"line {number}: {error.message}", error.shapes))
+    return LineResult(output, None, _numbered(number, trace.warnings))
+
+
+def _numbered(number: int, warnings: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"line {number}: {warning}" for warning in warnings) if warnings else ()

@@ -303,6 +303,11 @@ def test_json_lines_to_a_file_are_atomic(tmp_path, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(stream, "trace_to_json", interrupted)
+
+    def stack_interrupted(*args):  # the two lines are one stack: interrupted before they are written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stream, "traces_to_json", stack_interrupted)
     result = run("compute", source, "-o", tmp_path / "out.jsonl", "-s", "output")
     assert result.exit_code != 0
     assert (tmp_path / "out.jsonl").read_text().splitlines() == lines
