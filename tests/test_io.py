@@ -13,7 +13,7 @@ from conftest import DATA, SAMPLES
 from test_cli import assert_one_line_error, run, write
 
 from attncli import writers
-from attncli.readers import parse_csv
+from attncli.delimited import parse_csv
 
 CLASSIC = json.loads((SAMPLES / "classic.json").read_text())
 MATRICES = ("x", "w_query", "w_key", "w_value")
