@@ -5,7 +5,8 @@ become messages and exit codes in one place, ``_reported``. numpy and Rich are i
 a command runs, so that ``--help`` and ``--version`` start fast.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here nor in options.py: Typer reads the commands'
+# annotations at every run, and strings would be evaluated each time (milliseconds).
 
 import contextlib
 import os

@@ -5,7 +5,8 @@ CLI-only (Typer), as cli.py is; the commands in cli.py take these. Texts that li
 from attncli.formats, so they name what attncli reads and writes.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Typer reads the annotations of these checks at every
+# run, and would evaluate strings each time.
 
 from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, Any
