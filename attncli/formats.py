@@ -38,8 +38,8 @@ class InputFormat:
 class OutputFormat(NamedTuple):  # a named tuple: quicker to define than a dataclass, on every run
     """A kind of output: its ``name`` (as --format takes it), the ``suffixes`` of files that get
     it, whether it is ``binary``, the ``function`` ("module:function") that renders a trace (called
-    as ``function(trace, steps, precision, full)``, giving text or bytes) and how --format's help
-    ``describes`` it."""
+    as ``function(trace, steps, precision, full)``, giving text, bytes, or a function that writes
+    the bytes into a binary file, for large outputs) and how --format's help ``describes`` it."""
 
     name: str
     suffixes: tuple[str, ...]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -82,10 +82,14 @@ def _umask() -> int:
     return current
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see atomic_file)."""
+def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write ``data`` to ``path`` atomically (see atomic_file): bytes, or a function that writes
+    them into the file (a large output, never all in memory)."""
     with atomic_file(path) as handle:
-        handle.write(data)
+        if callable(data):
+            data(handle)
+        else:
+            handle.write(data)
 
 
 def refuse_inputs(outputs: Iterable[Path], inputs: Iterable[str]) -> None:
@@ -155,8 +159,9 @@ def is_folder_target(output: str) -> bool:
     return output.endswith(("/", os.sep)) or Path(output).is_dir()
 
 
-def write_files(files: dict[Path, bytes], inputs: Iterable[str], folder: Path | None = None) -> None:
-    """Write each file atomically, after checking none is an input; ``folder``, the one the user
+def write_files(files: dict[Path, bytes | Callable[[BinaryIO], None]], inputs: Iterable[str],
+                folder: Path | None = None) -> None:
+    """Write each file atomically (see write_atomic), after checking none is an input; ``folder``, the one the user
     asked for (-o FOLDER/), is made first if need be."""
     refuse_inputs(files, inputs)
     for path, data in files.items():

@@ -15,7 +15,6 @@ Rerun:  python benchmarks/startup.py [--rounds 30] [--against REF]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -25,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gitref import extract
+from gitref import extract, rounds_and_ref
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIC = ROOT / "samples" / "classic.json"
@@ -190,10 +189,7 @@ def side_by_side(ref: str, rounds: int, python: str, folder: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--against", metavar="REF", help="also measure the code of this git ref, side by side")
-    options = parser.parse_args()
+    options = rounds_and_ref(__doc__.splitlines()[0], 30)
     rounds = options.rounds
     python = sys.executable
     if options.against:
