@@ -11,9 +11,8 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from attncli.errors import ProblemError
 from attncli.formats import output_names, output_suffixes
@@ -106,8 +105,7 @@ def refuse_inputs(outputs: Iterable[Path], inputs: Iterable[str]) -> None:
                 )
 
 
-@dataclass(frozen=True)
-class OutputPlan:
+class OutputPlan(NamedTuple):  # a named tuple: quicker to define than a dataclass, on every run
     """Where and how results go: ``format`` (table, json, csv, npz), ``target`` (None for
     stdout) and ``folder`` (one STEP.csv per step inside ``target``)."""
 
