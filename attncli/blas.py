@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import glob
 import os
 from collections.abc import Iterator
 from functools import cache
@@ -23,6 +22,8 @@ _SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads
 @cache
 def _openblas() -> tuple[object, object] | None:
     """(set_num_threads, get_num_threads) of the OpenBLAS numpy loaded, or None."""
+    import glob  # here: only the blocked path looks for the library
+
     root = os.path.dirname(np.__file__)
     candidates = glob.glob(os.path.join(root + ".libs", "*openblas*")) + glob.glob(
         os.path.join(root, ".dylibs", "*openblas*"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from typing import Any
 
 import numpy as np
@@ -212,6 +211,9 @@ def _run_tasks(run: Callable[[Any], None], tasks: list, workers: int,
             if progress:
                 progress(done, total)
         return
+    # here, not at the top: the thread pool (and the logging it imports) is for large problems only
+    from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+
     with single_threaded_blas(), ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(run, task) for task in tasks]
         try:

@@ -5,7 +5,8 @@ become messages and exit codes in one place, ``_reported``. numpy and Rich are i
 a command runs, so that ``--help`` and ``--version`` start fast.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here nor in options.py: Typer reads the commands'
+# annotations at every run, and strings would be evaluated each time (milliseconds).
 
 import contextlib
 import os
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperGroup
 
 from attncli import __version__
 from attncli import app as work
@@ -37,7 +38,15 @@ _CLICK_EXCEPTION = next(cls for cls in typer.BadParameter.__mro__ if cls.__name_
 
 class OneLineErrorGroup(TyperGroup):
     """Report usage errors (unknown option, missing argument…) as one ``Error:`` line, exit 2,
-    instead of Click's usage block or Typer's Rich panel."""
+    instead of Click's usage block or Typer's Rich panel. Its commands are made when first asked
+    for (``LazyCommands``): a run makes the one it runs."""
+
+    def __init__(self, *args: Any, **settings: Any) -> None:
+        super().__init__(*args, **settings)
+        self.commands = opt.LazyCommands(_COMMANDS, app)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # the names, in the order declared, without making the commands
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -59,7 +68,7 @@ class OneLineErrorGroup(TyperGroup):
                 sys.stderr.write(error.format_message() + "\n")
                 sys.exit(EXIT_BAD_INPUT)
             if type(error).__name__ == "NoSuchOption":
-                error.possibilities = _close_options(error.option_name, error.ctx)
+                error.possibilities = opt.close_options(error.option_name, error.ctx)
             command = getattr(getattr(error, "ctx", None), "command_path", None) or "attncli"
             _write_error(f"{error.format_message()} (see '{command} --help')")
             sys.exit(error.exit_code)
@@ -69,25 +78,6 @@ class OneLineErrorGroup(TyperGroup):
         if not standalone_mode:
             return result
         sys.exit(result if isinstance(result, int) else EXIT_OK)
-
-
-class PlainUsageCommand(TyperCommand):
-    """A command whose usage line shows a required argument as FILE, as Click does, not Typer's {FILE}."""
-
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
-                for piece in super().collect_usage_pieces(ctx)]
-
-
-def _close_options(name: str, ctx: Any) -> list[str]:
-    """The command's options close to a mistyped ``name``, compared without their dashes (which
-    every option shares) and with a stricter cutoff than Click's: --stpe suggests --step, --bogus nothing."""
-    import difflib
-
-    params = ctx.command.get_params(ctx) if ctx else ()
-    options = [flag for param in params for flag in param.opts if flag.startswith("--")]
-    close = difflib.get_close_matches(name.lstrip("-"), [flag[2:] for flag in options], n=3, cutoff=0.75)
-    return ["--" + flag for flag in close]
 
 
 app = typer.Typer(
@@ -208,7 +198,7 @@ def shapes(
     work.run_shapes(ShapesRequest(file, sizes), Shown(output_format, no_color=no_color))
 
 
-@app.command(cls=PlainUsageCommand)
+@app.command(cls=opt.PlainUsageCommand)
 @_reported()
 def explain(
     file: opt.Problem,
@@ -224,7 +214,7 @@ def explain(
     work.run_explain(given_by(locals()), query, key, head, batch, Shown(precision=precision, no_color=no_color))
 
 
-@app.command(cls=PlainUsageCommand)
+@app.command(cls=opt.PlainUsageCommand)
 @_reported()
 def check(
     file: opt.Problem,
@@ -245,7 +235,7 @@ def check(
         raise typer.Exit(EXIT_MISMATCH)
 
 
-@app.command(cls=PlainUsageCommand)
+@app.command(cls=opt.PlainUsageCommand)
 @_reported()
 def layers(model: opt.Model, output_format: opt.LayersFormat = "table", no_color: opt.NoColor = False) -> None:
     """List a model's attention layers and what attncli computes for each (heads, RoPE, window…)."""
@@ -275,6 +265,9 @@ def random_problem(
                                   causal_lower_right=causal_lower_right, kv_heads=kv_heads, rope=rope, window=window,
                                   softcap=softcap, alibi=alibi, sinks=sinks, qk_norm=qk_norm, padding=padding,
                                   tokens=tokens))
+
+
+_COMMANDS = opt.take_commands(app)  # the commands above: the group makes each when asked for
 
 
 def _silence_stdout() -> None:

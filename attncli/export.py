@@ -7,7 +7,8 @@ import dataclasses
 import io
 import itertools
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -81,21 +82,42 @@ def step_to_csv(step: Step) -> str:
     return "\n".join(lines) + "\n"
 
 
-def trace_to_npz(trace: Trace, steps: list[Step]) -> bytes:
-    """An NPZ archive: one float64 array per step, named after it, and ``meta`` (a 0-d string
-    array holding the JSON meta, so nothing in it needs unpickling)."""
-    buffer = io.BytesIO()
+def write_npz(trace: Trace, steps: list[Step], handle: BinaryIO) -> None:
+    """An NPZ archive into ``handle``: one array per step, named after it, as the trace holds it
+    (no copy: each is written straight from its array), and ``meta`` (a 0-d string array holding
+    the JSON meta, so nothing in it needs unpickling). Uncompressed, as np.savez writes."""
     arrays = {step.name: step.array for step in steps}
     arrays["meta"] = np.array(json.dumps(trace_meta(trace, steps)))
-    np.savez(buffer, **arrays)
+    np.savez(handle, **arrays)
+
+
+def trace_to_npz(trace: Trace, steps: list[Step]) -> bytes:
+    """The NPZ archive of ``write_npz`` as bytes."""
+    buffer = io.BytesIO()
+    write_npz(trace, steps, buffer)
     return buffer.getvalue()
 
 
-def render(trace: Trace, steps: list[Step], chosen: str, precision: int = 4, full: bool = False) -> bytes:
+Writing = Callable[[BinaryIO], None]  # what writes a large output into a file, never all in memory
+
+
+def rendering(trace: Trace, steps: list[Step], chosen: str, precision: int = 4, full: bool = False
+              ) -> bytes | Writing:
     """The steps in the output format ``chosen`` (a name in formats.OUTPUT_FORMATS), as the
-    function its entry names renders them; ``precision`` and ``full`` matter to the table only."""
+    function its entry names renders them: bytes, or for NPZ the function that writes them into a
+    file (attncli.writers takes either); ``precision`` and ``full`` matter to the table only."""
     rendered = load(output_format(chosen).function)(trace, steps, precision, full)
     return rendered.encode() if isinstance(rendered, str) else rendered
+
+
+def render(trace: Trace, steps: list[Step], chosen: str, precision: int = 4, full: bool = False) -> bytes:
+    """The steps in the output format ``chosen`` as bytes (see ``rendering``)."""
+    rendered = rendering(trace, steps, chosen, precision, full)
+    if not callable(rendered):
+        return rendered
+    buffer = io.BytesIO()
+    rendered(buffer)
+    return buffer.getvalue()
 
 
 def json_output(trace: Trace, steps: list[Step], precision: int, full: bool) -> str:
@@ -108,9 +130,10 @@ def csv_output(trace: Trace, steps: list[Step], precision: int, full: bool) -> s
     return step_to_csv(steps[0])
 
 
-def npz_output(trace: Trace, steps: list[Step], precision: int, full: bool) -> bytes:
-    """--format npz: the steps at full precision."""
-    return trace_to_npz(trace, steps)
+def npz_output(trace: Trace, steps: list[Step], precision: int, full: bool) -> Writing:
+    """--format npz: the steps at full precision, written into a file as they are (every step of a
+    medium problem is hundreds of MB: never copied into memory first)."""
+    return lambda handle: write_npz(trace, steps, handle)
 
 
 def shapes_to_json(rows: list) -> str:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class InputFormat:
+class InputFormat(NamedTuple):  # named tuples: quicker to define than dataclasses, on every run
     """A kind of input file: its ``name``, the ``suffixes`` that mark it, the ``signature`` its
     bytes begin with (b"" for none: a text format), what it ``holds`` ("problem", "matrix",
     "lines": many problems, or "model": tensors of which one attention layer is a problem) and
@@ -35,11 +33,11 @@ class InputFormat:
     starts: tuple[bytes, ...] = ()
 
 
-class OutputFormat(NamedTuple):  # a named tuple: quicker to define than a dataclass, on every run
+class OutputFormat(NamedTuple):
     """A kind of output: its ``name`` (as --format takes it), the ``suffixes`` of files that get
     it, whether it is ``binary``, the ``function`` ("module:function") that renders a trace (called
-    as ``function(trace, steps, precision, full)``, giving text or bytes) and how --format's help
-    ``describes`` it."""
+    as ``function(trace, steps, precision, full)``, giving text, bytes, or a function that writes
+    the bytes into a binary file, for large outputs) and how --format's help ``describes`` it."""
 
     name: str
     suffixes: tuple[str, ...]

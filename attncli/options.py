@@ -1,15 +1,18 @@
-"""The command line's options: their names, metavars, help texts and checks, as Typer declares them.
+"""The command line's options: their names, metavars, help texts and checks, as Typer declares them;
+and how the commands are made from them (each when first asked for) and shown.
 
 CLI-only (Typer), as cli.py is; the commands in cli.py take these. Texts that list formats come
 from attncli.formats, so they name what attncli reads and writes.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Typer reads the annotations of these checks at every
+# run, and would evaluate strings each time.
 
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Iterator, Mapping
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from attncli.formats import input_suffixes, listed, output_help, output_names
 from attncli.keys import STEP_NAMES
@@ -20,6 +23,60 @@ FORMAT_HELP, OUTPUT_SUFFIXES_HELP = output_help()
 PROBLEM_SUFFIXES = ", ".join(input_suffixes("problem"))
 MATRIX_SUFFIXES = listed(input_suffixes("matrix"))
 
+
+# --- the commands ----------------------------------------------------------------------------------
+
+def take_commands(app: typer.Typer) -> dict[str, Any]:
+    """The commands declared on ``app`` by name, taken from Typer's list: Typer would make every
+    command's options at every run (milliseconds each), LazyCommands makes each when asked for."""
+    declared = {info.name or typer.main.get_command_name(info.callback.__name__): info
+                for info in app.registered_commands}
+    app.registered_commands.clear()
+    return declared
+
+
+class LazyCommands(Mapping[str, Any]):
+    """The commands by name, each made from its declaration when first asked for: --help and
+    completion ask for every one, a run for the one it runs."""
+
+    def __init__(self, declared: dict[str, Any], app: typer.Typer) -> None:
+        self.declared, self.app = declared, app
+        self.made: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.made:
+            self.made[name] = typer.main.get_command_from_info(
+                self.declared[name], pretty_exceptions_short=self.app.pretty_exceptions_short,
+                rich_markup_mode=self.app.rich_markup_mode)
+        return self.made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.declared)
+
+    def __len__(self) -> int:
+        return len(self.declared)
+
+
+class PlainUsageCommand(TyperCommand):
+    """A command whose usage line shows a required argument as FILE, as Click does, not Typer's {FILE}."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+                for piece in super().collect_usage_pieces(ctx)]
+
+
+def close_options(name: str, ctx: Any) -> list[str]:
+    """The command's options close to a mistyped ``name``, compared without their dashes (which
+    every option shares) and with a stricter cutoff than Click's: --stpe suggests --step, --bogus nothing."""
+    import difflib
+
+    params = ctx.command.get_params(ctx) if ctx else ()
+    options = [flag for param in params for flag in param.opts if flag.startswith("--")]
+    close = difflib.get_close_matches(name.lstrip("-"), [flag[2:] for flag in options], n=3, cutoff=0.75)
+    return ["--" + flag for flag in close]
+
+
+# --- the options -----------------------------------------------------------------------------------
 
 def choice(choices: tuple[str, ...], suggest: Callable[[str], str] = lambda value: ""):
     # validated here rather than as an Enum so the message is ours, and JSON works as well as json

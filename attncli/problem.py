@@ -27,7 +27,8 @@ from attncli.wording import closest, describe, head_counts
 
 VARIANT_KEY_SET = frozenset(VARIANT_KEYS)
 
-@dataclass(frozen=True)
+# no __eq__ or __repr__ made (arrays cannot be compared as a whole): defining the class costs less, on every run
+@dataclass(frozen=True, eq=False, repr=False)
 class Problem:
     """Validated arrays and options for one attention computation.
 

@@ -13,7 +13,6 @@ import functools
 import io
 import json
 import re
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,6 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from attncli import formats, torchnames
-from attncli.delimited import parse_csv
 from attncli.errors import ProblemError, option
 from attncli.keys import FILE_KEYS, STEP_NAMES
 from attncli.sources import (
@@ -245,17 +243,23 @@ def read_json(reading: Reading) -> Any:
 
 def read_csv(reading: Reading) -> np.ndarray:
     """A .csv file's matrix; from standard input, tab- or comma-separated as its first row says."""
-    return parse_csv(reading.data(), "," if reading.suffix else None, reading.key == "mask", reading.masked)
+    return _delimited(reading, "," if reading.suffix else None)
 
 
 def read_tsv(reading: Reading) -> np.ndarray:
     """A .tsv file's matrix."""
-    return parse_csv(reading.data(), "\t", reading.key == "mask", reading.masked)
+    return _delimited(reading, "\t")
 
 
 def read_text(reading: Reading) -> np.ndarray:
     """A .txt file's matrix: numbers separated by tabs, commas or spaces (numpy's savetxt)."""
-    return parse_csv(reading.data(), None, reading.key == "mask", reading.masked)
+    return _delimited(reading, None)
+
+
+def _delimited(reading: Reading, delimiter: str | None) -> np.ndarray:
+    from attncli.delimited import parse_csv  # here: the csv module is for delimited files only
+
+    return parse_csv(reading.data(), delimiter, reading.key == "mask", reading.masked)
 
 
 def read_npy(reading: Reading) -> np.ndarray:
@@ -296,6 +300,8 @@ def read_npz(reading: Reading) -> dict[str, Any]:
 
 def parse_npz(data: bytes) -> dict[str, Any]:
     """An NPZ archive's arrays by name; a 0-d array (heads, scale, a mask rule) becomes its value."""
+    import zipfile  # here: a JSON problem has no use for it
+
     try:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:

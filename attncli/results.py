@@ -36,7 +36,7 @@ def blaming(source: str, *, always: bool = False) -> Iterator[None]:
 
 def emit(trace: Trace, steps: list[Step], shown: Shown, inputs: list[str]) -> None:
     """The chosen steps on stdout, or in files, in the format ``shown`` asks for."""
-    from attncli.export import render
+    from attncli.export import render, rendering
     from attncli.writers import plan_output, write_files, write_stdout
 
     with blaming("output"):
@@ -46,7 +46,7 @@ def emit(trace: Trace, steps: list[Step], shown: Shown, inputs: list[str]) -> No
                         plan.target)
             return
         if plan.target is not None:
-            write_files({plan.target: render(trace, steps, plan.format, shown.precision, shown.full)}, inputs)
+            write_files({plan.target: rendering(trace, steps, plan.format, shown.precision, shown.full)}, inputs)
             return
     if plan.format == "table":
         from attncli.view import print_trace

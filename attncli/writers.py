@@ -10,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from attncli.errors import ProblemError
 from attncli.formats import output_names, output_suffixes
@@ -82,10 +81,14 @@ def _umask() -> int:
     return current
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see atomic_file)."""
+def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write ``data`` to ``path`` atomically (see atomic_file): bytes, or a function that writes
+    them into the file (a large output, never all in memory)."""
     with atomic_file(path) as handle:
-        handle.write(data)
+        if callable(data):
+            data(handle)
+        else:
+            handle.write(data)
 
 
 def refuse_inputs(outputs: Iterable[Path], inputs: Iterable[str]) -> None:
@@ -102,8 +105,7 @@ def refuse_inputs(outputs: Iterable[Path], inputs: Iterable[str]) -> None:
                 )
 
 
-@dataclass(frozen=True)
-class OutputPlan:
+class OutputPlan(NamedTuple):  # a named tuple: quicker to define than a dataclass, on every run
     """Where and how results go: ``format`` (table, json, csv, npz), ``target`` (None for
     stdout) and ``folder`` (one STEP.csv per step inside ``target``)."""
 
@@ -155,8 +157,9 @@ def is_folder_target(output: str) -> bool:
     return output.endswith(("/", os.sep)) or Path(output).is_dir()
 
 
-def write_files(files: dict[Path, bytes], inputs: Iterable[str], folder: Path | None = None) -> None:
-    """Write each file atomically, after checking none is an input; ``folder``, the one the user
+def write_files(files: dict[Path, bytes | Callable[[BinaryIO], None]], inputs: Iterable[str],
+                folder: Path | None = None) -> None:
+    """Write each file atomically (see write_atomic), after checking none is an input; ``folder``, the one the user
     asked for (-o FOLDER/), is made first if need be."""
     refuse_inputs(files, inputs)
     for path, data in files.items():

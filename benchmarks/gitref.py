@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import subprocess
 import tarfile
@@ -18,3 +19,11 @@ def extract(ref: str, folder: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
         tar.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     return folder
+
+
+def rounds_and_ref(description: str, rounds: int) -> argparse.Namespace:
+    """The options of a benchmark timed in rounds: ``--rounds N`` and ``--against REF``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--against", metavar="REF", help="also measure the code of this git ref, side by side")
+    return parser.parse_args()

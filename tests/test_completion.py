@@ -125,3 +125,14 @@ def test_an_unknown_shell_is_refused_not_ignored(name):
 def test_help_offers_the_completion_options():
     result = _run([ATTNCLI, "--help"], {"COLUMNS": "100", "NO_COLOR": "1"})
     assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
+
+
+def test_a_run_makes_only_the_command_it_runs():
+    import typer.main
+
+    from attncli.cli import app
+
+    group = typer.main.get_command(app)
+    assert list(group.commands) == ["compute", "demo", "shapes", "explain", "check", "layers", "random"]
+    assert group.get_command(None, "shapes").name == "shapes"
+    assert list(group.commands.made) == ["shapes"]

@@ -13,7 +13,7 @@ from conftest import DATA, SAMPLES
 from test_cli import assert_one_line_error, run, write
 
 from attncli import writers
-from attncli.readers import parse_csv
+from attncli.delimited import parse_csv
 
 CLASSIC = json.loads((SAMPLES / "classic.json").read_text())
 MATRICES = ("x", "w_query", "w_key", "w_value")
@@ -282,6 +282,33 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert_one_line_error(result, f"{target}: cannot be written: No space left on device")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_an_npz_file_is_written_straight_into_the_file_and_atomically(tmp_path, monkeypatch):
+    # every step of a medium problem is hundreds of MB: np.savez writes into the file, no copy in memory
+    from attncli import export
+
+    target = tmp_path / "trace.npz"
+    target.write_text("old")
+    handles = []
+    real = export.write_npz
+    monkeypatch.setattr(export, "write_npz", lambda trace, steps, handle: (handles.append(handle),
+                                                                          real(trace, steps, handle)))
+    assert run("compute", SAMPLES / "classic.json", "-o", target).exit_code == 0
+    assert [type(handle).__name__ for handle in handles] == ["BufferedWriter"]
+    with np.load(target) as archive:
+        assert archive["output"][0][0] == 1.9366210616669624 and "meta" in archive.files
+
+    def full_disk(trace, steps, handle):
+        handle.write(b"PK")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "write_npz", full_disk)
+    assert_one_line_error(run("compute", SAMPLES / "classic.json", "-o", target),
+                          f"{target}: cannot be written: No space left on device")
+    with np.load(target) as archive:
+        assert archive["output"][0][0] == 1.9366210616669624
+    assert [p.name for p in tmp_path.iterdir()] == ["trace.npz"]
 
 
 def test_json_lines_to_a_file_are_atomic(tmp_path, monkeypatch):

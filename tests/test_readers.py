@@ -12,11 +12,11 @@ import pytest
 from conftest import SAMPLES
 
 from attncli import sources
+from attncli.delimited import parse_csv
 from attncli.dumps import read_expected
 from attncli.errors import ProblemError
 from attncli.readers import (
     iter_json_lines,
-    parse_csv,
     parse_json,
     read_inputs,
     read_matrix,

@@ -114,3 +114,12 @@ def test_only_the_stages_arithmetic_computes_attention():
     computing = {module_name(path): attention_arithmetic(path) for path in SOURCES}
     assert {module: found for module, found in computing.items() if found and module != "arithmetic"} == {}
     assert len(computing["arithmetic"]) >= 4
+
+
+def test_the_view_package_gives_every_name_it_lists():
+    # its names are imported when first asked for (a run that shows tables imports no other view)
+    import attncli.view as view
+
+    assert sorted(view._MODULE_OF) == sorted(view.__all__)
+    for name in view.__all__:
+        assert callable(getattr(view, name)), name

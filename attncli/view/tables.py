@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.color import Color, blend_rgb
@@ -15,13 +16,15 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from attncli.demo import MaskGrid, Section
 from attncli.numbers import counted
 from attncli.precision import REDUCED, UNIT_ROUNDOFF
 from attncli.trace import Step, Trace
 from attncli.view.console import PipeAwareConsole, measure_width, print_blocks
 from attncli.view.labels import labelled, shown_token, table_labels
 from attncli.view.numbers import format_number
+
+if TYPE_CHECKING:
+    from attncli.demo import MaskGrid, Section
 
 # matplotlib's viridis at 0, 1/9, …, 1: perceptually uniform, dark purple to yellow; weights are
 # coloured by interpolating between these stops (a straight blend of the two ends is grey in the middle).
@@ -319,7 +322,8 @@ def _step_renderables(console: Console, trace: Trace | None, step: Step, precisi
     masked = None if trace is None else masked_cells(trace, step)
     blocks = list(step_blocks(console, step, precision, full, masked, legend, trace))
     tables = [block for block in blocks if isinstance(block, Group)]
-    widest = max(measure_width(console, table) for table in tables)
+    # one table is not measured: measuring one costs about as much as printing it
+    widest = max(measure_width(console, table) for table in tables) if len(tables) > 1 else 0
     if len(tables) > 1 and 2 * widest + SIDE_BY_SIDE_GAP <= console.width:
         tables = [Columns(tables, padding=(0, SIDE_BY_SIDE_GAP))]
     return tables + [block for block in blocks if not isinstance(block, Group)]
