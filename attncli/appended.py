@@ -12,8 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from attncli.errors import ProblemError
-from attncli.numbers import as_array, counted, shape_text
-from attncli.wording import describe
+from attncli.numbers import as_array, counted, shape_text, true_or_false
 
 APPENDED_KEYS = ("bias_k", "bias_v", "add_zero_attn")
 # the variant keys that need positions, which an appended key does not have
@@ -66,12 +65,8 @@ def appended_rows(document: dict, key_width: int, value_width: int, mask_rule: s
 
 
 def _flag(value: Any) -> bool:
-    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind == "b":
-        value = bool(value)
-    if value is None or isinstance(value, bool | np.bool_):
-        return bool(value)
-    raise ProblemError(f"add_zero_attn is {describe(value)}; it is true (a key and a value of zeros appended, "
-                       "as nn.MultiheadAttention(add_zero_attn=True)) or false", key="add_zero_attn")
+    return value is not None and true_or_false("add_zero_attn", value, "true (a key and a value of zeros appended, "
+                                               "as nn.MultiheadAttention(add_zero_attn=True)) or false")
 
 
 def _row(document: dict, name: str, width: int, weight_name: str) -> np.ndarray:

@@ -191,3 +191,13 @@ def _replace_minus_infinity(value: Any) -> Any:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("-inf", "-infinity")):
         return -math.inf
     return value
+
+
+def true_or_false(key: str, value: Any, meaning: str) -> bool:
+    """``value`` as a bool: true/false, a numpy bool, or an NPZ's 0-d bool array; otherwise a
+    ProblemError naming ``key``: "{key} is …; it is {meaning}"."""
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind == "b":
+        value = bool(value)
+    if not isinstance(value, bool | np.bool_):
+        raise ProblemError(f"{key} is {describe(value)}; it is {meaning}", key=key)
+    return bool(value)

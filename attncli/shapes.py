@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from attncli.errors import ProblemError
 from attncli.sizes import Sizes
 from attncli.stages import STAGES, STEP_AXES
-from attncli.trace import present_axes, present_shape
+from attncli.trace import present_axes, present_shape, shaped_as_x
 from attncli.wording import head_counts
 
 
@@ -64,9 +64,8 @@ def shape_flow(sizes: Sizes) -> list[ShapeRow]:
 def _seq_first(row: ShapeRow) -> ShapeRow:
     """A row as a batch_first=False document has it: the inputs and the steps shaped as x (batch,
     seq, width), the output and the joined heads, sequence first (as trace.in_layout gives them)."""
-    full_axes = STEP_AXES.get(row.step, ("batch", "seq", "width"))
-    if row.axes[:1] != ("batch",) or full_axes[:1] != ("batch",) or full_axes[1] not in ("q_len", "seq") \
-            or full_axes[2] == "k_len":
+    # a row without its batch axis (an unbatched problem) reads the same either way
+    if row.axes[:1] != ("batch",) or (row.step in STEP_AXES and not shaped_as_x(row.step)):
         return row
     return dataclasses.replace(row, shape=(row.shape[1], row.shape[0], *row.shape[2:]),
                                axes=(row.axes[1], row.axes[0], *row.axes[2:]))

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from attncli.errors import ProblemError, option
-from attncli.numbers import as_array, counted, nested_shape, shape_text, with_minus_infinity
-from attncli.wording import describe
+from attncli.numbers import as_array, counted, nested_shape, shape_text, true_or_false, with_minus_infinity
 
 PACKED = ("in_proj_weight", "in_proj_bias")
 SEPARATE = ("q_proj_weight", "k_proj_weight", "v_proj_weight")
@@ -121,12 +120,8 @@ def from_pytorch_names(document: dict) -> dict:
 
 def batch_first(value: Any) -> bool:
     """``batch_first`` as a bool: True, inputs (batch, seq, E); False, (seq, batch, E)."""
-    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind == "b":
-        value = bool(value)
-    if not isinstance(value, bool | np.bool_):
-        raise ProblemError(f"batch_first is {describe(value)}; it is true (inputs (batch, seq, E)) or false "
-                           "(PyTorch's default: (seq, batch, E))", key="batch_first")
-    return bool(value)
+    return true_or_false("batch_first", value, "true (inputs (batch, seq, E)) or false (PyTorch's default: "
+                         "(seq, batch, E))")
 
 
 def inferred_batch_first(document: dict) -> bool | None:

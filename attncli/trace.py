@@ -52,8 +52,14 @@ def in_layout(steps: dict[str, Step], seq_first: bool) -> dict[str, Step]:
     if not seq_first:
         return steps
     return {name: step._replace(array=step.array.swapaxes(0, 1), axes=(step.axes[1], step.axes[0], *step.axes[2:]))
-            if STEP_AXES[name][:2] == ("batch", "q_len") and STEP_AXES[name][2] != "k_len" else step
-            for name, step in steps.items()}
+            if shaped_as_x(name) else step for name, step in steps.items()}
+
+
+def shaped_as_x(name: str) -> bool:
+    """Whether step ``name`` is shaped as x, (batch, q_len, width) (the output, the joined heads): the
+    steps a seq-first document gets sequence first (not the weights averaged, (batch, q_len, k_len))."""
+    axes = STEP_AXES[name]
+    return axes[:2] == ("batch", "q_len") and axes[2] != "k_len"
 
 
 class Step(NamedTuple):

@@ -112,7 +112,9 @@ def test_what_cannot_be_appended_is_one_line(changes, message):
 
 
 def test_a_classic_problem_stays_as_it_was():
-    assert isinstance(Appended(np.zeros((1, 2)), np.zeros((1, 2)), ("zero",)).count, int)
+    """add_zero_attn: false appends nothing: the same numbers, bit for bit, and the source's keys alone."""
     plain = pipeline.full_attention(problem_from_document(document())).steps["output"].array
     zero_only_seen = problem_from_document(document(add_zero_attn=False))
     np.testing.assert_array_equal(pipeline.full_attention(zero_only_seen).steps["output"].array, plain)
+    assert zero_only_seen.appended is None and zero_only_seen.k_len == 4
+    assert Appended(np.zeros((2, 6)), np.zeros((2, 6)), ("bias_k", "zero")).count == 2
