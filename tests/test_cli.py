@@ -596,6 +596,22 @@ def test_version_and_help_do_not_import_numpy():
     assert attncli_process("--version").stdout.decode() == f"attncli {__version__}\n"
 
 
+def test_the_entry_collects_rarely_and_leaves_an_importer_its_collector():
+    code = ("import gc, sys; sys.argv = ['attncli', '--version']\n"
+            "import attncli.cli\n"
+            "print(gc.get_threshold(), gc.get_freeze_count() == 0)\n"
+            "from attncli.__main__ import run\n"
+            "try:\n    run()\nexcept SystemExit:\n    pass\n"
+            "print(gc.get_threshold(), gc.get_freeze_count() > 10_000)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.splitlines()[0] == "(700, 10, 10) True", done.stderr
+    assert done.stdout.splitlines()[-1] == "(100000, 50, 100) True", done.stderr
+    # the console script and python -m attncli both start there
+    assert 'attncli = "attncli.__main__:run"' in (ROOT / "pyproject.toml").read_text()
+    assert attncli_process("compute", ROOT / "samples" / "classic.json", "--format", "json", "--step", "output")\
+        .stdout.startswith(b'{"output": [[1.9366210616669624, 6.683105308334811, 1.5950684074995565]')
+
+
 def test_core_imports_neither_typer_nor_rich():
     code = ("import sys, attncli.pipeline, attncli.readers, attncli.export, attncli.demo\n"
             "print(sorted(m for m in ('typer', 'rich', 'click') if m in sys.modules))")
