@@ -51,18 +51,27 @@ def blocked_steps(problem: Problem, wanted: tuple[str, ...], progress: Callable[
     upfront = [stage for stage in STAGES if stage.unit == "problem" or stage.name in made_whole]
 
     def make_whole(stage: Stage) -> None:
-        # each head's rows contiguous: the blocks read them head by head
-        array = whole.put(stage.name, stage.slot, np.ascontiguousarray(stage.make(whole)))
-        check_finite(stage.name, array, problem)
+        before, made = whole.arrays.get(stage.slot), stage.make(whole)
+        # each head's rows contiguous: the blocks read them head by head (V gets so beside its
+        # column of ones, in finish_slot: one copy of the values, not two)
+        array = whole.put(stage.name, stage.slot, made if stage.slot == "v" else np.ascontiguousarray(made))
+        if array is not before:  # a variant the problem lacks passes its slot on, checked already
+            check_finite(stage.name, array, problem)
         if stage.unit == "problem":
             shared[stage.slot] = array
 
+    def finish_slot(slot: str) -> None:
+        # on the thread that made the slot's last stage: the other slot's chain runs meanwhile
+        if slot == "v":
+            share_values_with_ones(shared)
+        elif slot == "k":  # the largest |key| of each key/value head, for bounds on its scores
+            shared["key_norms"] = np.sqrt(np.maximum.reduce(np.square(shared["k"]).sum(axis=-1), axis=-1))
+
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        _make_upfront(make_whole, upfront, workers if not made_whole else 1)
+        _make_upfront(make_whole, finish_slot, upfront, workers if not made_whole else 1)
         arrays.update((stage.name, whole.made[stage.name]) for stage in upfront if stage.name in wanted)
         whole.arrays.clear()
         whole.made.clear()  # what the blocks need is in shared: drop the rest before they run
-        share_values_with_ones(shared)
         # numpy's exp2 runs faster than its exp (with AVX-512 about twice in float32): with log2(e)
         # folded into Q too, 2^(score·log2 e) is the same e^score
         power = np.exp2
@@ -72,8 +81,7 @@ def blocked_steps(problem: Problem, wanted: tuple[str, ...], progress: Callable[
                     or problem.masked_rows == "nan" or problem.precision is not None)
         fold = _query_fold(problem, log2=power is np.exp2)
         fold_factor = float(np.abs(fold(np.ones(1, dtype=problem.x.dtype)))[0])
-        # the largest |key| of each key/value head, for bounds on its scores (|q·k| <= |q|·|k|)
-        key_norms = np.sqrt(np.maximum.reduce(np.square(shared["k"]).sum(axis=-1), axis=-1))
+        key_norms = shared.pop("key_norms")  # for bounds on the scores: |q·k| <= |q|·|k|
         with np.errstate(divide="ignore"):
             shared["query_limit"] = SHIFT_FREE_EXPONENT[problem.x.dtype] / (fold_factor * key_norms)
         largest = float(np.finfo(problem.x.dtype).max)
@@ -161,17 +169,21 @@ def blocked_steps(problem: Problem, wanted: tuple[str, ...], progress: Callable[
     return arrays
 
 
-def _make_upfront(make: Callable[[Stage], None], stages: list[Stage], workers: int) -> None:
-    """Make ``stages`` (those made once, before the blocks) in order; with two workers or more, each
-    slot's chain of stages (K and what transforms it, V) on its own thread with one BLAS thread:
-    OpenBLAS's own threads would spin on after a product and slow the blocks that follow (by about
-    a tenth in float32). On an overflow, the error of the stage first in order is raised."""
+def _make_upfront(make: Callable[[Stage], None], finish: Callable[[str], None], stages: list[Stage],
+                  workers: int) -> None:
+    """Make ``stages`` (those made once, before the blocks) in order, and ``finish(slot)`` once a
+    slot's chain of stages (K and what transforms it; V) is made; with two workers or more, each
+    chain on its own thread with one BLAS thread: OpenBLAS's own threads would spin on after a
+    product and slow the blocks that follow (by about a tenth in float32). On an overflow, the error
+    of the stage first in order is raised."""
     chains: dict[str, list[Stage]] = {}
     for stage in stages:
         chains.setdefault(stage.slot, []).append(stage)
     if workers <= 1 or len(chains) < 2:
         for stage in stages:
             make(stage)
+        for slot in chains:
+            finish(slot)
         return
     errors: dict[int, ProblemError] = {}
 
@@ -183,6 +195,7 @@ def _make_upfront(make: Callable[[Stage], None], stages: list[Stage], workers: i
                 except ProblemError as error:
                     errors[stages.index(stage)] = error
                     return
+            finish(chain[0].slot)
 
     _run_tasks(run, list(chains.values()), workers, None, order=lambda chain: stages.index(chain[0]))
     if errors:
