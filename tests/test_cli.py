@@ -605,7 +605,7 @@ def test_the_entry_collects_rarely_and_leaves_an_importer_its_collector():
             "print(gc.get_threshold(), gc.get_freeze_count() > 10_000)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.stdout.splitlines()[0] == "(700, 10, 10) True", done.stderr
-    assert done.stdout.splitlines()[-1] == "(100000, 50, 100) True", done.stderr
+    assert done.stdout.splitlines()[-1] == "(100000, 10, 10) True", done.stderr
     # the console script and python -m attncli both start there
     assert 'attncli = "attncli.__main__:run"' in (ROOT / "pyproject.toml").read_text()
     assert attncli_process("compute", ROOT / "samples" / "classic.json", "--format", "json", "--step", "output")\
