@@ -375,6 +375,8 @@ def _json_line(raw: bytes) -> Any:
     except ProblemError as error:
         # the stream's line number is given by the caller; within one line only the column counts
         error.message = re.sub(r"^(invalid JSON at )?line 1, column", r"\1column", error.message)
+        # kept, not raised: its traceback would keep the line's text alive in a cycle (attncli.stream)
+        error.__traceback__ = error.__context__ = None
         return error
 
 

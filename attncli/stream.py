@@ -98,7 +98,8 @@ def _group_results(lines: list[tuple[int, Any]], trace_of: Callable[[Any], Trace
     if len(lines) > 1:
         try:
             traces = traces_of([document for _, document in lines])
-        except (ProblemError, MemoryError):  # a line alone says what is wrong, or fits the memory
+        except (ProblemError, MemoryError) as error:  # a line alone says what is wrong, or fits the memory
+            error.__traceback__ = error.__context__ = None  # its frames hold the stack's arrays (see _line_result)
             middle = len(lines) // 2
             _group_results(lines[:middle], trace_of, traces_of, step_names, results)
             _group_results(lines[middle:], trace_of, traces_of, step_names, results)
@@ -114,11 +115,16 @@ def _group_results(lines: list[tuple[int, Any]], trace_of: Callable[[Any], Trace
 
 def _line_result(number: int, parsed: Any, trace_of: Callable[[Any], Trace],
                  step_names: list[str] | None) -> LineResult:
+    # An error is passed on as a new one, with no traceback: a traceback's frames may hold the line
+    # (its text, its arrays) in a cycle with the error, which only the cyclic collector would free,
+    # and the process's entry runs it rarely (attncli.__main__). So a line that is not JSON is not
+    # raised here, and a raised error lets go of its frames.
+    if isinstance(parsed, ProblemError):
+        return LineResult(None, ProblemError(f"line {number}: {parsed.message}", parsed.shapes))
     try:
-        if isinstance(parsed, ProblemError):
-            raise parsed
         trace = trace_of(parsed)
     except ProblemError as error:
+        error.__traceback__ = error.__context__ = None
         return LineResult(None, ProblemError(f"line {number}: {error.message}", error.shapes))
     return _result(number, trace, step_names)
 
@@ -127,6 +133,7 @@ def _result(number: int, trace: Trace, step_names: list[str] | None) -> LineResu
     try:
         output = trace_to_json(trace, trace.select(step_names))
     except ProblemError as error:
+        error.__traceback__ = error.__context__ = None  # see _line_result
         return LineResult(None, ProblemError(f"line {number}: {error.message}", error.shapes))
     return LineResult(output, None, _numbered(number, trace.warnings))
 

@@ -3,6 +3,7 @@ bytes on stdout, the same errors and warnings on stderr, the same exit code, on 
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import random
@@ -156,3 +157,42 @@ def test_a_program_that_waits_for_each_answer_gets_it():
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_bad_lines_leave_no_cycles_for_the_collector(monkeypatch, blocked):
+    # attncli.__main__ runs the cyclic collector rarely: a bad line's error must not keep its
+    # frames (the line's text, its arrays) alive in a cycle; on the blocked path too, whose threads
+    # keep the errors of their blocks
+    from attncli import pipeline
+    from attncli.pipeline import attention
+    from attncli.problem import problem_from_document
+
+    if blocked:
+        monkeypatch.setattr(pipeline, "BLOCKED_MIN_CELLS", 0)
+
+    good = json.dumps(json.loads((SAMPLES / "classic.json").read_text()))
+    overflow = json.dumps({"x": [[1e200, 1e200], [1, 1]], "w_query": [[1e200, 0], [0, 1]],
+                           "w_key": [[1, 0], [0, 1]], "w_value": [[1, 0], [0, 1]]})
+    lines = "\n".join(["{not json", '{"x": [[1, 2], [3]]}', good, overflow] * 20) + "\n"
+
+    def trace_of(document):
+        return attention(problem_from_document(document), ["output"])
+
+    def traces_of(documents):
+        return stacks.traces_of(documents, problem_from_document, "float64", ["output"])
+
+    gc.collect()
+    gc.disable()
+    try:
+        results = list(stream.compute_lines(io.BytesIO(lines.encode()), trace_of, ["output"], traces_of))
+        left = gc.collect()
+    finally:
+        gc.enable()
+    assert [result.error.message.split(":")[0] if result.error else None for result in results[:4]] == [
+        "line 1", "line 2", None, "line 4"]
+    assert "overflows float64" in results[3].error.message
+    # the blocked path's arithmetic agrees to rounding (attncli.flow)
+    assert json.loads(results[2].output)["output"][0] == pytest.approx(
+        [1.9366210616669624, 6.683105308334811, 1.5950684074995565], rel=1e-15)
+    assert len(results) == 80 and left == 0
