@@ -337,15 +337,16 @@ def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
 
 
 def json_line_chunks(stream: BinaryIO, lines: int, size: int) -> Iterator[list[tuple[int, Any]]]:
-    """iter_json_lines' pairs, a chunk at a time: at most ``lines`` lines, read ``size`` bytes at a
-    time (a longer line whole), and only those at hand. Input is waited for only when the chunk has
-    no line, so a program that writes a line and waits for its answer gets it."""
+    """iter_json_lines' pairs, a chunk at a time: at most ``lines`` lines or about ``size`` bytes of
+    them (a longer line alone), read ``size`` bytes at a time, and only those at hand. Input is
+    waited for only when the chunk has no line, so a program that writes a line and waits for its
+    answer gets it."""
     read = getattr(stream, "read1", stream.read)
-    number, chunk, begun = 0, [], []  # begun: the pieces of a line not yet ended
+    number, chunk, begun, held = 0, [], [], 0  # begun: the pieces of a line not yet ended; held: the chunk's bytes
     while True:
-        if chunk and (len(chunk) >= lines or not at_hand(stream)):
+        if chunk and (len(chunk) >= lines or held >= size or not at_hand(stream)):
             yield chunk
-            chunk = []
+            chunk, held = [], 0
         data = read(size)
         if not data:
             break
@@ -359,9 +360,10 @@ def json_line_chunks(stream: BinaryIO, lines: int, size: int) -> Iterator[list[t
             number += 1
             if raw and not raw.isspace():  # not blank
                 chunk.append((number, _json_line(raw + b"\n")))  # as the line is read: its line break kept
-            if len(chunk) >= lines:
+                held += len(raw)
+            if len(chunk) >= lines or held >= size:  # long lines: a few at a time, not 512 (memory)
                 yield chunk
-                chunk = []
+                chunk, held = [], 0
     last = b"".join(begun)
     if last.strip():
         chunk.append((number + 1, _json_line(last)))

@@ -141,6 +141,19 @@ def test_chunks_read_the_lines_iter_json_lines_reads(size):
     assert plain(pair for chunk in chunks for pair in chunk) == plain(iter_json_lines(io.BytesIO(data)))
 
 
+def test_a_chunk_of_long_lines_holds_about_its_size_in_bytes():
+    from attncli.readers import json_line_chunks
+
+    line = json.dumps(CLASSIC).encode() + b"\n"  # 419 bytes and its line break
+    assert len(line) == 420
+    chunks = list(json_line_chunks(io.BytesIO(line * 40), 512, 1000))
+    # each chunk ends with the line that brings it to 1000 bytes (3 lines), the last with what is left
+    assert [len(chunk) for chunk in chunks] == [3] * 13 + [1]
+    assert [len(chunk) for chunk in json_line_chunks(io.BytesIO(line * 40), 512, 1 << 20)] == [40]
+    assert [number for chunk in chunks for number, _ in chunk] == list(range(1, 41))
+    assert chunks[-1][-1][1]["w_query"] == CLASSIC["w_query"]
+
+
 def test_a_program_that_waits_for_each_answer_gets_it():
     # a line written, its answer read, then the next: no chunk waits for lines not yet written
     process = subprocess.Popen([sys.executable, "-m", "attncli", "compute", "--lines", "-", "--step", "output"],
