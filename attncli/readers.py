@@ -337,10 +337,9 @@ def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
 
 
 def json_line_chunks(stream: BinaryIO, lines: int, size: int) -> Iterator[list[tuple[int, Any]]]:
-    """iter_json_lines' pairs, a chunk at a time: at most ``lines`` lines or about ``size`` bytes of
-    them (a longer line alone), read ``size`` bytes at a time, and only those at hand. Input is
-    waited for only when the chunk has no line, so a program that writes a line and waits for its
-    answer gets it."""
+    """iter_json_lines' pairs a chunk at a time: at most ``lines`` lines or about ``size`` bytes (a longer
+    line alone), read ``size`` bytes at a time, only those at hand: input is waited for only when the
+    chunk has no line, so a program that writes a line and waits for its answer gets it."""
     read = getattr(stream, "read1", stream.read)
     number, chunk, begun, held = 0, [], [], 0  # begun: the pieces of a line not yet ended; held: the chunk's bytes
     while True:
@@ -377,8 +376,7 @@ def _json_line(raw: bytes) -> Any:
     except ProblemError as error:
         # the stream's line number is given by the caller; within one line only the column counts
         error.message = re.sub(r"^(invalid JSON at )?line 1, column", r"\1column", error.message)
-        # kept, not raised: its traceback would keep the line's text alive in a cycle (attncli.stream)
-        error.__traceback__ = error.__context__ = None
+        error.__traceback__ = error.__context__ = None  # kept: its frames would hold the line in a cycle
         return error
 
 
