@@ -3,7 +3,8 @@
 The floors are minimal Typer commands built here: one reads a JSON matrix with numpy and prints
 it as JSON (the floor for `attncli compute FILE --format json`), one prints a small Rich table
 (the floor for the table view). Every command runs in turn, round after round, so that a noisy
-moment of the machine hits them all alike; the median of the rounds is reported.
+moment of the machine hits them all alike; the median of the rounds is reported. The JSON Lines
+rows also give each process's peak resident memory (wait4's ru_maxrss, the largest of the rounds).
 
 With --against REF, the code of that git ref (its attncli/, taken with `git archive` into a
 temporary folder) runs too, in the same rounds, interleaved with the working tree's: each attncli
@@ -21,8 +22,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from gitref import extract, rounds_and_ref
 
@@ -30,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLASSIC = ROOT / "samples" / "classic.json"
 STREAM_PROBLEMS = 20_000
 STREAM_ROUNDS = 3
+MIB = 1024 * 1024
 
 FLOOR_JSON = '''
 import json, sys
@@ -89,22 +93,38 @@ for line in sys.stdin:
 '''
 
 
-def run_stream(command: list[str], lines: bytes, environment: dict[str, str] = ENVIRONMENT) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(command, input=lines, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed: {done.stderr.decode()}")
-    return elapsed
+class Run(NamedTuple):
+    seconds: float
+    peak_bytes: int  # the process's peak resident memory
 
 
-def run_once(command: list[str], environment: dict[str, str] = ENVIRONMENT) -> float:
+def measured(command: list[str], environment: dict[str, str] = ENVIRONMENT, lines: bytes | None = None) -> Run:
+    """Run ``command`` (``lines`` on its standard input), timed, with its peak memory from wait4."""
     start = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
+    process = subprocess.Popen(command, stdin=subprocess.PIPE if lines is not None else subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
+    errors: list[bytes] = []
+    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()))
+    reader.start()
+    if lines is not None:
+        process.stdin.write(lines)
+        process.stdin.close()
+    _, status, usage = os.wait4(process.pid, 0)  # wait4, not wait: it gives the child's rusage
     elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed: {done.stderr.decode()}")
-    return elapsed
+    process.returncode = os.waitstatus_to_exitcode(status)
+    reader.join()
+    process.stderr.close()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed: {b''.join(errors).decode()}")
+    return Run(elapsed, usage.ru_maxrss * 1024)  # ru_maxrss is in KiB on Linux
+
+
+def run_stream(command: list[str], lines: bytes, environment: dict[str, str] = ENVIRONMENT) -> Run:
+    return measured(command, environment, lines)
+
+
+def run_once(command: list[str], environment: dict[str, str] = ENVIRONMENT) -> Run:
+    return measured(command, environment)
 
 
 def interleaved(names: list[str], round_number: int) -> list[str]:
@@ -147,7 +167,7 @@ def side_by_side(ref: str, rounds: int, python: str, folder: Path) -> None:
     times: dict[str, list[float]] = {name: [] for name in cases}
     for round_number in range(rounds):
         for name in interleaved(list(cases), round_number):
-            times[name].append(run_once(*cases[name]))
+            times[name].append(run_once(*cases[name]).seconds)
     stream_command = [*attncli, "compute", "--lines", "-", "--format", "json", "--step", "output"]
     floor_stream = Path(folder) / "floor_stream.py"
     floor_stream.write_text(FLOOR_STREAM)
@@ -155,11 +175,11 @@ def side_by_side(ref: str, rounds: int, python: str, folder: Path) -> None:
     stream_cases = {"floor: json+numpy loop": ([python, str(floor_stream)], ENVIRONMENT),
                     **{"attncli compute --lines -" + suffix: (stream_command, environment)
                        for suffix, environment in environments.items()}}
-    stream_times: dict[str, list[float]] = {name: [] for name in stream_cases}
+    stream_runs: dict[str, list[Run]] = {name: [] for name in stream_cases}
     for round_number in range(STREAM_ROUNDS):
         for name in interleaved(list(stream_cases), round_number):
             command, environment = stream_cases[name]
-            stream_times[name].append(run_stream(command, lines, environment))
+            stream_runs[name].append(run_stream(command, lines, environment))
 
     median = {name: statistics.median(values) * 1000 for name, values in times.items()}
     print(f"start-up, median of {rounds} rounds (ms), Python {sys.version.split()[0]}; "
@@ -175,15 +195,18 @@ def side_by_side(ref: str, rounds: int, python: str, folder: Path) -> None:
     print()
     print(f"JSON Lines: {STREAM_PROBLEMS} copies of samples/classic.json, --format json --step output, "
           f"median of {STREAM_ROUNDS}")
-    stream_median = {name: statistics.median(values) for name, values in stream_times.items()}
+    stream_median = {name: statistics.median(run.seconds for run in runs) for name, runs in stream_runs.items()}
+    peak = {name: max(run.peak_bytes for run in runs) / MIB for name, runs in stream_runs.items()}
     floor_seconds = stream_median["floor: json+numpy loop"]
     ours, theirs = stream_median["attncli compute --lines -"], stream_median["attncli compute --lines - @ ref"]
     print(f"{'case':34} {'current':>8} {'ref':>8} {'cur/ref':>8} {'cur/floor':>10} {'ref/floor':>10} "
-          f"{'cur prob/s':>11} {'ref prob/s':>11}")
-    print(f"{'floor: json+numpy loop':34} {floor_seconds:7.2f}s")
+          f"{'cur prob/s':>11} {'ref prob/s':>11} {'cur MiB':>8} {'ref MiB':>8}")
+    print(f"{'floor: json+numpy loop':34} {floor_seconds:7.2f}s{'':64} {peak['floor: json+numpy loop']:8.1f}")
     print(f"{'attncli compute --lines -':34} {ours:7.2f}s {theirs:7.2f}s {ours / theirs:7.2f}x "
           f"{ours / floor_seconds:9.2f}x {theirs / floor_seconds:9.2f}x "
-          f"{STREAM_PROBLEMS / ours:11.0f} {STREAM_PROBLEMS / theirs:11.0f}")
+          f"{STREAM_PROBLEMS / ours:11.0f} {STREAM_PROBLEMS / theirs:11.0f} "
+          f"{peak['attncli compute --lines -']:8.1f} {peak['attncli compute --lines - @ ref']:8.1f}")
+    print("MiB: the process's peak resident memory (the largest of the rounds)")
     print("target: attncli at most 1.0x the floor (faster than the bare loop)")
     print(f"rerun: python benchmarks/startup.py --rounds {rounds} --against {ref}")
 
@@ -214,7 +237,7 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(rounds):
             for name, command in cases.items():
-                times[name].append(run_once(command))
+                times[name].append(run_once(command).seconds)
         floor_stream = Path(folder) / "floor_stream.py"
         floor_stream.write_text(FLOOR_STREAM)
         problem_line = (json.dumps(json.loads(CLASSIC.read_text())) + "\n").encode()
@@ -224,10 +247,10 @@ def main() -> None:
             "attncli compute --lines -": [python, "-m", "attncli", "compute", "--lines", "-", "--format", "json",
                                           "--step", "output"],
         }
-        stream_times: dict[str, list[float]] = {name: [] for name in stream_cases}
+        stream_runs: dict[str, list[Run]] = {name: [] for name in stream_cases}
         for _ in range(STREAM_ROUNDS):
             for name, command in stream_cases.items():
-                stream_times[name].append(run_stream(command, lines))
+                stream_runs[name].append(run_stream(command, lines))
     median = {name: statistics.median(values) * 1000 for name, values in times.items()}
     print(f"start-up, median of {rounds} rounds (ms), Python {sys.version.split()[0]}")
     print(f"{'case':34} {'ms':>8} {'ratio':>8}")
@@ -244,11 +267,12 @@ def main() -> None:
     print()
     print(f"JSON Lines: {STREAM_PROBLEMS} copies of samples/classic.json, --format json --step output, "
           f"median of {STREAM_ROUNDS}")
-    stream_median = {name: statistics.median(values) for name, values in stream_times.items()}
+    stream_median = {name: statistics.median(run.seconds for run in runs) for name, runs in stream_runs.items()}
     floor_seconds = stream_median["floor: json+numpy loop"]
-    print(f"{'case':34} {'s':>8} {'ratio':>8} {'problems/s':>11}")
+    print(f"{'case':34} {'s':>8} {'ratio':>8} {'problems/s':>11} {'peak MiB':>9}")
     for name, seconds in stream_median.items():
-        print(f"{name:34} {seconds:8.2f} {seconds / floor_seconds:7.2f}x {STREAM_PROBLEMS / seconds:11.0f}")
+        peak = max(run.peak_bytes for run in stream_runs[name]) / MIB
+        print(f"{name:34} {seconds:8.2f} {seconds / floor_seconds:7.2f}x {STREAM_PROBLEMS / seconds:11.0f} {peak:9.1f}")
     print("target: attncli at most 1.0x the floor (faster than the bare loop)")
     print("rerun: python benchmarks/startup.py --rounds", rounds)
 

@@ -11,7 +11,8 @@ odd rounds), and the medians are reported, with their ratio. Before each run the
 the files written so far are flushed (os.sync, not timed): else a run pays for the previous one's
 file, as the disk writes it back. attncli's time includes its own fsync of the file it writes
 (about 85 ms for 210 MB here: an atomic file is on disk before it takes its name); np.savez does
-not sync. The two files' arrays are compared once.
+not sync. The two files' arrays are compared once, and each process's peak resident memory is
+printed (the largest of the rounds).
 Both load their modules from compiled .pyc files, as after a normal install (PYTHONDONTWRITEBYTECODE
 is dropped from their environment, as benchmarks/startup.py drops it).
 
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from gitref import extract, rounds_and_ref
-from startup import ENVIRONMENT, run_once
+from startup import ENVIRONMENT, Run, run_once
 
 ROOT = Path(__file__).resolve().parent.parent
 SEQ_LEN, D_MODEL, HEADS = 1024, 512, 8
@@ -97,19 +98,20 @@ def main() -> None:
         for command, environment in cases.values():  # warm the file cache and the .pyc files
             run_once(command, environment)
         difference = compare(folder / "attncli.npz", folder / "reference.npz")
-        times: dict[str, list[float]] = {name: [] for name in cases}
+        runs: dict[str, list[Run]] = {name: [] for name in cases}
         names = list(cases)
         for round_number in range(options.rounds):
             for name in names if round_number % 2 == 0 else names[::-1]:
                 os.sync()
-                times[name].append(run_once(*cases[name]))
-    median = {name: statistics.median(values) for name, values in times.items()}
+                runs[name].append(run_once(*cases[name]))
+    median = {name: statistics.median(run.seconds for run in values) for name, values in runs.items()}
+    peak = {name: max(run.peak_bytes for run in values) / (1024 * 1024) for name, values in runs.items()}
     reference = median["numpy: compute + np.savez"]
     print(f"every step of L={SEQ_LEN}, d_model {D_MODEL}, {HEADS} heads, W_O, float64, into an NPZ file "
           f"(processes, median of {options.rounds} rounds, Python {sys.version.split()[0]})")
-    print(f"{'case':28} {'s':>7} {'ratio':>7}")
+    print(f"{'case':28} {'s':>7} {'ratio':>7} {'peak MiB':>9}")
     for name, seconds in median.items():
-        print(f"{name:28} {seconds:7.3f} {seconds / reference:6.2f}x")
+        print(f"{name:28} {seconds:7.3f} {seconds / reference:6.2f}x {peak[name]:9.1f}")
     print(f"target: attncli at most {TARGET}x numpy; largest relative difference of the arrays: {difference:.1e}")
     rerun = f" --against {options.against}" if options.against else ""
     print(f"rerun: python benchmarks/trace_npz.py --rounds {options.rounds}{rerun}")
