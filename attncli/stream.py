@@ -1,8 +1,9 @@
 """Many problems in one run: JSON Lines in, one JSON line out per problem, in order.
 
-Lines are read a chunk at a time (those at hand, at most CHUNK_LINES or about CHUNK_BYTES), and the problems of one
-shape among them computed as one stack (attncli.stacks), so memory stays that of a chunk however
-long the stream; each line's output is the one it gets alone, in the lines' order. What a line's
+Lines are read a chunk at a time (those at hand, at most CHUNK_LINES or about CHUNK_BYTES), and
+the problems of one shape among them computed as one stack (attncli.stacks), so memory stays that
+of a chunk however long the stream; each line's output is the one it gets alone, in the lines'
+order. What a line's
 problem is and how it is computed is the caller's (the application layer's): this module numbers
 the lines, groups them, names them in errors and warnings, and writes each trace as JSON.
 """
@@ -62,11 +63,12 @@ def compute_lines(
     computes one line's document, and the trace's ``step_names`` (None: all) make its line.
 
     With ``traces_of``, the lines are read a chunk at a time (CHUNK_LINES lines or about
-    CHUNK_BYTES of them at most, read CHUNK_BYTES at a time: memory is bounded by the chunk) and those of one signature
-    (attncli.stacks) are given to it together: it gives their traces, or None when they are not
-    stacked (each line is then computed alone). A ProblemError from it (a line of the group is wrong, or
-    overflows) splits the group in two, down to single lines, which take ``trace_of``: a wrong
-    line gets the error it gets alone. The results come in the lines' order either way."""
+    CHUNK_BYTES of them at most, read CHUNK_BYTES at a time: memory is bounded by the chunk) and
+    those of one signature (attncli.stacks) are given to it together: it gives their traces, or
+    None when they are not stacked (each line is then computed alone). A ProblemError from it (a
+    line of the group is wrong, or overflows) splits the group in two, down to single lines, which
+    take ``trace_of``: a wrong line gets the error it gets alone. The results come in the lines'
+    order either way."""
     if traces_of is None:
         for number, parsed in iter_json_lines(stream):
             yield _line_result(number, parsed, trace_of, step_names)
