@@ -101,7 +101,9 @@ class Stage(NamedTuple):
         when it has one (float16, bfloat16: each product and the softmax computed in float32, then
         rounded, as frameworks do), so every later stage reads rounded values."""
         made = self.run(flow)
-        return made if flow.rounding is None else flow.rounding(made)
+        if flow.rounding is None or (self.transforms and made is flow.arrays.get(self.slot)):
+            return made  # (a variant the problem lacks passes its slot on, rounded already)
+        return flow.rounding(made)
 
 
 def _projection_stage(name: str, source: str, weight: str, bias: str, length: str, dim: str) -> Stage:
