@@ -112,6 +112,20 @@ def test_the_blocked_path_rounds_as_the_full_path(monkeypatch):
     assert np.abs(blocked - full).max() <= 2**-7 * np.abs(full).max()
 
 
+def test_a_variant_the_problem_lacks_passes_the_rounded_array_on_as_it_is():
+    # rounding is idempotent: k_normed and k_rotated of a problem without QK-norm or RoPE are K itself
+    from attncli.flow import Flow
+    from attncli.stages import STAGES
+
+    problem = problem_from_document(json.loads((SAMPLES / "classic.json").read_text())).astype("float16")
+    flow = Flow(problem)
+    for stage in STAGES:
+        if stage.slot == "k":
+            flow.put(stage.name, stage.slot, stage.make(flow))
+    assert flow.made["k_normed"] is flow.made["k"] and flow.made["k_rotated"] is flow.made["k"]
+    assert flow.made["k"].reshape(-1, 3)[1].tolist() == [4.0, 4.0, 0.0]
+
+
 def test_a_reduced_dtype_overflows_as_a_framework_would(tmp_path):
     path = tmp_path / "big.json"
     document = json.loads((SAMPLES / "classic.json").read_text())
