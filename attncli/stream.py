@@ -101,7 +101,7 @@ def _group_results(lines: list[tuple[int, Any]], trace_of: Callable[[Any], Trace
         try:
             traces = traces_of([document for _, document in lines])
         except (ProblemError, MemoryError) as error:  # a line alone says what is wrong, or fits the memory
-            error.__traceback__ = error.__context__ = None  # its frames hold the stack's arrays (see _line_result)
+            error.__traceback__ = error.__context__ = None  # its frames hold the stack's arrays (see _failed)
             middle = len(lines) // 2
             _group_results(lines[:middle], trace_of, traces_of, step_names, results)
             _group_results(lines[middle:], trace_of, traces_of, step_names, results)
@@ -117,17 +117,12 @@ def _group_results(lines: list[tuple[int, Any]], trace_of: Callable[[Any], Trace
 
 def _line_result(number: int, parsed: Any, trace_of: Callable[[Any], Trace],
                  step_names: list[str] | None) -> LineResult:
-    # An error is passed on as a new one, with no traceback: a traceback's frames may hold the line
-    # (its text, its arrays) in a cycle with the error, which only the cyclic collector would free,
-    # and the process's entry runs it rarely (attncli.__main__). So a line that is not JSON is not
-    # raised here, and a raised error lets go of its frames.
-    if isinstance(parsed, ProblemError):
-        return LineResult(None, ProblemError(f"line {number}: {parsed.message}", parsed.shapes))
+    if isinstance(parsed, ProblemError):  # not JSON: passed on, not raised (see _failed)
+        return _failed(number, parsed)
     try:
         trace = trace_of(parsed)
     except ProblemError as error:
-        error.__traceback__ = error.__context__ = None
-        return LineResult(None, ProblemError(f"line {number}: {error.message}", error.shapes))
+        return _failed(number, error)
     return _result(number, trace, step_names)
 
 
@@ -135,9 +130,17 @@ def _result(number: int, trace: Trace, step_names: list[str] | None) -> LineResu
     try:
         output = trace_to_json(trace, trace.select(step_names))
     except ProblemError as error:
-        error.__traceback__ = error.__context__ = None  # see _line_result
-        return LineResult(None, ProblemError(f"line {number}: {error.message}", error.shapes))
+        return _failed(number, error)
     return LineResult(output, None, _numbered(number, trace.warnings))
+
+
+def _failed(number: int, error: ProblemError) -> LineResult:
+    """Line ``number``'s result when ``error`` is what is wrong with it: the error, numbered."""
+    # with no traceback: its frames may hold the line (its text, its arrays) in a cycle with the
+    # error, which only the cyclic collector would free, and the process's entry runs it rarely
+    # (attncli.__main__)
+    error.__traceback__ = error.__context__ = None
+    return LineResult(None, ProblemError(f"line {number}: {error.message}", error.shapes))
 
 
 def _numbered(number: int, warnings: tuple[str, ...]) -> tuple[str, ...]:

@@ -119,14 +119,6 @@ def measured(command: list[str], environment: dict[str, str] = ENVIRONMENT, line
     return Run(elapsed, usage.ru_maxrss * 1024)  # ru_maxrss is in KiB on Linux
 
 
-def run_stream(command: list[str], lines: bytes, environment: dict[str, str] = ENVIRONMENT) -> Run:
-    return measured(command, environment, lines)
-
-
-def run_once(command: list[str], environment: dict[str, str] = ENVIRONMENT) -> Run:
-    return measured(command, environment)
-
-
 def interleaved(names: list[str], round_number: int) -> list[str]:
     """Each round's order: every "X" just before its "X @ ref", the other way round on odd rounds."""
     if round_number % 2 == 0:
@@ -163,11 +155,11 @@ def side_by_side(ref: str, rounds: int, python: str, folder: Path) -> None:
         for suffix, environment in environments.items():
             cases[name + suffix] = (command, environment)
     for command, environment in cases.values():  # warm the file cache and the .pyc files (the ref's are new)
-        run_once(command, environment)
+        measured(command, environment)
     times: dict[str, list[float]] = {name: [] for name in cases}
     for round_number in range(rounds):
         for name in interleaved(list(cases), round_number):
-            times[name].append(run_once(*cases[name]).seconds)
+            times[name].append(measured(*cases[name]).seconds)
     stream_command = [*attncli, "compute", "--lines", "-", "--format", "json", "--step", "output"]
     floor_stream = Path(folder) / "floor_stream.py"
     floor_stream.write_text(FLOOR_STREAM)
@@ -179,7 +171,7 @@ def side_by_side(ref: str, rounds: int, python: str, folder: Path) -> None:
     for round_number in range(STREAM_ROUNDS):
         for name in interleaved(list(stream_cases), round_number):
             command, environment = stream_cases[name]
-            stream_runs[name].append(run_stream(command, lines, environment))
+            stream_runs[name].append(measured(command, environment, lines))
 
     median = {name: statistics.median(values) * 1000 for name, values in times.items()}
     print(f"start-up, median of {rounds} rounds (ms), Python {sys.version.split()[0]}; "
@@ -233,11 +225,11 @@ def main() -> None:
             "attncli --help": [python, "-m", "attncli", "--help"],
         }
         for command in cases.values():  # warm the file cache and the .pyc files
-            run_once(command)
+            measured(command)
         times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(rounds):
             for name, command in cases.items():
-                times[name].append(run_once(command).seconds)
+                times[name].append(measured(command).seconds)
         floor_stream = Path(folder) / "floor_stream.py"
         floor_stream.write_text(FLOOR_STREAM)
         problem_line = (json.dumps(json.loads(CLASSIC.read_text())) + "\n").encode()
@@ -250,7 +242,7 @@ def main() -> None:
         stream_runs: dict[str, list[Run]] = {name: [] for name in stream_cases}
         for _ in range(STREAM_ROUNDS):
             for name, command in stream_cases.items():
-                stream_runs[name].append(run_stream(command, lines))
+                stream_runs[name].append(measured(command, lines=lines))
     median = {name: statistics.median(values) * 1000 for name, values in times.items()}
     print(f"start-up, median of {rounds} rounds (ms), Python {sys.version.split()[0]}")
     print(f"{'case':34} {'ms':>8} {'ratio':>8}")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from gitref import extract, rounds_and_ref
-from startup import ENVIRONMENT, Run, run_once
+from startup import ENVIRONMENT, Run, measured
 
 ROOT = Path(__file__).resolve().parent.parent
 SEQ_LEN, D_MODEL, HEADS = 1024, 512, 8
@@ -96,14 +96,14 @@ def main() -> None:
             cases[name] = ([python, "-P", "-m", "attncli", "compute", str(problem), "-o", str(target)],
                            {**ENVIRONMENT, "PYTHONPATH": str(tree)})
         for command, environment in cases.values():  # warm the file cache and the .pyc files
-            run_once(command, environment)
+            measured(command, environment)
         difference = compare(folder / "attncli.npz", folder / "reference.npz")
         runs: dict[str, list[Run]] = {name: [] for name in cases}
         names = list(cases)
         for round_number in range(options.rounds):
             for name in names if round_number % 2 == 0 else names[::-1]:
                 os.sync()
-                runs[name].append(run_once(*cases[name]))
+                runs[name].append(measured(*cases[name]))
     median = {name: statistics.median(run.seconds for run in values) for name, values in runs.items()}
     peak = {name: max(run.peak_bytes for run in values) / (1024 * 1024) for name, values in runs.items()}
     reference = median["numpy: compute + np.savez"]
