@@ -14,7 +14,6 @@ import numpy as np
 from attncli.errors import ProblemError
 from attncli.numbers import as_array, counted, shape_text, true_or_false
 
-APPENDED_KEYS = ("bias_k", "bias_v", "add_zero_attn")
 # the variant keys that need positions, which an appended key does not have
 POSITIONAL = ("rope", "alibi", "window", "positions")
 
@@ -33,9 +32,11 @@ class Appended(NamedTuple):
         return len(self.names)
 
 
-def appended_rows(document: dict, key_width: int, value_width: int, mask_rule: str | None) -> Appended | None:
+def appended_rows(document: dict, variants: dict[str, Any], key_width: int, value_width: int,
+                  mask_rule: str | None) -> Appended | None:
     """The appended rows of ``document``'s ``bias_k`` and ``bias_v`` ((width,), (1, width) or
-    PyTorch's (1, 1, width)) and ``add_zero_attn`` (true/false), or None when it has neither."""
+    PyTorch's (1, 1, width)) and ``add_zero_attn`` (true/false), or None when it has neither;
+    ``variants`` are the document's variant fields, validated (variants.fields)."""
     zero = _flag(document.get("add_zero_attn"))
     given = [name for name in ("bias_k", "bias_v") if document.get(name) is not None]
     if not given and not zero:
@@ -46,7 +47,7 @@ def appended_rows(document: dict, key_width: int, value_width: int, mask_rule: s
                            "give both", key=other)
     named = "bias_k/bias_v" if given else "add_zero_attn"
     for key in POSITIONAL:
-        if document.get(key) not in (None, False):
+        if variants.get(key) is not None:
             raise ProblemError(f"{key} is given with {named}: an appended key has no position "
                                "(nn.MultiheadAttention has neither)", key=key)
     if mask_rule not in (None, "array"):

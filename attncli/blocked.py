@@ -20,7 +20,7 @@ from attncli.arithmetic import scaled
 from attncli.blas import single_threaded_blas
 from attncli.errors import ProblemError
 from attncli.flow import Block, Flow, keys_needed, share_values_with_ones
-from attncli.precision import LARGEST
+from attncli.precision import largest_text
 from attncli.problem import Problem
 from attncli.sizes import sizes_of
 from attncli.stages import STAGES, STEP_AXES, Stage
@@ -318,12 +318,8 @@ def check_finite(name: str, array: np.ndarray, problem: Problem, allowed: np.nda
     axis_sizes = sizes_of(problem).axis_sizes()
     dtype = problem.precision.name if problem.precision is not None else array.dtype  # float16 is held in float32
     raise ProblemError(
-        f"{name} overflows {dtype} at ({position}): beyond ±{_largest(dtype)}; "
+        f"{name} overflows {dtype} at ({position}): beyond ±{largest_text(dtype)}; "
         "scale the inputs or weights down",
         {name: present_shape(tuple(axis_sizes[axis] for axis in axes), name, problem.batched, problem.heads,
                              problem.kv_heads)},
     )
-
-
-def _largest(dtype: np.dtype | str) -> str:
-    return f"{LARGEST[dtype] if dtype in LARGEST else np.finfo(dtype).max:.1e}".replace("e+", "e")

@@ -18,8 +18,9 @@ import numpy as np
 
 # The dtypes computed by rounding float32 results (the others are numpy's own)
 REDUCED = ("float16", "bfloat16")
-# Where each reduced dtype's values are held and computed: in float32 (accumulation as frameworks do)
-STORAGE = {"float16": np.float32, "bfloat16": np.float32, "float32": np.float32}
+# The dtypes a Precision rounds to; their values are held and computed in float32 (accumulation as
+# frameworks do)
+ROUNDED = (*REDUCED, "float32")
 # The unit roundoff u: the largest relative error of one rounding to nearest
 UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
 LARGEST = {"float32": float(np.finfo(np.float32).max), "float16": 65504.0, "bfloat16": 3.3895313892515355e38}
@@ -29,15 +30,11 @@ _KEPT = {"bfloat16": 7, "float16": 10}
 
 class Precision(NamedTuple):
     """Computing in ``name`` (float16, bfloat16; float32 for check's spreads): arrays held in
-    ``storage`` and every stage's result rounded to ``name``, to nearest even, or stochastically
-    with the generator ``rng``."""
+    float32 and every stage's result rounded to ``name``, to nearest even, or stochastically with
+    the generator ``rng``."""
 
     name: str
     rng: np.random.Generator | None = None
-
-    @property
-    def storage(self) -> type:
-        return STORAGE[self.name]
 
     def round(self, array: np.ndarray) -> np.ndarray:
         """``array`` (any float dtype) in the storage dtype, its values rounded to ``name``."""
@@ -84,3 +81,9 @@ def rounded(array: np.ndarray, dtype: str, rng: np.random.Generator | None = Non
     if nan.any():
         result = np.where(nan, np.float32(np.nan), result)
     return result
+
+
+def largest_text(dtype: np.dtype | str) -> str:
+    """The largest finite value of ``dtype`` (a reduced one's included) as messages write it: 6.6e4."""
+    largest = LARGEST[dtype] if dtype in LARGEST else float(np.finfo(dtype).max)
+    return f"{largest:.1e}".replace("e+0", "e").replace("e+", "e")

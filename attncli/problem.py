@@ -19,7 +19,7 @@ from attncli.appended import Appended, appended_rows, extended_rules
 from attncli.errors import ProblemError, option
 from attncli.keys import KNOWN_KEYS, REQUIRED_KEYS, REQUIRED_ROLES, VARIANT_KEYS
 from attncli.numbers import as_array, counted, index_text
-from attncli.precision import LARGEST, STORAGE, Precision
+from attncli.precision import ROUNDED, Precision, largest_text
 from attncli.tokens import Tokens, labels_of
 from attncli.variants import QKNorm, Rope, parse_scale
 from attncli.visibility import Visibility, parse_mask, visibility
@@ -139,8 +139,8 @@ class Problem:
             arrays.update({"qk_norm.q_weight": self.qk_norm.q_weight, "qk_norm.k_weight": self.qk_norm.k_weight})
         if self.softcap is not None:
             arrays["softcap"] = np.array(self.softcap)
-        dtype = dtype if dtype in STORAGE else np.dtype(dtype).name
-        reduced = Precision(dtype, rng) if dtype in STORAGE and (dtype != "float32" or rng is not None) else None
+        dtype = dtype if dtype in ROUNDED else np.dtype(dtype).name
+        reduced = Precision(dtype, rng) if dtype in ROUNDED and (dtype != "float32" or rng is not None) else None
         changed = {}
         with np.errstate(over="ignore"):  # a value beyond the new dtype's range is refused below, by name
             for name, array in arrays.items():
@@ -152,9 +152,8 @@ class Problem:
                         where = [i for axis, i in enumerate(where) if axis > 1 or array.shape[axis] > 1]
                     elif name in ("x", "context") and not self.batched:
                         where = where[1:]  # the batch axis the document did not have
-                    largest = f"{LARGEST[dtype]:.1e}".replace("e+0", "e").replace("e+", "e")
                     raise ProblemError(f"{name}{index_text(where)} is beyond {dtype}'s "
-                                       f"range (±{largest}); compute in float64", key=name.split(".")[0])
+                                       f"range (±{largest_text(dtype)}); compute in float64", key=name.split(".")[0])
         if self.context is self.x:
             changed["context"] = changed["x"]  # self-attention stays one array
         if self.qk_norm is not None:
@@ -313,7 +312,7 @@ def problem_from_document(
     # a classic document (no variant key) skips the variants' validation: a stream has many
     modern = variants.fields(document, batch, heads, kv_heads, q_width // heads, q_len, k_len) if (
         not VARIANT_KEY_SET.isdisjoint(document)) else {}
-    extra = appended_rows(document, k_width, weights["w_value"].shape[1], mask_rule) if modern else None
+    extra = appended_rows(document, modern, k_width, weights["w_value"].shape[1], mask_rule) if modern else None
     if extra is not None:  # the masks cover the source's keys; the appended ones are seen by every query
         mask_array, modern = extended_rules(mask_array, modern, extra.count)
         k_len += extra.count

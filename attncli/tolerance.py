@@ -53,8 +53,7 @@ class Spread(NamedTuple):
         finite = np.where(np.isfinite(reference), reference, 0.0)
         squares = np.square(self.cells) + np.square(self.unit_roundoff * finite)
         if emulated is not None and emulated.shape == reference.shape:
-            own = differences(emulated, reference)
-            own[~np.isfinite(own)] = 0.0
+            own = _finite_differences(emulated, reference)
             squares += np.square(own) + (float(np.mean(np.square(own))) if own.size else 0.0)
         return CELL_FACTOR * np.sqrt(squares)
 
@@ -87,14 +86,16 @@ def rounding_spread(problem: Problem, step: str, exact: np.ndarray, dtype: str) 
     """How far rounding to ``dtype`` takes ``step`` of ``problem`` (float64) from ``exact`` (its
     float64 numbers, in the Trace's shape). A ProblemError when the step overflows the dtype."""
     squares = np.zeros(exact.shape)
-    norms = 0.0
     for run in range(RUNS):
         emulated = problem.astype(dtype, np.random.default_rng([SEED, run]))
-        made = full_attention(emulated, (step,)).steps[step].array
-        difference = differences(made, exact)
-        difference[~np.isfinite(difference)] = 0.0  # a masked cell: −∞ in the one, very low in the other
-        squares += np.square(difference)
-        norms += float(np.square(difference).sum())
+        squares += np.square(_finite_differences(full_attention(emulated, (step,)).steps[step].array, exact))
     cells = np.sqrt(squares / RUNS)
     mean = math.sqrt(float(np.mean(np.square(cells)))) if cells.size else 0.0
-    return Spread(dtype, RUNS, np.sqrt(np.square(cells) + mean * mean), math.sqrt(norms / RUNS))
+    return Spread(dtype, RUNS, np.sqrt(np.square(cells) + mean * mean), math.sqrt(float(squares.sum()) / RUNS))
+
+
+def _finite_differences(values: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    # a masked cell may be −∞ in the one and very low in the other: it adds nothing to a spread
+    difference = differences(values, exact)
+    difference[~np.isfinite(difference)] = 0.0
+    return difference

@@ -24,12 +24,12 @@ BIAS_V = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
 
 
 def test_rows_in_order_bias_then_zero():
-    rows = appended_rows({"bias_k": [[BIAS_K]], "bias_v": BIAS_V, "add_zero_attn": True}, 6, 6, None)
+    rows = appended_rows({"bias_k": [[BIAS_K]], "bias_v": BIAS_V, "add_zero_attn": True}, {}, 6, 6, None)
     assert rows.names == ("bias_k", "zero") and rows.count == 2
     np.testing.assert_array_equal(rows.keys, [BIAS_K, [0.0] * 6])
     np.testing.assert_array_equal(rows.values, [BIAS_V, [0.0] * 6])
-    assert appended_rows({"add_zero_attn": False}, 6, 6, None) is None
-    assert appended_rows({"add_zero_attn": np.array(True)}, 2, 3, "array").values.shape == (1, 3)
+    assert appended_rows({"add_zero_attn": False}, {}, 6, 6, None) is None
+    assert appended_rows({"add_zero_attn": np.array(True)}, {}, 2, 3, "array").values.shape == (1, 3)
 
 
 def test_joined_after_every_batch_items_keys():
@@ -101,6 +101,8 @@ def test_the_blocked_path_gives_the_full_paths_output(monkeypatch):
      "window is given with add_zero_attn: an appended key has no position (nn.MultiheadAttention has neither)"),
     ({"bias_k": BIAS_K, "bias_v": BIAS_V, "alibi": True},
      "alibi is given with bias_k/bias_v: an appended key has no position (nn.MultiheadAttention has neither)"),
+    ({"add_zero_attn": True, "alibi": np.array([0.5, 0.25])},  # slopes as an NPZ gives them
+     "alibi is given with add_zero_attn: an appended key has no position (nn.MultiheadAttention has neither)"),
     ({"add_zero_attn": True, "mask": "causal_lower_right"},
      "mask 'causal_lower_right' is given with add_zero_attn: give the mask as an array (attn_mask), which PyTorch "
      "pads with a visible column for each appended key"),
@@ -117,4 +119,6 @@ def test_a_classic_problem_stays_as_it_was():
     zero_only_seen = problem_from_document(document(add_zero_attn=False))
     np.testing.assert_array_equal(pipeline.full_attention(zero_only_seen).steps["output"].array, plain)
     assert zero_only_seen.appended is None and zero_only_seen.k_len == 4
+    without_rope = problem_from_document(document(add_zero_attn=True, rope=False, alibi=False))
+    assert without_rope.appended.names == ("zero",) and without_rope.k_len == 5
     assert Appended(np.zeros((2, 6)), np.zeros((2, 6)), ("bias_k", "zero")).count == 2

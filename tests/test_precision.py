@@ -133,7 +133,7 @@ def test_a_reduced_dtype_overflows_as_a_framework_would(tmp_path):
     result = run("compute", path, "--dtype", "float16")
     assert result.exit_code == 2 and result.stderr.startswith(f"Error: {path}: scores overflows float16 at ("), \
         result.stderr
-    assert "beyond ±6.6e04; scale the inputs or weights down" in result.stderr  # float16's range, not float32's
+    assert "beyond ±6.6e4; scale the inputs or weights down" in result.stderr  # float16's range, not float32's
     assert run("compute", path, "--dtype", "bfloat16").exit_code == 0  # bfloat16 has float32's range
     path.write_text(json.dumps({**document, "x": [[1e5, 0, 1, 0], [0, 2, 0, 2], [1, 1, 1, 1]]}))
     assert_one_line_error(run("compute", path, "--dtype", "float16"),
