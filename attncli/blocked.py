@@ -23,7 +23,7 @@ from attncli.flow import Block, Flow, keys_needed, share_values_with_ones
 from attncli.precision import largest_text
 from attncli.problem import Problem
 from attncli.sizes import sizes_of
-from attncli.stages import STAGES, STEP_AXES, Stage
+from attncli.stages import STAGES, STEP_AXES, Stage, running
 from attncli.trace import kept_axes, present_axes, present_shape
 
 # The largest exponent (of 2) a block may reach with no row's maximum subtracted: its weights are
@@ -41,22 +41,22 @@ def blocked_steps(problem: Problem, wanted: tuple[str, ...], progress: Callable[
     shared: dict[str, np.ndarray] = {}
     whole = Flow(problem, shared=shared)
     arrays: dict[str, np.ndarray] = {}
-    block_stages = [stage for stage in STAGES if stage.unit == "block"]
-    heads_stages = [stage for stage in STAGES if stage.unit == "heads" and not stage.requested]
+    runs = running(sizes)
+    block_stages = [stage for stage in runs if stage.unit == "block"]
+    heads_stages = [stage for stage in runs if stage.unit == "heads" and not stage.requested]
     assembled = block_stages[-1]  # what each block contributes to: its head's columns of its rows
     # a per-query step asked for (q, q_rotated…) is made whole, with every block stage before it (the
     # rotation reads the norm's Q); none of these has a key axis (LIGHT_STEPS)
     asked = [index for index, stage in enumerate(block_stages) if stage.name in wanted and stage is not assembled]
     made_whole = {stage.name for stage in block_stages[:max(asked) + 1]} if asked else set()
-    upfront = [stage for stage in STAGES if stage.unit == "problem" or stage.name in made_whole]
+    upfront = [stage for stage in runs if stage.unit == "problem" or stage.name in made_whole]
 
     def make_whole(stage: Stage) -> None:
-        before, made = whole.arrays.get(stage.slot), stage.make(whole)
+        made = stage.make(whole)
         # each head's rows contiguous: the blocks read them head by head (V gets so beside its
         # column of ones, in finish_slot: one copy of the values, not two)
         array = whole.put(stage.name, stage.slot, made if stage.slot == "v" else np.ascontiguousarray(made))
-        if array is not before:  # a variant the problem lacks passes its slot on, checked already
-            check_finite(stage.name, array, problem)
+        check_finite(stage.name, array, problem)
         if stage.unit == "problem":
             shared[stage.slot] = array
 
@@ -215,7 +215,7 @@ def _plain_block(problem: Problem, block: Block, shared: dict[str, np.ndarray]) 
     the full path does: a ProblemError names the step and cell that overflowed; else what each made."""
     flow = _block_flow(problem, block, shared)
     sizes = sizes_of(problem)
-    for stage in STAGES:
+    for stage in running(sizes):
         if stage.unit != "block":
             continue
         array = flow.put(stage.name, stage.slot, stage.make(flow))

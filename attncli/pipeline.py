@@ -17,7 +17,7 @@ from attncli.blocked import blocked_steps, check_finite
 from attncli.flow import RIGHT, Flow, Slip
 from attncli.problem import Problem
 from attncli.sizes import Sizes, layout_key, sizes_of
-from attncli.stages import REQUESTED, STAGE, STAGES, STEP_AXES, Stage
+from attncli.stages import REQUESTED, STAGE, STAGES, STEP_AXES, Stage, running
 from attncli.trace import Step, Trace, TraceMeta, in_layout, kept_axes, present_axes
 
 # Stages made only when named: after the others, from what they made
@@ -125,9 +125,8 @@ def _layout(problem: Problem) -> tuple[Plan, TraceMeta, tuple[Stage, ...]]:
         if len(_LAYOUTS) > 256:
             _LAYOUTS.clear()
         sizes = sizes_of(problem)
-        running = tuple(stage for stage in STAGES if not stage.requested and (
-            stage.transforms is None or stage.present(sizes)))
-        layout = _LAYOUTS[key] = (_steps_plan(sizes), TraceMeta.of(problem), running)
+        runs = tuple(stage for stage in running(sizes) if not stage.requested)
+        layout = _LAYOUTS[key] = (_steps_plan(sizes), TraceMeta.of(problem), runs)
     return layout if problem.tokens is None else (layout[0], layout[1]._replace(tokens=problem.tokens), layout[2])
 
 

@@ -101,9 +101,7 @@ class Stage(NamedTuple):
         when it has one (float16, bfloat16: each product and the softmax computed in float32, then
         rounded, as frameworks do), so every later stage reads rounded values."""
         made = self.run(flow)
-        if flow.rounding is None or (self.transforms and made is flow.arrays.get(self.slot)):
-            return made  # (a variant the problem lacks passes its slot on, rounded already)
-        return flow.rounding(made)
+        return made if flow.rounding is None else flow.rounding(made)
 
 
 def _projection_stage(name: str, source: str, weight: str, bias: str, length: str, dim: str) -> Stage:
@@ -365,6 +363,12 @@ def last_in_slot(slot: str, names: Iterable[str]) -> str | None:
 HEAD_AXES = frozenset({"heads", "kv_heads"})
 # The steps made only when named (see Stage.requested).
 REQUESTED = frozenset(stage.name for stage in STAGES if stage.requested)
+
+
+def running(sizes: Sizes) -> tuple[Stage, ...]:
+    """The stages a problem of these sizes runs, in order: one that transforms a slot and that the
+    problem lacks (a rotation without RoPE) would hand its slot on unchanged, so it is not run."""
+    return tuple(stage for stage in STAGES if stage.transforms is None or stage.present(sizes))
 # The steps a trace can show, in order: the stages that are shown.
 STEP_AXES = {stage.name: stage.axes for stage in STAGES if stage.shown}
 assert tuple(STEP_AXES) == STEP_NAMES, "keys.STEP_NAMES must list the shown stages in order"

@@ -112,18 +112,22 @@ def test_the_blocked_path_rounds_as_the_full_path(monkeypatch):
     assert np.abs(blocked - full).max() <= 2**-7 * np.abs(full).max()
 
 
-def test_a_variant_the_problem_lacks_passes_the_rounded_array_on_as_it_is():
-    # rounding is idempotent: k_normed and k_rotated of a problem without QK-norm or RoPE are K itself
-    from attncli.flow import Flow
-    from attncli.stages import STAGES
+def test_the_blocked_path_runs_the_stages_the_full_path_runs(monkeypatch):
+    # a variant the problem lacks (QK-norm, RoPE, soft-cap, a bias here) is not run, on either
+    # path: it would only hand its slot on, rounded to float16 again
+    from attncli.stages import Stage
 
-    problem = problem_from_document(json.loads((SAMPLES / "classic.json").read_text())).astype("float16")
-    flow = Flow(problem)
-    for stage in STAGES:
-        if stage.slot == "k":
-            flow.put(stage.name, stage.slot, stage.make(flow))
-    assert flow.made["k_normed"] is flow.made["k"] and flow.made["k_rotated"] is flow.made["k"]
-    assert flow.made["k"].reshape(-1, 3)[1].tolist() == [4.0, 4.0, 0.0]
+    problem = problem_from_document(json.loads((SAMPLES / "multihead_causal.json").read_text())).astype("float16")
+    made, make = [], Stage.make
+    monkeypatch.setattr(Stage, "make", lambda stage, flow: made.append(stage.name) or make(stage, flow))
+    full = pipeline.full_attention(problem, ("output",)).steps["output"].array
+    full_stages = set(made)
+    made.clear()
+    monkeypatch.setattr(pipeline, "BLOCKED_MIN_CELLS", 0)
+    assert pipeline.blocked_path(problem, ["output"])
+    blocked = pipeline.attention(problem, ["output"], workers=1).steps["output"].array
+    assert set(made) == full_stages == {"q", "k", "v", "scores", "logits", "softmax", "weighted", "concat", "output"}
+    assert np.abs(blocked - full).max() <= 2**-10 * np.abs(full).max()
 
 
 def test_a_reduced_dtype_overflows_as_a_framework_would(tmp_path):
