@@ -72,14 +72,11 @@ def blocked_steps(problem: Problem, wanted: tuple[str, ...], progress: Callable[
         arrays.update((stage.name, whole.made[stage.name]) for stage in upfront if stage.name in wanted)
         whole.arrays.clear()
         whole.made.clear()  # what the blocks need is in shared: drop the rest before they run
-        # numpy's exp2 runs faster than its exp (with AVX-512 about twice in float32): with log2(e)
-        # folded into Q too, 2^(score·log2 e) is the same e^score
-        power = np.exp2
         # the fast arithmetic (scale folded into Q, totals from V's ones) holds for masks, groups,
         # rotations and norms; what acts on the logits themselves, or NaN rows, takes the plain one
         fast = not (problem.softcap or problem.additive or problem.sinks is not None
                     or problem.masked_rows == "nan" or problem.precision is not None)
-        fold = _query_fold(problem, log2=power is np.exp2)
+        fold = _query_fold(problem)
         fold_factor = float(np.abs(fold(np.ones(1, dtype=problem.x.dtype)))[0])
         key_norms = shared.pop("key_norms")  # for bounds on the scores: |q·k| <= |q|·|k|
         with np.errstate(divide="ignore"):
@@ -130,14 +127,13 @@ def blocked_steps(problem: Problem, wanted: tuple[str, ...], progress: Callable[
             # |q·k| <= |q|·|k| (Cauchy-Schwarz): far below the largest float, no score or logit of
             # this block overflowed, and the pass over every score that would prove it is saved
             block = flow.block
-            peak_query = float(np.sqrt(np.maximum.reduce(np.square(flow.arrays["q"]).sum(axis=-1), axis=None)))
-            return fold_factor * peak_query * float(key_norms[block.batch, block.kv_head]) >= largest / 4
+            return fold_factor * flow.query_peak() * float(key_norms[block.batch, block.kv_head]) >= largest / 4
 
         def run(block: Block) -> None:
             # numpy's error state is per thread: the workers set their own
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 if fast:
-                    flow = _block_flow(problem, block, shared, fast=True, fold=fold, power=power)
+                    flow = _block_flow(problem, block, shared, fast=True, fold=fold, power=np.exp2)
                     plain = False
                     for stage in block_stages:
                         array = flow.put(stage.name, stage.slot, stage.make(flow))
@@ -224,15 +220,16 @@ def _plain_block(problem: Problem, block: Block, shared: dict[str, np.ndarray]) 
     return flow.made
 
 
-def _query_fold(problem: Problem, log2: bool) -> Callable[[np.ndarray], np.ndarray]:
+def _query_fold(problem: Problem) -> Callable[[np.ndarray], np.ndarray]:
     """What the blocked path does to Q instead of scaling every score: the scale (÷√head_dim, or
-    × the factor), and × log2(e) when the exponentials are powers of 2."""
+    × the factor), and × log2(e), for its exponentials are powers of 2: numpy's exp2 runs faster
+    than its exp (with AVX-512 about twice in float32), and 2^(score·log2 e) is e^score."""
     log2_e = np.asarray(np.log2(np.e), dtype=problem.x.dtype)
 
     def fold(queries: np.ndarray) -> np.ndarray:
         # scaled() is the logits stage's own scaling, here of Q: (q/√d)·k = (q·k)/√d up to rounding
         queries = scaled(queries, problem)
-        return queries * log2_e if log2 else queries
+        return queries * log2_e
 
     return fold
 

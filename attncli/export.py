@@ -91,13 +91,6 @@ def write_npz(trace: Trace, steps: list[Step], handle: BinaryIO) -> None:
     np.savez(handle, **arrays)
 
 
-def trace_to_npz(trace: Trace, steps: list[Step]) -> bytes:
-    """The NPZ archive of ``write_npz`` as bytes."""
-    buffer = io.BytesIO()
-    write_npz(trace, steps, buffer)
-    return buffer.getvalue()
-
-
 Writing = Callable[[BinaryIO], None]  # what writes a large output into a file, never all in memory
 
 

@@ -139,6 +139,7 @@ class Flow:
         self.made: dict[str, np.ndarray] = {}
         # float16, bfloat16: what every stage makes is rounded so (Stage.make)
         self.rounding = None if problem.precision is None else problem.precision.round
+        self._peak: tuple[np.ndarray, float] | None = None  # (Q, its largest |q|): query_peak
 
     def put(self, name: str, slot: str, array: np.ndarray) -> np.ndarray:
         """Keep what stage ``name`` made, for the Trace and, in ``slot``, for the stages after it."""
@@ -219,9 +220,16 @@ class Flow:
         limits = self.shared.get("query_limit")
         if limits is None or self.block is None:
             return False
+        return self.query_peak() <= float(limits[self.block.batch, self.block.kv_head])
+
+    def query_peak(self) -> float:
+        """The largest |q| of this run's Q (what its slot holds now), for bounds on the scores;
+        made once for each array."""
         queries = self.arrays["q"]
-        peak = float(np.sqrt(np.maximum.reduce(np.add.reduce(np.square(queries), axis=-1), axis=None)))
-        return peak <= float(limits[self.block.batch, self.block.kv_head])
+        if self._peak is None or self._peak[0] is not queries:
+            self._peak = queries, float(np.sqrt(np.maximum.reduce(np.add.reduce(np.square(queries), axis=-1),
+                                                                   axis=None)))
+        return self._peak[1]
 
     def values_with_ones(self) -> np.ndarray:
         """This block's V with a column of ones beside it (batch, kv_heads, k_len, head_dim_v + 1):

@@ -21,9 +21,9 @@ from typing import NamedTuple
 import numpy as np
 
 from attncli.errors import ProblemError
+from attncli.stages import HEAD_AXES
 
 SEQUENCE_AXES = frozenset({"q_len", "k_len"})
-HEAD_AXES = frozenset({"heads", "kv_heads"})
 WIDTH_AXES = frozenset({"head_dim", "head_dim_v"})
 
 # A layout: the step's axes (by their index in the step) in the user's order, axes merged into one

@@ -203,16 +203,16 @@ def check_steps(
     reads) with the trace's step of that name, in the trace's order (with ``spreads``, each step
     within what its dtype's rounding explains); the first that differs is checked for the known
     mistakes. Every step named must be in the trace."""
-    names = [name for name in trace.steps if name in yours]
     spreads = spreads or {}
-    verdicts = [check_step(problem, trace, name, yours[name], atol, rtol, weight_names, name_mistakes=False,
-                           spread=spreads.get(name)) for name in names]
-    first = next((index for index, verdict in enumerate(verdicts) if not verdict.agree), None)
-    if first is None:
-        return StepsVerdict(tuple(verdicts), None)
-    name = names[first]
-    verdicts[first] = check_step(problem, trace, name, yours[name], atol, rtol, weight_names, spread=spreads.get(name))
-    return StepsVerdict(tuple(verdicts), names[first])
+    verdicts, first = [], None
+    for name in (name for name in trace.steps if name in yours):
+        # mistakes are looked for (only where the numbers differ) until a step differs: the later
+        # ones differ because it does
+        verdict = check_step(problem, trace, name, yours[name], atol, rtol, weight_names,
+                             name_mistakes=first is None, spread=spreads.get(name))
+        verdicts.append(verdict)
+        first = first or (None if verdict.agree else name)
+    return StepsVerdict(tuple(verdicts), first)
 
 
 def _matching_mistakes(
@@ -233,7 +233,7 @@ def _matching_mistakes(
     singles = wrongs(problem, weight_names)
     found = [(found, wrong.mistake) for wrong in singles if (found := distance(wrong)) is not None]
     if not found:
-        cells = problem.x.shape[0] * problem.heads * problem.x.shape[1] * problem.context.shape[1]
+        cells = problem.score_cells
         cells *= 1 if dtype is None else 2
         pairs = (joined for index, first in enumerate(singles) for second in singles[index + 1:]
                  if (joined := first.joined(second)) is not None)

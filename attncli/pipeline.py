@@ -60,7 +60,7 @@ def blocked_path(problem: Problem, steps: list[str] | tuple[str, ...] | None) ->
 
 def _blocked_pays(problem: Problem) -> bool:
     # small problems take the full path: the same last digits whichever steps are asked for
-    return problem.x.shape[0] * problem.heads * problem.x.shape[1] * problem.k_len >= BLOCKED_MIN_CELLS
+    return problem.score_cells >= BLOCKED_MIN_CELLS
 
 
 def problem_steps(problem: Problem) -> tuple[str, ...]:

@@ -116,6 +116,11 @@ class Problem:
         return self.context.shape[1] + (0 if self.appended is None else self.appended.count)
 
     @property
+    def score_cells(self) -> int:
+        """How many scores the problem has: batch × heads × q_len × k_len."""
+        return self.x.shape[0] * self.heads * self.x.shape[1] * self.k_len
+
+    @property
     def _lengths(self) -> tuple[int, int]:
         return self.x.shape[1], self.k_len
 

@@ -128,8 +128,7 @@ def traces_of(documents: list[Any], template_of: Callable[[Any], Problem], dtype
 
 def stack_size(template: Problem) -> int:
     """How many problems of the template's sizes one stack holds: STACK_CELLS scores in all."""
-    cells = template.x.shape[0] * template.heads * template.x.shape[1] * template.k_len
-    return max(1, STACK_CELLS // cells)
+    return max(1, STACK_CELLS // template.score_cells)
 
 
 def stacked_traces(template: Trace, stacked: Problem, count: int, steps: list[str] | None) -> list[Trace]:

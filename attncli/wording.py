@@ -54,7 +54,7 @@ _SOFTMAX_SPELLINGS = ("weights", "attn", "attention", "attnweights", "attentionw
 def step_suggestion(name: str) -> str:
     """``; did you mean 'STEP'?`` for a step name's near miss (``weights`` and ``attn`` are the
     softmax's), or an empty string."""
-    if "".join(character for character in name.lower() if character not in "_- ") in _SOFTMAX_SPELLINGS:
+    if _plain(name) in _SOFTMAX_SPELLINGS:
         return "; did you mean 'softmax'?"
     return closest(name, STEP_NAMES)
 
