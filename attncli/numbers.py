@@ -24,6 +24,17 @@ def counted(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
+def table_rules(array: np.ndarray, weights: bool) -> tuple[bool, float]:
+    """How a table (the terminal's, the page's) writes ``array``'s numbers: whether as whole
+    numbers, without decimals (the classic example's inputs read best so; ``weights`` never), and
+    the size below which a value is rounding left-over (0.1 + 0.2 - 0.3), written 0."""
+    finite = array[np.isfinite(array)]
+    if not finite.size:
+        return False, 0.0
+    largest = float(np.abs(finite).max())
+    return not weights and bool(np.array_equal(finite, np.round(finite))) and largest < 1e9, 1e-12 * largest
+
+
 def format_number(value: float, precision: int, integers: bool = False) -> str:
     """``value`` with ``precision`` decimals (as a whole number when ``integers``); a masked −∞
     as ``−∞`` (U+2212, as in the formulas); in scientific notation when ``precision`` decimals

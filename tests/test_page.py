@@ -113,6 +113,18 @@ def test_a_large_problem_is_elided_as_the_terminal_elides_it_and_names_the_elide
     assert "elided" not in full[full.index('id="step-softmax"'):] and len(page_data(full)["rows"]) == 30
 
 
+def test_a_cell_reads_as_the_terminal_writes_it(tmp_path):
+    # 0.1 + 0.2 - 0.3 is 5.55e-17 in float64: rounding left-over, which both write 0
+    problem = tmp_path / "left_over.json"
+    problem.write_text(json.dumps({"x": [[0.1, 0.2, -0.3], [1, 2, 3]], "w_query": [[1], [1], [1]],
+                                   "w_key": [[1], [1], [1]], "w_value": [[1], [1], [1]]}))
+    terminal = run("compute", problem, "-s", "q").output
+    assert "│         0 │ 0.0000 │" in terminal and "│         1 │ 6.0000 │" in terminal
+    page = make_page(tmp_path, "compute", problem, "-s", "q")
+    shown = page[page.index('data-step="q"'):page.index("</table>", page.index('data-step="q"'))]
+    assert re.findall(r"<td>([^<]*)</td>", shown) == ["0.0000", "6.0000"]
+
+
 def test_demo_makes_the_page_too_and_the_svg_stays_the_terminal_picture(tmp_path):
     result = run("demo", "--export-html", tmp_path / "demo.html", "--export-svg", tmp_path / "demo.svg")
     assert result.exit_code == 0

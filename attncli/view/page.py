@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from attncli.explain import explain_query
-from attncli.numbers import format_number
+from attncli.numbers import format_number, table_rules
 from attncli.shapes import ShapeRow, shape_flow
 from attncli.sizes import sizes_of
 from attncli.stages import STAGE, STEP_AXES
@@ -201,9 +201,8 @@ class _Page:
         finite = array[np.isfinite(array)]
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
         coloured = step.name in WEIGHT_STEPS or step.name in SPREAD
-        # whole numbers without decimals, as the terminal's tables write them (weights never)
-        integers = step.name not in WEIGHT_STEPS and bool(finite.size) \
-            and bool(np.array_equal(finite, np.round(finite))) and float(np.abs(finite).max()) < 1e9
+        rules = table_rules(array, weights=step.name in WEIGHT_STEPS)  # as the terminal's tables write them
+        integers = rules[0]
         position = table_position(step.axes[:-2], index)
         attributes = "".join(f' data-{_DATA_AXES[axis]}="{value}"' for axis, value in where.items())
         caption = f"{step.formula}   {n_rows}×{n_columns}" + (f"   ({position})" if position else "")
@@ -228,7 +227,7 @@ class _Page:
                 value = float(array[row, column])
                 cell_is_masked = masked is not None and bool(masked[row, column])
                 out.append(self._cell(value, cell_is_masked, coloured and step.name in SPREAD, (low, high),
-                                      integers, coloured))
+                                      rules, coloured))
                 if explained:
                     self.cells.setdefault((batch, head, row), set()).add(column)
                     out[-1] = out[-1].replace("<td", f'<td tabindex="0" data-e="{batch},{head},{row},{column}"', 1)
@@ -248,13 +247,14 @@ class _Page:
     def _gap_header(self, columns: list[int | None], word: str) -> str:
         return f'<th scope="col" class="gap" title="{_gap(columns, word)}">…</th>'
 
-    def _cell(self, value: float, masked: bool, spread: bool, bounds: tuple[float, float], integers: bool,
-              coloured: bool) -> str:
+    def _cell(self, value: float, masked: bool, spread: bool, bounds: tuple[float, float],
+              rules: tuple[bool, float], coloured: bool) -> str:
         if np.isnan(value):
             return '<td class="nan">nan</td>'
         if masked or np.isneginf(value):
             return f'<td class="masked">{"−∞" if np.isneginf(value) else MASKED_TEXT}</td>'
-        text = esc(format_number(value, self.precision, integers))
+        integers, noise = rules
+        text = esc(format_number(0.0 if abs(value) < noise else value, self.precision, integers))
         if not coloured:
             return f"<td>{text}</td>"
         low, high = bounds

@@ -16,7 +16,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from attncli.numbers import counted
+from attncli.numbers import counted, table_rules
 from attncli.precision import REDUCED, UNIT_ROUNDOFF
 from attncli.trace import Step, Trace
 from attncli.view.console import PipeAwareConsole, measure_width, print_blocks
@@ -101,16 +101,7 @@ def _table(
     masked: np.ndarray | None = None,
     labels: tuple[tuple[str, ...] | None, tuple[str, ...] | None] = (None, None),
 ) -> Table:
-    finite = array[np.isfinite(array)]
-    # a value this far below the table's largest is rounding left-over (0.1 + 0.2 - 0.3), shown as 0
-    noise = 1e-12 * float(np.abs(finite).max()) if finite.size else 0.0
-    # whole-number matrices (the classic example's inputs) read best without decimals; weights never
-    integers = (
-        not heatmap
-        and bool(finite.size)
-        and np.array_equal(finite, np.round(finite))
-        and np.abs(finite).max() < 1e9
-    )
+    integers, noise = table_rules(array, weights=heatmap)
     row_labels, column_labels = labels
     table = Table()
     # tokens beside the indices, in Text: a token's [brackets] are not markup
