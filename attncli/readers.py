@@ -328,18 +328,11 @@ def parse_npz(data: bytes) -> dict[str, Any]:
 
 # --- JSON Lines -----------------------------------------------------------------------------------
 
-def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed document or ProblemError) for each non-blank line, one line in memory
-    at a time."""
-    for number, raw in enumerate(stream, start=1):
-        if raw.strip():
-            yield number, _json_line(raw)
-
-
 def json_line_chunks(stream: BinaryIO, lines: int, size: int) -> Iterator[list[tuple[int, Any]]]:
-    """iter_json_lines' pairs a chunk at a time: at most ``lines`` lines or about ``size`` bytes (a longer
-    line alone), read ``size`` bytes at a time, only those at hand: input is waited for only when the
-    chunk has no line, so a program that writes a line and waits for its answer gets it."""
+    """(line number, parsed document or ProblemError) for each non-blank line, a chunk at a time:
+    at most ``lines`` lines or about ``size`` bytes (a longer line alone), read ``size`` bytes at a
+    time, only those at hand: input is waited for only when the chunk has no line, so a program
+    that writes a line and waits for its answer gets it."""
     read = getattr(stream, "read1", stream.read)
     number, chunk, begun, held = 0, [], [], 0  # begun: the pieces of a line not yet ended; held: the chunk's bytes
     while True:

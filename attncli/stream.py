@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from attncli.errors import ProblemError
 from attncli.export import trace_to_json, traces_to_json
-from attncli.readers import iter_json_lines, json_line_chunks
+from attncli.readers import json_line_chunks
 from attncli.stacks import signature
 
 if TYPE_CHECKING:
@@ -56,23 +56,19 @@ def json_array(sink: BinaryIO) -> Iterator[_ArrayElements]:
 
 
 def compute_lines(
-    stream: BinaryIO, trace_of: Callable[[Any], Trace], step_names: list[str] | None = None,
-    traces_of: Callable[[list[Any]], list[Trace] | None] | None = None,
+    stream: BinaryIO, trace_of: Callable[[Any], Trace], step_names: list[str] | None,
+    traces_of: Callable[[list[Any]], list[Trace] | None],
 ) -> Iterator[LineResult]:
     """Compute each JSON Lines problem of ``stream`` in turn: ``trace_of(document)`` validates and
     computes one line's document, and the trace's ``step_names`` (None: all) make its line.
 
-    With ``traces_of``, the lines are read a chunk at a time (CHUNK_LINES lines or about
-    CHUNK_BYTES of them at most, read CHUNK_BYTES at a time: memory is bounded by the chunk) and
-    those of one signature (attncli.stacks) are given to it together: it gives their traces, or
-    None when they are not stacked (each line is then computed alone). A ProblemError from it (a
-    line of the group is wrong, or overflows) splits the group in two, down to single lines, which
-    take ``trace_of``: a wrong line gets the error it gets alone. The results come in the lines'
-    order either way."""
-    if traces_of is None:
-        for number, parsed in iter_json_lines(stream):
-            yield _line_result(number, parsed, trace_of, step_names)
-        return
+    The lines are read a chunk at a time (CHUNK_LINES lines or about CHUNK_BYTES of them at most,
+    read CHUNK_BYTES at a time: memory is bounded by the chunk) and those of one signature
+    (attncli.stacks) are given to ``traces_of`` together: it gives their traces, or None when they
+    are not stacked (each line is then computed alone). A ProblemError from it (a line of the
+    group is wrong, or overflows) splits the group in two, down to single lines, which take
+    ``trace_of``: a wrong line gets the error it gets alone. The results come in the lines' order
+    either way."""
     for chunk in json_line_chunks(stream, CHUNK_LINES, CHUNK_BYTES):
         groups: dict[Any, list[tuple[int, Any]]] = {}
         results: dict[int, LineResult] = {}

@@ -16,7 +16,7 @@ from attncli.delimited import parse_csv
 from attncli.dumps import read_expected
 from attncli.errors import ProblemError
 from attncli.readers import (
-    iter_json_lines,
+    json_line_chunks,
     parse_json,
     read_inputs,
     read_matrix,
@@ -269,9 +269,9 @@ def test_read_expected_takes_a_step_of_an_object_and_null_as_masked(tmp_path):
     assert (error.message, error.source) == ("holds no key 'softmax' (its keys: 'logits')", str(tmp_path / "out.json"))
 
 
-def test_iter_json_lines_numbers_lines_and_skips_blank_ones():
+def test_json_lines_are_numbered_and_blank_ones_skipped():
     stream = io.BytesIO(b'{"x": 1}\n\n[1] [2]\n{"x": 2}\n')
-    parsed = list(iter_json_lines(stream))
+    parsed = [pair for chunk in json_line_chunks(stream, 512, 1 << 20) for pair in chunk]
     assert [number for number, _ in parsed] == [1, 3, 4]
     assert parsed[0][1] == {"x": 1} and parsed[2][1] == {"x": 2}
     assert parsed[1][1].render(as_flag) == \
@@ -298,7 +298,7 @@ def test_json_slips_in_plain_words(text, message):
 
 
 def test_a_trailing_comma_in_a_json_line_gives_its_column():
-    (_, error), = iter_json_lines(io.BytesIO(b'{"x": [[1]],}\n'))
+    [(_, error)], = json_line_chunks(io.BytesIO(b'{"x": [[1]],}\n'), 512, 1 << 20)
     assert error.message == "column 12: a comma before '}' is not allowed in JSON"
 
 

@@ -125,8 +125,11 @@ def test_signature_groups_what_may_be_stacked():
 
 
 @pytest.mark.parametrize("size", [1, 7, 64, 1 << 20])
-def test_chunks_read_the_lines_iter_json_lines_reads(size):
-    from attncli.readers import iter_json_lines, json_line_chunks
+def test_chunks_read_the_lines_each_line_alone_reads(size):
+    from attncli.readers import _json_line, json_line_chunks
+
+    def lines_alone(stream):  # the reference: each non-blank line parsed on its own, numbered
+        return [(number, _json_line(raw)) for number, raw in enumerate(stream, start=1) if raw.strip()]
 
     data = b"".join([json.dumps(CLASSIC).encode() + b"\n", b"\n", b"  \r\n", b'{"x": \n', b"\xef\xbb\xbf{}\r\n",
                      b"\xef\xbb\xbf\xef\xbb\xbf{}\n", b"[1, 2]\n", b'{"a": 1, "a": 2}\n', b"\x80\n",
@@ -138,7 +141,7 @@ def test_chunks_read_the_lines_iter_json_lines_reads(size):
 
     chunks = list(json_line_chunks(io.BytesIO(data), 3, size))
     assert all(0 < len(chunk) <= 3 for chunk in chunks)
-    assert plain(pair for chunk in chunks for pair in chunk) == plain(iter_json_lines(io.BytesIO(data)))
+    assert plain(pair for chunk in chunks for pair in chunk) == plain(lines_alone(io.BytesIO(data)))
 
 
 def test_a_chunk_of_long_lines_holds_about_its_size_in_bytes():
