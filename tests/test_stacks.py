@@ -105,13 +105,16 @@ def test_small_chunks_and_stacks_split_groups_and_keep_the_order(tmp_path, monke
     assert 1 < max(counted_stacks) <= 7
 
 
-def test_strict_stops_at_the_first_error_and_overrides_apply_to_stacks(tmp_path, monkeypatch):
+def test_strict_stops_at_the_first_error_and_overrides_apply_to_stacks(tmp_path, monkeypatch, counted_stacks):
     lines = mixed_lines()
     strict = _compare(tmp_path, monkeypatch, lines, "--strict", "--step", "output")
     assert strict.stderr.count("Error:") == 1 and len(strict.stdout.splitlines()) == 3
     classic = [json.dumps(_varied(CLASSIC, random.Random(seed))) for seed in range(40)]
-    _compare(tmp_path, monkeypatch, classic, "--causal", "--heads", "1", "--scale", "0.5")
-    _compare(tmp_path, monkeypatch, classic, "--window", "2", "--step", "output", "--dtype", "float32")
+    for overrides in (("--causal", "--heads", "1", "--scale", "0.5"),
+                      ("--window", "2", "--step", "output", "--dtype", "float32")):
+        counted_stacks.clear()
+        _compare(tmp_path, monkeypatch, classic, *overrides)
+        assert counted_stacks == [40]  # the 40 lines as one stack, with the overrides
 
 
 def test_signature_groups_what_may_be_stacked():

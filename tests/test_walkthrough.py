@@ -143,6 +143,7 @@ def test_the_sinks_share_of_each_row_is_one_minus_its_sum():
             assert note["sink_share"] == pytest.approx(1 - weights[0, note["query"]].sum())
         elif "head" in note:
             assert note["least"] == pytest.approx(1 - weights[note["head"]].sum(axis=-1).max())
+            assert note["most"] == pytest.approx(1 - weights[note["head"]].sum(axis=-1).min())
     row = weights[0, 0].sum()
     assert f"query 0 (head 0, batch 0): weights sum to {row:.4f}; {1 - row:.4f} went to the sink" in shares[0]["text"]
 
@@ -175,7 +176,7 @@ def test_a_large_problem_elides_as_compute_does_and_says_what():
     out = run("demo", "-", stdin=json.dumps(document)).stdout
     assert "middle elided: --full shows every value, --format json gives them all" in out
     assert "… 12 more softmax tables (batch × heads) not shown" in out
-    assert "… 2 more mask grids not shown" not in out  # the causal mask is one grid for all
+    assert out.count("mask   30×30") == 1 and "more mask grids" not in out  # the causal mask: one grid for all
     # --full shows every value (one batch item: every table of ten takes long to render)
     one_item = random_document(seq_len=30, d_model=8, heads=2, causal=True, seed=1)
     full = run("demo", "-", "--full", stdin=json.dumps(one_item)).stdout
