@@ -27,6 +27,11 @@ class ShapeRow:
     axes: tuple[str, ...]
     how: str
 
+    @property
+    def shape_text(self) -> str:
+        """The shape as the views write it: ``(2, 4, 3)``."""
+        return "(" + ", ".join(map(str, self.shape)) + ")"
+
 
 def shape_flow(sizes: Sizes) -> list[ShapeRow]:
     """Every step from the inputs to the output, in order, for these sizes (a real problem's

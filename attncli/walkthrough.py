@@ -51,7 +51,7 @@ def walk(problem: Problem, trace: Trace, precision: int = 4) -> list[Section]:
 
 
 def _formula(row: ShapeRow) -> str:
-    shape = "(" + ", ".join(map(str, row.shape)) + ")"
+    shape = row.shape_text
     return f"{row.formula}   {shape} ({', '.join(row.axes)}): {row.how}"
 
 
@@ -268,13 +268,12 @@ def mask_grid(problem: Problem) -> MaskGrid | None:
     if rules.window is not None:
         reasons.append(("w", f"outside the window of {rules.window}: the query at position p sees keys at "
                         f"p−{rules.window - 1} to p", ~bare._replace(window=rules.window).full()))
-    if rules.array is not None:
-        hidden = ~rules.array
+    if rules.array is not None:  # the mask array's cells, and the bias's −∞ folded into it
+        if problem.mask_rule == "array":
+            hidden = ~rules.array if bias_hidden is None else ~rules.array & ~bias_hidden
+            reasons.append(("m", "hidden by the mask array", hidden))
         if bias_hidden is not None:
             reasons.append(("b", "−∞ in the bias", bias_hidden))
-            hidden = hidden & ~bias_hidden
-        if problem.mask_rule == "array":
-            reasons.insert(len(reasons) - (bias_hidden is not None), ("m", "hidden by the mask array", hidden))
     reasons = [reason for reason in reasons if reason[2].any()]  # a bias with no −∞ hides nothing
     if not reasons:
         return None

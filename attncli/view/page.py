@@ -32,6 +32,7 @@ from attncli.trace import Step, Trace
 from attncli.view.labels import shown_token, table_labels
 from attncli.view.numbers import Section, explanation_sections, key_section
 from attncli.view.tables import (
+    AXIS_WORD,
     EDGE_COLUMNS,
     EDGE_ROWS,
     MAX_COLUMNS,
@@ -52,8 +53,8 @@ if TYPE_CHECKING:
 EXPLAINED = ("scores", "logits", "capped", "biased", "softmax")
 # Steps coloured from their table's smallest to its largest value; the weights from 0 to 1.
 SPREAD = EXPLAINED[:-1]
-_AXIS_WORD = {"q_len": "query", "k_len": "key", "context_len": "context", "d_model": "dim", "d_context": "dim",
-              "head_dim": "dim", "head_dim_v": "dim", "heads*head_dim_v": "dim", "d_out": "dim"}
+# the terminal's words, and the input tables' (which the terminal's compute does not show)
+_AXIS_WORD = {**AXIS_WORD, "context_len": "context", "d_model": "dim", "d_context": "dim"}
 _AXIS_WORDS = {"query": "queries", "key": "keys", "dim": "dims", "context": "context rows"}
 _DATA_AXES = {"batch": "batch", "heads": "head", "kv_heads": "kv-head"}
 MASKED_TEXT = "·"
@@ -79,7 +80,7 @@ def trace_page(problem: Problem, trace: Trace, steps: list[Step], precision: int
     inputs = [Step("x", "x (the input)", problem.x if problem.batched else problem.x[0],
                    (("batch",) if problem.batched else ()) + ("q_len", "d_model"))]
     sections = [page.step_section(step, flow.get(step.name)) for step in inputs + steps]
-    data = json.dumps({"group": problem.heads // problem.kv_heads, "rows": page.explained()},
+    data = json.dumps({"group": problem.groups, "rows": page.explained()},
                       ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
     return "".join([
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
@@ -122,7 +123,7 @@ def _flow_section(rows: list[ShapeRow]) -> str:
              '<th scope="col">step</th><th scope="col">shape (axes)</th><th scope="col">formula</th>'
              '<th scope="col">how</th></tr></thead>\n<tbody>\n']
     for row in rows:
-        shape = "(" + ", ".join(map(str, row.shape)) + ")"
+        shape = row.shape_text
         lines.append(f'<tr><th scope="row"><a href="#step-{esc(row.step)}">{esc(row.step)}</a></th>'
                      f'<td>{shape} <span class="axes">({esc(", ".join(row.axes))})</span></td>'
                      f"<td><code>{esc(row.formula)}</code></td><td>{esc(row.how)}</td></tr>\n")
@@ -172,7 +173,7 @@ class _Page:
         if step.name in STAGE:
             parts.append(f'<p class="said">{esc(STAGE[step.name].said)}</p>\n')
         if row is not None:
-            shape = "(" + ", ".join(map(str, row.shape)) + ")"
+            shape = row.shape_text
             parts.append(f'<p class="formula"><code>{esc(row.formula)}</code>   {shape} '
                          f'<span class="axes">({esc(", ".join(row.axes))})</span>: {esc(row.how)}</p>\n')
         leading = step.axes[:-2]

@@ -34,7 +34,7 @@ VIRIDIS = tuple(ColorTriplet(int(code[0:2], 16), int(code[2:4], 16), int(code[4:
 # that sees no key, with masked_rows "nan"): a red, outside it too.
 HEAT_MASKED = ColorTriplet(62, 62, 62)
 HEAT_NAN = ColorTriplet(200, 30, 30)  # red in a 16-colour terminal too
-_AXIS_WORD = {
+AXIS_WORD = {  # an axis as a table's corner names it
     "q_len": "query",
     "k_len": "key",
     "head_dim": "dim",
@@ -273,7 +273,7 @@ def step_blocks(
     heatmap = step.name in WEIGHT_STEPS
     leading_axes = step.axes[:-2]
     n_rows, n_columns = step.shape[-2:]
-    corner = f"{_AXIS_WORD.get(step.axes[-2], step.axes[-2])}╲{_AXIS_WORD.get(step.axes[-1], step.axes[-1])}"
+    corner = f"{AXIS_WORD.get(step.axes[-2], step.axes[-2])}╲{AXIS_WORD.get(step.axes[-1], step.axes[-1])}"
     positions = list(itertools.product(*(range(size) for size in step.shape[:-2])))
     shown = positions if full else positions[:MAX_TABLES]
     for index in shown:

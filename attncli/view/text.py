@@ -28,7 +28,7 @@ def print_shapes(rows: list, console: Console | None = None) -> None:
     table.add_column("shape and axes", overflow="fold")
     table.add_column("formula and how", overflow="fold")
     for row in rows:
-        shape = Text("(" + ", ".join(map(str, row.shape)) + ")\n")
+        shape = Text(row.shape_text + "\n")
         shape.append("(" + ", ".join(row.axes) + ")", style="dim")
         what = Text(row.formula + "\n")
         what.append(row.how, style="dim")
