@@ -145,12 +145,16 @@ def _steps_plan(sizes: Sizes) -> dict[str, tuple[str, tuple, tuple[str, ...]]]:
     return plan
 
 
+def block_rows(k_len: int, itemsize: int) -> int:
+    """Queries per block on the blocked path: BLOCK_BYTES of scores (BLOCK_ROWS when it is set)."""
+    return BLOCK_ROWS or max(16, BLOCK_BYTES // (k_len * itemsize))
+
+
 def _blocked_attention(
     problem: Problem, wanted: tuple[str, ...], progress: Callable[[int, int], None] | None, workers: int
 ) -> Trace:
     """The steps asked for, made block by block (blocked.blocked_steps), as a Trace."""
-    block_rows = BLOCK_ROWS or max(16, BLOCK_BYTES // (problem.k_len * problem.x.itemsize))
-    arrays = blocked_steps(problem, wanted, progress, workers, block_rows)
+    arrays = blocked_steps(problem, wanted, progress, workers, block_rows(problem.k_len, problem.x.itemsize))
     plan, meta, _ = _layout(problem)
     steps = {name: Step(name, formula, arrays[name][index], axes)
              for name, (formula, index, axes) in plan.items() if name in arrays}

@@ -78,7 +78,7 @@ def block_products(case: Case, repeat: int) -> list[tuple[str, float, float | No
     except ImportError:
         torch = None
     dtype = np.dtype(case.dtype)
-    rows = max(16, pipeline.BLOCK_BYTES // (case.seq_len * dtype.itemsize))
+    rows = pipeline.block_rows(case.seq_len, dtype.itemsize)
     rng = np.random.default_rng(0)
     queries = rng.standard_normal((rows, case.head_dim)).astype(dtype)
     keys = rng.standard_normal((case.seq_len, case.head_dim)).astype(dtype)

@@ -8,8 +8,8 @@ rows also give each process's peak resident memory (wait4's ru_maxrss, the large
 
 With --against REF, the code of that git ref (its attncli/, taken with `git archive` into a
 temporary folder) runs too, in the same rounds, interleaved with the working tree's: each attncli
-figure is printed for the current tree, for the ref, and as the ratio current/ref. Both then run
-as `python -P -m attncli` with PYTHONPATH set to their tree.
+figure is printed for the current tree, for the ref, and as the ratio current/ref. attncli always
+runs as `python -P -m attncli` with PYTHONPATH set to its tree.
 
 Rerun:  python benchmarks/startup.py [--rounds 30] [--against REF]
 """
@@ -130,143 +130,93 @@ def interleaved(names: list[str], round_number: int) -> list[str]:
     return order
 
 
-def side_by_side(ref: str, rounds: int, python: str, folder: Path) -> None:
-    """The --against run: the attncli cases for this tree and for ``ref``, interleaved in the same rounds."""
-    trees = {"": ROOT, " @ ref": extract(ref, Path(folder) / "ref")}
+FLOORS = ("floor: typer+numpy JSON", "floor: typer+numpy+rich table", "floor: python -c pass")
+# each attncli case: its arguments and its floor
+PAIRS = {
+    "attncli compute --format json": (["compute", str(CLASSIC), "--format", "json"], "floor: typer+numpy JSON"),
+    "attncli compute (tables)": (["compute", str(CLASSIC)], "floor: typer+numpy+rich table"),
+    "attncli --version": (["--version"], "floor: python -c pass"),
+    "attncli --help": (["--help"], "floor: python -c pass"),
+}
+STREAM_FLOOR = "floor: json+numpy loop"
+STREAM_CASE = "attncli compute --lines -"
+
+
+def measure(trees: dict[str, Path], rounds: int, python: str, folder: Path
+            ) -> tuple[dict[str, float], dict[str, list[Run]]]:
+    """The start-up cases' median times (ms) and the JSON Lines cases' runs, for the floors and for
+    attncli from each tree (its name's suffix: "" for the working tree, " @ ref" for a ref's),
+    every case in turn round after round."""
     environments = {suffix: {**ENVIRONMENT, "PYTHONPATH": str(tree)} for suffix, tree in trees.items()}
-    floor_json, floor_table = Path(folder) / "floor_json.py", Path(folder) / "floor_table.py"
-    floor_json.write_text(FLOOR_JSON)
-    floor_table.write_text(FLOOR_TABLE)
+    scripts = {"floor_json": FLOOR_JSON, "floor_table": FLOOR_TABLE, "floor_stream": FLOOR_STREAM}
+    for name, text in scripts.items():
+        (folder / f"{name}.py").write_text(text)
+    scripts = {name: folder / f"{name}.py" for name in scripts}
     attncli = [python, "-P", "-m", "attncli"]
-    floors = {
-        "floor: typer+numpy JSON": [python, str(floor_json), str(CLASSIC)],
-        "floor: typer+numpy+rich table": [python, str(floor_table), str(CLASSIC)],
-        "floor: python -c pass": [python, "-c", "pass"],
-    }
-    pairs = {  # each attncli case and its floor
-        "attncli compute --format json": ([*attncli, "compute", str(CLASSIC), "--format", "json"],
-                                          "floor: typer+numpy JSON"),
-        "attncli compute (tables)": ([*attncli, "compute", str(CLASSIC)], "floor: typer+numpy+rich table"),
-        "attncli --version": ([*attncli, "--version"], "floor: python -c pass"),
-        "attncli --help": ([*attncli, "--help"], "floor: python -c pass"),
-    }
-    cases = {name: (command, ENVIRONMENT) for name, command in floors.items()}
-    for name, (command, _) in pairs.items():
+    cases = {FLOORS[0]: ([python, str(scripts["floor_json"]), str(CLASSIC)], ENVIRONMENT),
+             FLOORS[1]: ([python, str(scripts["floor_table"]), str(CLASSIC)], ENVIRONMENT),
+             FLOORS[2]: ([python, "-c", "pass"], ENVIRONMENT)}
+    for name, (arguments, _) in PAIRS.items():
         for suffix, environment in environments.items():
-            cases[name + suffix] = (command, environment)
-    for command, environment in cases.values():  # warm the file cache and the .pyc files (the ref's are new)
+            cases[name + suffix] = ([*attncli, *arguments], environment)
+    for command, environment in cases.values():  # warm the file cache and the .pyc files (a ref's are new)
         measured(command, environment)
     times: dict[str, list[float]] = {name: [] for name in cases}
     for round_number in range(rounds):
         for name in interleaved(list(cases), round_number):
             times[name].append(measured(*cases[name]).seconds)
-    stream_command = [*attncli, "compute", "--lines", "-", "--format", "json", "--step", "output"]
-    floor_stream = Path(folder) / "floor_stream.py"
-    floor_stream.write_text(FLOOR_STREAM)
     lines = (json.dumps(json.loads(CLASSIC.read_text())) + "\n").encode() * STREAM_PROBLEMS
-    stream_cases = {"floor: json+numpy loop": ([python, str(floor_stream)], ENVIRONMENT),
-                    **{"attncli compute --lines -" + suffix: (stream_command, environment)
+    stream_command = [*attncli, "compute", "--lines", "-", "--format", "json", "--step", "output"]
+    stream_cases = {STREAM_FLOOR: ([python, str(scripts["floor_stream"])], ENVIRONMENT),
+                    **{STREAM_CASE + suffix: (stream_command, environment)
                        for suffix, environment in environments.items()}}
     stream_runs: dict[str, list[Run]] = {name: [] for name in stream_cases}
     for round_number in range(STREAM_ROUNDS):
         for name in interleaved(list(stream_cases), round_number):
             command, environment = stream_cases[name]
             stream_runs[name].append(measured(command, environment, lines))
+    return {name: statistics.median(values) * 1000 for name, values in times.items()}, stream_runs
 
-    median = {name: statistics.median(values) * 1000 for name, values in times.items()}
-    print(f"start-up, median of {rounds} rounds (ms), Python {sys.version.split()[0]}; "
-          f"this tree (current) against {ref} (ref), interleaved round by round")
-    print(f"{'case':34} {'current':>8} {'ref':>8} {'cur/ref':>8} {'cur/floor':>10} {'ref/floor':>10}")
-    for name, value in median.items():
-        if name in floors:
-            print(f"{name:34} {value:8.1f}")
-    for name, (_, floor) in pairs.items():
-        ours, theirs, base = median[name], median[name + " @ ref"], median[floor]
-        print(f"{name:34} {ours:8.1f} {theirs:8.1f} {ours / theirs:7.2f}x {ours / base:9.2f}x {theirs / base:9.2f}x")
+
+def report(median: dict[str, float], stream_runs: dict[str, list[Run]], rounds: int, ref: str | None) -> None:
+    """Print the figures, with the ref's columns when a ref was measured."""
+    against = f"; this tree (current) against {ref} (ref), interleaved round by round" if ref else ""
+    print(f"start-up, median of {rounds} rounds (ms), Python {sys.version.split()[0]}{against}")
+    print(f"{'case':34} {'current':>8}" + (f" {'ref':>8} {'cur/ref':>8}" if ref else "") + f" {'cur/floor':>10}"
+          + (f" {'ref/floor':>10}" if ref else ""))
+    for name in FLOORS:
+        print(f"{name:34} {median[name]:8.1f}")
+    for name, (_, floor) in PAIRS.items():
+        ours, base = median[name], median[floor]
+        theirs = median.get(name + " @ ref")
+        print(f"{name:34} {ours:8.1f}" + (f" {theirs:8.1f} {ours / theirs:7.2f}x" if ref else "")
+              + f" {ours / base:9.2f}x" + (f" {theirs / base:9.2f}x" if ref else ""))
     print("targets: compute --format json at most 1.15x its floor, compute (tables) at most 1.20x")
     print()
     print(f"JSON Lines: {STREAM_PROBLEMS} copies of samples/classic.json, --format json --step output, "
           f"median of {STREAM_ROUNDS}")
-    stream_median = {name: statistics.median(run.seconds for run in runs) for name, runs in stream_runs.items()}
+    seconds = {name: statistics.median(run.seconds for run in runs) for name, runs in stream_runs.items()}
     peak = {name: max(run.peak_bytes for run in runs) / MIB for name, runs in stream_runs.items()}
-    floor_seconds = stream_median["floor: json+numpy loop"]
-    ours, theirs = stream_median["attncli compute --lines -"], stream_median["attncli compute --lines - @ ref"]
-    print(f"{'case':34} {'current':>8} {'ref':>8} {'cur/ref':>8} {'cur/floor':>10} {'ref/floor':>10} "
-          f"{'cur prob/s':>11} {'ref prob/s':>11} {'cur MiB':>8} {'ref MiB':>8}")
-    print(f"{'floor: json+numpy loop':34} {floor_seconds:7.2f}s{'':64} {peak['floor: json+numpy loop']:8.1f}")
-    print(f"{'attncli compute --lines -':34} {ours:7.2f}s {theirs:7.2f}s {ours / theirs:7.2f}x "
-          f"{ours / floor_seconds:9.2f}x {theirs / floor_seconds:9.2f}x "
-          f"{STREAM_PROBLEMS / ours:11.0f} {STREAM_PROBLEMS / theirs:11.0f} "
-          f"{peak['attncli compute --lines -']:8.1f} {peak['attncli compute --lines - @ ref']:8.1f}")
-    print("MiB: the process's peak resident memory (the largest of the rounds)")
+    floor = seconds[STREAM_FLOOR]
+    print(f"{'case':34} {'s':>8} {'ratio':>8} {'problems/s':>11} {'peak MiB':>9}")
+    for name in seconds:
+        print(f"{name.replace(' @ ref', f' @ {ref}'):34} {seconds[name]:8.2f} {seconds[name] / floor:7.2f}x "
+              f"{STREAM_PROBLEMS / seconds[name]:11.0f} {peak[name]:9.1f}")
+    if ref:
+        print(f"current/ref: {seconds[STREAM_CASE] / seconds[STREAM_CASE + ' @ ref']:.2f}x")
+    print("ratio: to the floor; peak MiB: the process's peak resident memory (the largest of the rounds)")
     print("target: attncli at most 1.0x the floor (faster than the bare loop)")
-    print(f"rerun: python benchmarks/startup.py --rounds {rounds} --against {ref}")
+    print(f"rerun: python benchmarks/startup.py --rounds {rounds}" + (f" --against {ref}" if ref else ""))
 
 
 def main() -> None:
     options = rounds_and_ref(__doc__.splitlines()[0], 30)
-    rounds = options.rounds
-    python = sys.executable
-    if options.against:
-        with tempfile.TemporaryDirectory() as folder:
-            side_by_side(options.against, rounds, python, Path(folder))
-        return
     with tempfile.TemporaryDirectory() as folder:
-        floor_json, floor_table = Path(folder) / "floor_json.py", Path(folder) / "floor_table.py"
-        floor_json.write_text(FLOOR_JSON)
-        floor_table.write_text(FLOOR_TABLE)
-        cases = {
-            "floor: typer+numpy JSON": [python, str(floor_json), str(CLASSIC)],
-            "attncli compute --format json": [python, "-m", "attncli", "compute", str(CLASSIC), "--format", "json"],
-            "floor: typer+numpy+rich table": [python, str(floor_table), str(CLASSIC)],
-            "attncli compute (tables)": [python, "-m", "attncli", "compute", str(CLASSIC)],
-            "floor: python -c pass": [python, "-c", "pass"],
-            "attncli --version": [python, "-m", "attncli", "--version"],
-            "attncli --help": [python, "-m", "attncli", "--help"],
-        }
-        for command in cases.values():  # warm the file cache and the .pyc files
-            measured(command)
-        times: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(rounds):
-            for name, command in cases.items():
-                times[name].append(measured(command).seconds)
-        floor_stream = Path(folder) / "floor_stream.py"
-        floor_stream.write_text(FLOOR_STREAM)
-        problem_line = (json.dumps(json.loads(CLASSIC.read_text())) + "\n").encode()
-        lines = problem_line * STREAM_PROBLEMS
-        stream_cases = {
-            "floor: json+numpy loop": [python, str(floor_stream)],
-            "attncli compute --lines -": [python, "-m", "attncli", "compute", "--lines", "-", "--format", "json",
-                                          "--step", "output"],
-        }
-        stream_runs: dict[str, list[Run]] = {name: [] for name in stream_cases}
-        for _ in range(STREAM_ROUNDS):
-            for name, command in stream_cases.items():
-                stream_runs[name].append(measured(command, lines=lines))
-    median = {name: statistics.median(values) * 1000 for name, values in times.items()}
-    print(f"start-up, median of {rounds} rounds (ms), Python {sys.version.split()[0]}")
-    print(f"{'case':34} {'ms':>8} {'ratio':>8}")
-    pairs = {
-        "attncli compute --format json": "floor: typer+numpy JSON",
-        "attncli compute (tables)": "floor: typer+numpy+rich table",
-        "attncli --version": "floor: python -c pass",
-        "attncli --help": "floor: python -c pass",
-    }
-    for name, value in median.items():
-        ratio = f"{value / median[pairs[name]]:.2f}x" if name in pairs else ""
-        print(f"{name:34} {value:8.1f} {ratio:>8}")
-    print("targets: compute --format json at most 1.15x its floor, compute (tables) at most 1.20x")
-    print()
-    print(f"JSON Lines: {STREAM_PROBLEMS} copies of samples/classic.json, --format json --step output, "
-          f"median of {STREAM_ROUNDS}")
-    stream_median = {name: statistics.median(run.seconds for run in runs) for name, runs in stream_runs.items()}
-    floor_seconds = stream_median["floor: json+numpy loop"]
-    print(f"{'case':34} {'s':>8} {'ratio':>8} {'problems/s':>11} {'peak MiB':>9}")
-    for name, seconds in stream_median.items():
-        peak = max(run.peak_bytes for run in stream_runs[name]) / MIB
-        print(f"{name:34} {seconds:8.2f} {seconds / floor_seconds:7.2f}x {STREAM_PROBLEMS / seconds:11.0f} {peak:9.1f}")
-    print("target: attncli at most 1.0x the floor (faster than the bare loop)")
-    print("rerun: python benchmarks/startup.py --rounds", rounds)
+        trees = {"": ROOT}
+        if options.against:
+            trees[" @ ref"] = extract(options.against, Path(folder) / "ref")
+        median, stream_runs = measure(trees, options.rounds, sys.executable, Path(folder))
+    report(median, stream_runs, options.rounds, options.against)
 
 
 if __name__ == "__main__":
