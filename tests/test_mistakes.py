@@ -193,14 +193,21 @@ def test_nan_in_yours_is_said_in_the_cli_words_and_json(tmp_path):
 FULL = random_document(seq_len=3, d_model=8, heads=2, batch=2, out_proj=True, bias=True, seed=31)
 
 
-def checked(document, *bugs, step="output"):
-    """The verdict on a user's ``step`` made with ``bugs``, the user's numbers and attncli's."""
+def verdict_on(document, *bugs, step="output"):
+    """The verdict on a user's ``step`` made with ``bugs`` (users_attention.py), the user's numbers
+    and attncli's."""
     problem = problem_from_document(document)
     trace = attention(problem)
     right = trace.steps[step].array
-    assert check_step(problem, trace, step, users_attention(document)[step]).agree  # no bug: right
-    theirs = users_attention(document, *bugs)[step].reshape(right.shape)
-    verdict = check_step(problem, trace, step, theirs)
+    # the user's code without the bugs is right: the bugs are all that differ
+    assert check_step(problem, trace, step, users_attention(document)[step]).agree
+    theirs = users_attention(document, *bugs)[step]  # in the user's layout, which check reads
+    return check_step(problem, trace, step, theirs), theirs.reshape(right.shape), right
+
+
+def checked(document, *bugs, step="output"):
+    """verdict_on's verdict, which measures the real difference."""
+    verdict, theirs, right = verdict_on(document, *bugs, step=step)
     assert not verdict.agree and verdict.max_error == pytest.approx(np.abs(theirs - right).max(), rel=1e-12)
     assert verdict.max_error > 1e-3 and verdict.yours == theirs[verdict.worst]
     return verdict
@@ -226,15 +233,11 @@ def test_the_weights_direction_is_said_for_the_names_the_file_uses(tmp_path):
     # PyTorch's names hold (out, in) weights: used as (in, out), each is applied untransposed
     problem = problem_from_document(FULL)
     right = attention(problem).steps["output"].array
-    embed = 8
     torch_document = {"query": FULL["x"], "heads": 2, "batch_first": True,
                       "in_proj_weight": np.vstack([np.array(FULL[name]).T for name in ("w_query", "w_key", "w_value")]),
                       "in_proj_bias": np.concatenate([FULL[name] for name in ("b_query", "b_key", "b_value")]),
                       "out_proj.weight": np.array(FULL["w_out"]).T, "out_proj.bias": FULL["b_out"]}
-    packed = torch_document["in_proj_weight"]
-    users = {**FULL, "w_query": packed[:embed], "w_key": packed[embed:2 * embed], "w_value": packed[2 * embed:],
-             "w_out": torch_document["out_proj.weight"]}  # x @ W with no .T: the user's slip
-    theirs = users_attention(users)["output"]
+    theirs = users_attention(FULL, "untransposed_weights")["output"]  # x·W of the (out, in) weights: the slip
     assert np.abs(theirs - right).max() > 1e-2
     paths = {}
     for name, document in (("torch", torch_document), ("ours", FULL)):

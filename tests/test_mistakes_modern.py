@@ -10,24 +10,12 @@ import json
 import numpy as np
 import pytest
 from test_cli import assert_one_line_error, run, write
-from users_attention import users_attention
+from test_mistakes import verdict_on
 
 from attncli.generate import random_document
 from attncli.known_mistakes import MISTAKES, alibi_heads_mistake
-from attncli.mistakes import check_step
 from attncli.pipeline import attention
 from attncli.problem import problem_from_document
-
-
-def checked(document, *bugs, step="output"):
-    """The verdict on a user's ``step`` made with ``bugs``, the user's numbers and attncli's."""
-    problem = problem_from_document(document)
-    trace = attention(problem)
-    right = trace.steps[step].array
-    # the user's code without the bugs is right: the bugs are all that differ
-    assert check_step(problem, trace, step, users_attention(document)[step]).agree
-    theirs = users_attention(document, *bugs)[step]
-    return check_step(problem, trace, step, theirs), theirs.reshape(right.shape), right
 
 
 def assert_named(verdict, theirs, right, mistake, tied=()):
@@ -47,7 +35,7 @@ EMPTY_ROW = [[0, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 1, 1]]  # query 0 
 
 def test_a_fully_masked_row_given_uniform_weights_is_named():
     document = {**random_document(seq_len=4, d_model=8, heads=2, batch=2, seed=41), "mask": EMPTY_ROW}
-    verdict, theirs, right = checked(document, "empty_row_uniform", step="softmax")
+    verdict, theirs, right = verdict_on(document, "empty_row_uniform", step="softmax")
     assert_named(verdict, theirs, right, MISTAKES["empty_row_uniform"])
     # only query 0's row differs: a quarter on each key where attncli has 0
     assert verdict.wrong_cells == 2 * 2 * 4 and verdict.max_error == 0.25 and verdict.worst[2] == 0
@@ -56,7 +44,7 @@ def test_a_fully_masked_row_given_uniform_weights_is_named():
 
 def test_a_fully_masked_row_of_nan_is_named_and_its_nan_said_as_such():
     document = {**random_document(seq_len=4, d_model=8, heads=2, batch=2, seed=42), "mask": EMPTY_ROW}
-    verdict, theirs, right = checked(document, "empty_row_nan")
+    verdict, theirs, right = verdict_on(document, "empty_row_nan")
     assert verdict.mistakes[0] == MISTAKES["empty_row_nan"]
     # query 0's outputs are NaN in yours and 0 in attncli's: said as NaN, not a difference of ∞
     assert verdict.not_finite.index == (0, 0, 0) and np.isnan(verdict.not_finite.yours)
@@ -68,7 +56,7 @@ def test_a_fully_masked_row_of_nan_is_named_and_its_nan_said_as_such():
                                            ("causal", "causal_bottom_right")])
 def test_the_causal_diagonal_on_the_wrong_corner_is_named(rule, bug):
     document = {**random_document(seq_len=3, d_model=8, heads=2, batch=2, context_len=6, seed=43), "mask": rule}
-    verdict, theirs, right = checked(document, bug, step="softmax")
+    verdict, theirs, right = verdict_on(document, bug, step="softmax")
     assert_named(verdict, theirs, right, MISTAKES[bug])
     # 3 queries × 6 keys: the diagonals are 3 keys apart, so every query's row differs
     assert verdict.wrong_cells == int((~np.isclose(theirs, right, atol=1e-6, rtol=1e-5)).sum()) >= 2 * 2 * 3
@@ -77,7 +65,7 @@ def test_the_causal_diagonal_on_the_wrong_corner_is_named(rule, bug):
 @pytest.mark.parametrize("bug", ["window_wider", "window_narrower"])
 def test_a_window_off_by_one_is_named(bug):
     document = random_document(seq_len=6, d_model=8, heads=2, batch=2, window=3, seed=44)
-    verdict, theirs, right = checked(document, bug, step="softmax")
+    verdict, theirs, right = verdict_on(document, bug, step="softmax")
     assert_named(verdict, theirs, right, MISTAKES[bug])
     # the key at distance 3 is seen (wider) or the one at distance 2 is not (narrower)
     query, key = verdict.worst[2:]
@@ -87,7 +75,7 @@ def test_a_window_off_by_one_is_named(bug):
 def test_padding_ignored_is_named():
     document = {**random_document(seq_len=5, d_model=8, heads=2, batch=2, seed=45), "mask": "causal",
                 "padding": [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]}
-    verdict, theirs, right = checked(document, "padding_ignored", step="softmax")
+    verdict, theirs, right = verdict_on(document, "padding_ignored", step="softmax")
     assert_named(verdict, theirs, right, MISTAKES["padding_ignored"])
     # the last query of item 1 gave its padded keys 3 and 4 weight, where attncli gives them none
     assert (right[1, :, 4, 3:] == 0).all() and (theirs[1, :, 4, 3:] > 0.01).all()
@@ -96,7 +84,7 @@ def test_padding_ignored_is_named():
 def test_padding_ignored_when_it_is_the_only_rule_ties_with_the_mask_ignored():
     document = {**random_document(seq_len=4, d_model=8, heads=2, batch=2, seed=46),
                 "padding": [[1, 1, 1, 1], [1, 1, 0, 0]]}
-    verdict, theirs, right = checked(document, "padding_ignored")
+    verdict, theirs, right = verdict_on(document, "padding_ignored")
     assert_named(verdict, theirs, right, MISTAKES["padding_ignored"], tied=(MISTAKES["mask_ignored"],))
 
 
@@ -105,7 +93,7 @@ def test_padding_ignored_when_it_is_the_only_rule_ties_with_the_mask_ignored():
 @pytest.mark.parametrize("style", ["neox", "gptj"])
 def test_rope_of_the_other_style_is_named(style):
     document = random_document(seq_len=4, d_model=16, heads=2, batch=2, rope=style, seed=47)
-    verdict, theirs, right = checked(document, "rope_style_swapped", step="scores")
+    verdict, theirs, right = verdict_on(document, "rope_style_swapped", step="scores")
     assert_named(verdict, theirs, right, MISTAKES["rope_style_swapped"])
     assert verdict.worst[2] != verdict.worst[3]  # a query and key at the same position turn alike: same score
 
@@ -113,7 +101,7 @@ def test_rope_of_the_other_style_is_named(style):
 @pytest.mark.parametrize("bug", ["rope_q_only", "rope_left_out"])
 def test_rope_on_q_only_or_left_out_is_named(bug):
     document = random_document(seq_len=4, d_model=8, heads=2, batch=2, rope="neox", seed=48)
-    verdict, theirs, right = checked(document, bug)
+    verdict, theirs, right = verdict_on(document, bug)
     assert_named(verdict, theirs, right, MISTAKES[bug])
 
 
@@ -121,14 +109,14 @@ def test_rope_positions_from_zero_with_a_cache_offset_is_named():
     # 3 new queries after 5 cached keys: the queries sit at positions 5, 6, 7 (offset k_len − q_len)
     document = random_document(seq_len=3, d_model=8, heads=2, batch=2, context_len=8, rope="neox",
                                causal_lower_right=True, seed=49)
-    verdict, theirs, right = checked(document, "rope_from_zero", step="scores")
+    verdict, theirs, right = verdict_on(document, "rope_from_zero", step="scores")
     assert_named(verdict, theirs, right, MISTAKES["rope_from_zero"])
 
 
 def test_rope_positions_from_zero_with_positions_given_is_named():
     document = {**random_document(seq_len=3, d_model=8, heads=2, batch=1, rope="gptj", seed=50),
                 "positions": {"query": [10, 11, 12], "key": [10, 11, 12]}}
-    verdict, theirs, right = checked(document, "rope_from_zero")
+    verdict, theirs, right = verdict_on(document, "rope_from_zero")
     assert_named(verdict, theirs, right, MISTAKES["rope_from_zero"])
 
 
@@ -136,7 +124,7 @@ def test_rope_positions_from_zero_with_positions_given_is_named():
 
 def test_key_value_heads_tiled_instead_of_repeated_is_named():
     document = random_document(seq_len=4, d_model=8, heads=4, kv_heads=2, batch=2, seed=51)
-    verdict, theirs, right = checked(document, "kv_tiled", step="scores")
+    verdict, theirs, right = verdict_on(document, "kv_tiled", step="scores")
     assert_named(verdict, theirs, right, MISTAKES["kv_tiled"])
     # heads 0 and 3 read the same key/value head either way; heads 1 and 2 swap theirs
     wrong_heads = np.flatnonzero(~np.isclose(theirs, right).all(axis=(0, 2, 3)))
@@ -145,7 +133,7 @@ def test_key_value_heads_tiled_instead_of_repeated_is_named():
 
 def test_soft_capping_after_the_mask_is_named():
     document = random_document(seq_len=4, d_model=8, heads=2, batch=2, softcap=2.0, causal=True, seed=52)
-    verdict, theirs, right = checked(document, "softcap_after_mask", step="softmax")
+    verdict, theirs, right = verdict_on(document, "softcap_after_mask", step="softmax")
     assert_named(verdict, theirs, right, MISTAKES["softcap_after_mask"])
     # query 0 sees key 0 alone; capped after the mask, the keys after it (at −cap) kept some weight
     assert (right[:, :, 0, 0] == 1).all() and (right[:, :, 0, 1:] == 0).all() and (theirs[:, :, 0, 1:] > 0.01).all()
@@ -153,14 +141,14 @@ def test_soft_capping_after_the_mask_is_named():
 
 def test_soft_capping_before_the_scale_is_named():
     document = random_document(seq_len=4, d_model=8, heads=2, batch=2, softcap=1.0, seed=53)
-    verdict, theirs, right = checked(document, "softcap_before_scale")
+    verdict, theirs, right = verdict_on(document, "softcap_before_scale")
     assert_named(verdict, theirs, right, MISTAKES["softcap_before_scale"])
 
 
 @pytest.mark.parametrize("bug", ["sink_left_out", "sink_kept"])
 def test_the_sinks_mishandled_are_named(bug):
     document = random_document(seq_len=4, d_model=8, heads=2, batch=2, sinks=True, causal=True, seed=54)
-    verdict, theirs, right = checked(document, bug, step="softmax")
+    verdict, theirs, right = verdict_on(document, bug, step="softmax")
     assert_named(verdict, theirs, right, MISTAKES[bug])
     if bug == "sink_left_out":  # each of the user's rows sums to 1; attncli's to less
         np.testing.assert_allclose(theirs.sum(-1), 1.0)
@@ -183,20 +171,20 @@ def test_weights_with_the_sinks_column_kept_are_a_one_line_error_that_says_so(tm
 
 def test_alibi_with_its_sign_flipped_is_named():
     document = random_document(seq_len=5, d_model=8, heads=2, batch=2, alibi=True, causal=True, seed=55)
-    verdict, theirs, right = checked(document, "alibi_sign", step="softmax")
+    verdict, theirs, right = verdict_on(document, "alibi_sign", step="softmax")
     assert_named(verdict, theirs, right, MISTAKES["alibi_sign"])
 
 
 def test_alibi_slopes_of_another_head_count_are_named():
     document = random_document(seq_len=5, d_model=8, heads=2, batch=2, alibi=True, seed=56)
-    verdict, theirs, right = checked(document, "alibi_slopes_of_twice_the_heads")
+    verdict, theirs, right = verdict_on(document, "alibi_slopes_of_twice_the_heads")
     assert_named(verdict, theirs, right, alibi_heads_mistake(4, 2))
     assert verdict.mistakes[0].name == "ALiBi slopes of 4 heads"
 
 
 def test_qk_norm_left_out_is_named():
     document = random_document(seq_len=4, d_model=8, heads=2, batch=2, qk_norm=True, rope="neox", seed=57)
-    verdict, theirs, right = checked(document, "qk_norm_left_out")
+    verdict, theirs, right = verdict_on(document, "qk_norm_left_out")
     assert_named(verdict, theirs, right, MISTAKES["qk_norm_left_out"])
 
 
@@ -205,7 +193,7 @@ def test_qk_norm_left_out_is_named():
 def test_two_modern_mistakes_at_once_are_named_as_a_pair(first, second):
     document = random_document(seq_len=5, d_model=8, heads=4, kv_heads=2, batch=2, rope="neox", qk_norm=True,
                                sinks=True, window=2, seed=58)
-    verdict, theirs, right = checked(document, first, second)
+    verdict, theirs, right = verdict_on(document, first, second)
     assert len(verdict.mistakes) == 1, verdict.mistakes
     assert verdict.mistakes[0].parts == (MISTAKES[first].name, MISTAKES[second].name)
     assert verdict.mistakes[0].name == f"{MISTAKES[first].name}, and {MISTAKES[second].name}"
