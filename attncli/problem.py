@@ -209,8 +209,8 @@ def problem_from_document(
     # PyTorch's names are translated first: what follows validates attncli's own
     notes: tuple[str, ...] = ()
     if torchnames.uses_pytorch_names(document):
-        notes = torchnames.layout_notes(document)
-        document = torchnames.from_pytorch_names(document if heads is None else {**document, "heads": heads})
+        converted = torchnames.from_pytorch_names(document if heads is None else {**document, "heads": heads})
+        document, notes = converted, torchnames.layout_notes(document, converted)
     if causal and causal_lower_right:
         raise ProblemError(f"two masks: give {option('causal')} or {option('causal_lower_right')}, not both")
     # --rope sets the style and --rope-theta the theta of the document's rope (the rest kept), or make one

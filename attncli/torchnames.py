@@ -111,8 +111,8 @@ def from_pytorch_names(document: dict) -> dict:
     if "out_proj.bias" in document:
         converted["b_out"] = as_array("out_proj.bias", document["out_proj.bias"], (1,))
     _inputs(document, converted)
-    _masks(document, converted)
-    layout = inferred_batch_first(document)
+    layout = inferred_batch_first(document, converted)
+    _masks(document, converted, layout)
     if layout is not None:
         converted["batch_first"] = layout
     return converted
@@ -124,19 +124,18 @@ def batch_first(value: Any) -> bool:
                          "(seq, batch, E))")
 
 
-def inferred_batch_first(document: dict) -> bool | None:
-    """The layout of a PyTorch document's 3-D inputs: as its ``batch_first`` says, else as the other
-    inputs' shapes tell (a key of another length, key_padding_mask (batch, S), a 3-D attn_mask
-    (batch·heads, L, S)), else None."""
+def inferred_batch_first(document: dict, converted: dict) -> bool | None:
+    """The layout of a PyTorch document's 3-D inputs (``converted``'s x and context: _inputs's
+    arrays): as its ``batch_first`` says, else as the other inputs' shapes tell (a key of another
+    length, key_padding_mask (batch, S), a 3-D attn_mask (batch·heads, L, S)), else None."""
     if "batch_first" in document:
         return batch_first(document["batch_first"])
-    query_shape = np.shape(document.get("query", document.get("x")))
+    query_shape, key_shape = np.shape(converted.get("x")), np.shape(converted.get("context"))
     if len(query_shape) != 3:
         return None
-    for name in ("key", "value", "context"):  # the batch is the axis the keys share with the queries
-        key_shape = np.shape(document.get(name))
-        if len(key_shape) == 3 and (key_shape[0] == query_shape[0]) != (key_shape[1] == query_shape[1]):
-            return key_shape[0] == query_shape[0]
+    # the batch is the axis the keys share with the queries (a value shares both with its key)
+    if len(key_shape) == 3 and (key_shape[0] == query_shape[0]) != (key_shape[1] == query_shape[1]):
+        return key_shape[0] == query_shape[0]
     if query_shape[0] == query_shape[1]:  # as many queries as batch items: a mask's batch cannot tell
         return None
     padding_shape, mask_shape = np.shape(document.get("key_padding_mask")), np.shape(document.get("attn_mask"))
@@ -147,11 +146,12 @@ def inferred_batch_first(document: dict) -> bool | None:
     return None
 
 
-def layout_notes(document: dict) -> tuple[str, ...]:
-    """A warning when a PyTorch document's 3-D inputs could be either layout and nothing says which."""
+def layout_notes(document: dict, converted: dict) -> tuple[str, ...]:
+    """A warning when a PyTorch document's 3-D inputs could be either layout and nothing says which
+    (``converted``: from_pytorch_names's document, which has batch_first when something says it)."""
     query = "query" if "query" in document else "x"
-    shape = np.shape(document.get(query))
-    if len(shape) != 3 or inferred_batch_first(document) is not None:
+    shape = np.shape(converted.get("x"))
+    if len(shape) != 3 or "batch_first" in converted:
         return ()
     return (f"{query} {shape_text(shape)} is read batch-first, (batch, seq, E) = ({shape[0]}, {shape[1]}, {shape[2]}); "
             "nn.MultiheadAttention's default is batch_first=False, (seq, batch, E): say batch_first: true or "
@@ -203,8 +203,9 @@ def _same(first: np.ndarray, second: np.ndarray) -> bool:
     return first is second or (first.shape == second.shape and np.array_equal(first, second))
 
 
-def _masks(document: dict, converted: dict) -> None:
-    """attn_mask (bool: True = blocked → mask; float: added → bias) and key_padding_mask (True = padded → padding)."""
+def _masks(document: dict, converted: dict, layout: bool | None) -> None:
+    """attn_mask (bool: True = blocked → mask; float: added → bias) and key_padding_mask (True = padded
+    → padding); ``layout`` is inferred_batch_first's."""
     heads = document["heads"]
     if document.get("attn_mask") is not None:
         value = document["attn_mask"]
@@ -236,7 +237,7 @@ def _masks(document: dict, converted: dict) -> None:
         else:
             _refuse_flags("key_padding_mask", value, "padded")
             query_shape = np.shape(converted.get("x"))  # in the document's layout: (L, N, E) when seq-first
-            seq_first = len(query_shape) == 3 and inferred_batch_first(document) is False
+            seq_first = len(query_shape) == 3 and layout is False
             q_len = query_shape[0] if seq_first else query_shape[-2] if query_shape else 1
             converted["bias"] = _padding_added(value, converted.get("bias"), q_len)
 
