@@ -128,23 +128,28 @@ def _swapped(groups: Groups, axes: tuple[str, ...], first: frozenset[str] | set[
              then: frozenset[str] | set[str]) -> Groups | None:
     """``groups`` with a single axis of ``first`` and the single axis of ``then`` right after it
     swapped, or None when there is no such pair."""
-    for at in range(len(groups) - 1):
-        one, two = groups[at], groups[at + 1]
-        if len(one) == len(two) == 1 and axes[one[0]] in first and axes[two[0]] in then:
-            return (*groups[:at], two, one, *groups[at + 2:])
-    return None
+    at = _pair_at(groups, axes, first, then)
+    return None if at is None else (*groups[:at], groups[at + 1], groups[at], *groups[at + 2:])
 
 
 def _merged(groups: Groups, axes: tuple[str, ...], first: frozenset[str] | set[str],
             then: frozenset[str] | set[str], last: bool = False) -> Groups | None:
     """``groups`` with a single axis of ``first`` merged with the single axis of ``then`` right
     after it (with ``last``: only when that is the last axis), or None."""
+    at = _pair_at(groups, axes, first, then, last)
+    return None if at is None else (*groups[:at], groups[at] + groups[at + 1], *groups[at + 2:])
+
+
+def _pair_at(groups: Groups, axes: tuple[str, ...], first: frozenset[str] | set[str],
+             then: frozenset[str] | set[str], last: bool = False) -> int | None:
+    """Where a single axis of ``first`` is followed by a single axis of ``then`` (with ``last``: as
+    the last two groups), or None."""
     for at in range(len(groups) - 1):
         one, two = groups[at], groups[at + 1]
         if last and at + 2 != len(groups):
             continue
         if len(one) == len(two) == 1 and axes[one[0]] in first and axes[two[0]] in then:
-            return (*groups[:at], one + two, *groups[at + 2:])
+            return at
     return None
 
 
